@@ -1,0 +1,115 @@
+"""Argument validation shared by the public parts.
+
+Every check raises at the call that received the bad value, with a message that
+names the argument and shows the value, in the style of torch's own
+``BatchSampler`` ("batch_size should be a positive integer value, but got
+batch_size=0").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "as_index_tensor",
+    "check_modalities",
+    "check_positive_int",
+    "check_nonnegative_int",
+    "check_choice",
+    "check_fraction",
+]
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an ``int`` > 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} should be a positive integer value, but got {name}={value!r}")
+    return value
+
+
+def check_nonnegative_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is an ``int`` >= 0, else raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} should be a non-negative integer value, but got {name}={value!r}")
+    return value
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
+    if value not in choices:
+        raise ValueError(f"{name} should be one of {tuple(choices)}, but got {name}={value!r}")
+    return str(value)
+
+
+def check_fraction(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """Return ``value`` as a float in (0, 1] (or [0, 1] with ``allow_zero``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        low_ok = value >= 0 if allow_zero else value > 0
+        ok = bool(low_ok and value <= 1)
+    if not ok:
+        interval = "[0, 1]" if allow_zero else "(0, 1]"
+        raise ValueError(f"{name} should be a number in {interval}, but got {name}={value!r}")
+    return float(value)
+
+
+def check_modalities(name: str, modalities: Any) -> tuple[str, ...]:
+    """Return ``modalities`` as a tuple of >= 2 distinct, non-empty strings."""
+    if isinstance(modalities, str) or not isinstance(modalities, Sequence):
+        raise TypeError(
+            f"{name} should be a sequence of modality names, but got {name}={modalities!r}"
+        )
+    names = tuple(modalities)
+    if len(names) < 2:
+        raise ValueError(f"{name} should name at least two modalities, but got {name}={names!r}")
+    for item in names:
+        if not isinstance(item, str) or not item:
+            raise TypeError(
+                f"{name} should hold non-empty strings, but got {item!r} in {name}={names!r}"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"{name} should not repeat a modality, but got {name}={names!r}")
+    return names
+
+
+def as_index_tensor(name: str, indices: Any, num_samples: int) -> torch.Tensor:
+    """Return ``indices`` as a 1-D int64 CPU tensor with values in ``[0, num_samples)``.
+
+    Accepts tensors, numpy arrays and sequences of ints. Float or bool dtypes are
+    rejected rather than cast, so that an index can never be silently rounded.
+    """
+    if isinstance(indices, torch.Tensor):
+        tensor = indices.detach()
+    elif isinstance(indices, np.ndarray):
+        if indices.dtype.kind not in "iu":
+            raise TypeError(
+                f"{name} should hold integers, but got an array of dtype {indices.dtype}"
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(indices))
+    elif isinstance(indices, Sequence) and not isinstance(indices, (str, bytes)):
+        if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in indices):
+            raise TypeError(f"{name} should hold integers, but got {name}={list(indices)!r}")
+        tensor = torch.as_tensor(list(indices), dtype=torch.int64)
+    else:
+        raise TypeError(
+            f"{name} should be an integer tensor, array or sequence, but got {name}={indices!r}"
+        )
+    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
+        raise TypeError(f"{name} should hold integers, but got a tensor of dtype {tensor.dtype}")
+    if tensor.dim() != 1:
+        raise ValueError(f"{name} should be one-dimensional, but got shape {tuple(tensor.shape)}")
+    tensor = tensor.to(device="cpu", dtype=torch.int64)
+    if tensor.numel():
+        low_t, high_t = torch.aminmax(tensor)
+        low, high = int(low_t), int(high_t)
+        if low < 0 or high >= num_samples:
+            bad = low if low < 0 else high
+            raise ValueError(
+                f"{name} should lie in [0, {num_samples}) (num_samples={num_samples}), "
+                f"but got an index {bad}"
+            )
+    return tensor

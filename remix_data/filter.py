@@ -1,0 +1,489 @@
+"""The score table: per-sample, per-modality hardness, and the assignment built from it.
+
+:class:`HardSampleFilter` holds one float32 score per sample and modality
+(``NaN`` until the sample is first scored for that modality). The training loop
+(or a scoring pass) feeds unimodal outputs back with :meth:`HardSampleFilter.update`;
+each call is one index scatter per modality. :meth:`HardSampleFilter.assignment`
+turns the table into the paper's decoupling: every sample trains the modality
+in which it is *least* confident (or has the *highest* loss).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from ._checks import as_index_tensor, check_choice, check_modalities, check_positive_int
+from .distributed import all_reduce_sum, is_distributed
+from .scores import confidence, cross_entropy
+
+__all__ = ["HardSampleFilter", "FILTERED"]
+
+#: Assignment value of a sample that trains no modality this epoch.
+FILTERED = -1
+
+logger = logging.getLogger("remix_data")
+
+_SCORES = ("confidence", "loss")
+_UNSCORED = ("spread", "filter")
+_NONFINITE = ("raise", "ignore")
+_SYNC = ("auto", "never")
+
+
+def _per_modality(
+    name: str, value: Any, modalities: tuple[str, ...], *, ratio: bool
+) -> list[float | None]:
+    """Expand a number or a ``{modality: number}`` mapping to one value per modality."""
+    if value is None:
+        return [None] * len(modalities)
+    if isinstance(value, Mapping):
+        unknown = set(value) - set(modalities)
+        if unknown:
+            raise ValueError(
+                f"{name} names unknown modalities {sorted(unknown)}; known: {modalities}"
+            )
+        values = [value.get(m) for m in modalities]
+    else:
+        values = [value] * len(modalities)
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"{name} should hold finite numbers, but got {name}={value!r}")
+        if ratio and not 0 < v <= 1:
+            raise ValueError(f"{name} should lie in (0, 1], but got {name}={value!r}")
+    return [None if v is None else float(v) for v in values]
+
+
+class HardSampleFilter:
+    r"""Per-sample, per-modality hardness table and the paper's assignment rule.
+
+    Args:
+        num_samples: size of the training set; indices are ``0 .. num_samples-1``.
+        modalities: two or more modality names; an assignment value ``m`` means
+            ``modalities[m]``.
+        score: ``"confidence"`` (the paper: ``KL(softmax || uniform)`` of each
+            unimodal head; low = hard) or ``"loss"`` (per-sample cross-entropy or
+            any per-sample loss; high = hard).
+        unscored: what a sample with no score in any modality trains:
+            ``"spread"`` (default) sends it to ``modalities[index % M]``, so unscored
+            samples are spread evenly and still trained; ``"filter"`` leaves it out
+            of the epoch (counted as filtered). A sample scored in only some
+            modalities is compared over those only.
+        nonfinite: ``"raise"`` (default) rejects NaN/inf scores with a
+            ``ValueError``; ``"ignore"`` skips those entries (the table keeps its
+            old value) and counts them in ``stats()["ignored"]``.
+        keep_ratio: opt-in filtering beyond the paper: keep only the hardest
+            fraction of each modality's subset (a number, or ``{modality: number}``).
+        threshold: opt-in filtering: keep only samples harder than this score in
+            their modality (confidence below it, or loss above it).
+        reweight: with filtering, give each kept sample the weight
+            ``subset size / kept`` of its modality (see :meth:`weights`), so the
+            expected loss of a modality keeps its scale. Ignored without filtering.
+        labels: optional class label per sample; adds per-class counts to the
+            statistics of every epoch.
+        process_group: group whose ranks share one assignment under
+            ``torch.distributed`` (default: the world).
+        sync: ``"auto"`` (default) combines the ranks' updates with one
+            ``all_reduce`` whenever an epoch's assignment is snapshotted and more
+            than one rank exists; ``"never"`` leaves each rank's table alone.
+
+    Ties (equal scores) go to the modality listed *last*; the reference code lists
+    audio before video and sends ties to video.
+
+    Example:
+        >>> import torch
+        >>> filt = HardSampleFilter(num_samples=4, modalities=("audio", "video"))
+        >>> logits_audio = torch.tensor([[5.0, 0.0], [0.0, 0.0], [5.0, 0.0], [0.1, 0.0]])
+        >>> logits_video = torch.tensor([[0.0, 0.0], [5.0, 0.0], [5.0, 0.0], [5.0, 0.0]])
+        >>> filt.update(torch.arange(4), {"audio": logits_audio, "video": logits_video})
+        >>> filt.assignment().tolist()    # 0 = audio, 1 = video; ties go to video
+        [1, 0, 1, 0]
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        modalities: Sequence[str],
+        *,
+        score: str = "confidence",
+        unscored: str = "spread",
+        nonfinite: str = "raise",
+        keep_ratio: float | Mapping[str, float] | None = None,
+        threshold: float | Mapping[str, float] | None = None,
+        reweight: bool = False,
+        labels: Any = None,
+        process_group: Any = None,
+        sync: str = "auto",
+    ) -> None:
+        self.num_samples = check_positive_int("num_samples", num_samples)
+        self.modalities = check_modalities("modalities", modalities)
+        self.score = check_choice("score", score, _SCORES)
+        self.unscored = check_choice("unscored", unscored, _UNSCORED)
+        self.nonfinite = check_choice("nonfinite", nonfinite, _NONFINITE)
+        self.sync_mode = check_choice("sync", sync, _SYNC)
+        self.keep_ratio = _per_modality("keep_ratio", keep_ratio, self.modalities, ratio=True)
+        self.threshold = _per_modality("threshold", threshold, self.modalities, ratio=False)
+        if not isinstance(reweight, bool):
+            raise TypeError(f"reweight should be a bool, but got reweight={reweight!r}")
+        self.reweight = reweight
+        self.process_group = process_group
+        self.labels: torch.Tensor | None = None
+        if labels is not None:
+            self.labels = as_index_tensor("labels", labels, 2**62)
+            if self.labels.numel() != num_samples:
+                raise ValueError(
+                    f"labels should hold one label per sample ({num_samples}), "
+                    f"but got {self.labels.numel()} labels"
+                )
+        m, n = len(self.modalities), num_samples
+        self._position = {name: i for i, name in enumerate(self.modalities)}
+        self._values = torch.full((m, n), math.nan, dtype=torch.float32)
+        self._fresh = torch.zeros((m, n), dtype=torch.bool)
+        self._scored = torch.zeros(n, dtype=torch.bool)  # scored in any modality
+        self._ignored = 0
+        self._snapshot: torch.Tensor | None = None
+        self._snapshot_epoch: int | None = None
+        self._weights: torch.Tensor | None = None
+        self.history: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ updates
+    def update(
+        self,
+        indices: Any,
+        outputs: Mapping[str, torch.Tensor],
+        targets: torch.Tensor | None = None,
+        *,
+        modality: torch.Tensor | None = None,
+    ) -> None:
+        """Write the scores of one batch into the table (one index scatter).
+
+        Args:
+            indices: ``[B]`` integer sample indices (tensor, array or list).
+            outputs: maps a modality name to ``[B, C]`` logits of its unimodal head,
+                or (with ``score="loss"``) to ``[B]`` per-sample losses. A call may
+                carry only some modalities; only those are updated.
+            targets: ``[B]`` class indices; needed for ``[B, C]`` logits when
+                ``score="loss"``.
+            modality: optional ``[B]`` active-modality ids as yielded by the
+                loader; when given, modality ``m`` is written only for rows whose
+                id is ``m`` or ``ALL``, so masked rows never overwrite a score.
+
+        Tensors may live on any device; they are detached and copied to the CPU.
+        """
+        idx = as_index_tensor("indices", indices, self.num_samples)
+        if not isinstance(outputs, Mapping):
+            raise TypeError(
+                f"outputs should map modality names to tensors, but got {type(outputs).__name__}"
+            )
+        if not outputs:
+            return
+        positions = []
+        for name in outputs:
+            if name not in self._position:
+                raise ValueError(
+                    f"outputs names unknown modality {name!r}; known: {self.modalities}"
+                )
+            positions.append(self._position[name])
+        values = self._scores(outputs, targets, idx.numel()).to("cpu")  # [k, B]
+        pos = torch.tensor(positions)
+        where = idx.expand(len(positions), -1)
+        keep: torch.Tensor | None = None
+        if modality is not None:
+            rows = torch.as_tensor(modality).detach().to("cpu", torch.int64)
+            if rows.shape != idx.shape:
+                raise ValueError(
+                    f"modality should have the shape of indices {tuple(idx.shape)}, "
+                    f"but got {tuple(rows.shape)}"
+                )
+            keep = (rows.unsqueeze(0) == pos.unsqueeze(1)) | (rows < 0).unsqueeze(0)
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            bad = ~finite if keep is None else ~finite & keep
+            if bool(bad.any()) and self.nonfinite == "raise":
+                k = int(bad.any(1).nonzero()[0])
+                raise ValueError(
+                    f"outputs[{list(outputs)[k]!r}] gave a non-finite score "
+                    f"({values[k][bad[k]][0].item()}); pass nonfinite='ignore' to skip such entries"
+                )
+            self._ignored += int(bad.sum())
+            keep = finite if keep is None else keep & finite
+        table_rows = pos.unsqueeze(1).expand_as(where)
+        if keep is not None:
+            table_rows, where, values = table_rows[keep], where[keep], values[keep]
+        # One scatter for all modalities of the call.
+        self._values.index_put_((table_rows, where), values)
+        self._fresh.index_put_((table_rows, where), torch.ones((), dtype=torch.bool))
+        self._scored.index_fill_(0, where.reshape(-1), True)
+
+    def _scores(
+        self, outputs: Mapping[str, Any], targets: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        """Scores of every output as one ``[k, B]`` float tensor (on the outputs' device)."""
+        tensors = list(outputs.values())
+        same = all(
+            isinstance(t, torch.Tensor)
+            and t.dim() == 2
+            and t.shape == tensors[0].shape
+            and t.device == tensors[0].device
+            for t in tensors
+        )
+        if same and self.score == "confidence" and tensors[0].shape[0] == batch:
+            # One kernel for all modalities instead of one per modality.
+            return confidence(torch.cat(tensors)).view(len(tensors), batch)
+        scores = [self._scores_of(n, o, targets, batch) for n, o in outputs.items()]
+        device = scores[0].device
+        return torch.stack([s.to(device) for s in scores])
+
+    def _scores_of(
+        self, name: str, output: Any, targets: torch.Tensor | None, batch: int
+    ) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(
+                f"outputs[{name!r}] should be a tensor, but got {type(output).__name__}"
+            )
+        if output.dim() == 2 and output.shape[0] == batch:
+            if self.score == "confidence":
+                return confidence(output)
+            if targets is None:
+                raise ValueError(
+                    f"targets are needed to score logits outputs[{name!r}] with score='loss'"
+                )
+            return cross_entropy(output, torch.as_tensor(targets))
+        if output.dim() == 1 and output.shape[0] == batch and self.score == "loss":
+            return output.detach().float()
+        expected = "[B, C] logits or [B] losses" if self.score == "loss" else "[B, C] logits"
+        raise ValueError(
+            f"outputs[{name!r}] should have shape {expected} with B={batch}, "
+            f"but got shape {tuple(output.shape)}"
+        )
+
+    # --------------------------------------------------------------- assignment
+    def assignment(self) -> torch.Tensor:
+        """Return the assignment of the current table: int64 ``[num_samples]``.
+
+        Value ``m`` means the sample trains ``modalities[m]``; ``-1`` means it is
+        filtered out. Computed from this process's table (no collective).
+        """
+        return self._assign()[0].to(torch.int64)
+
+    def _hardest(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample: the hardest modality (int8) and its score.
+
+        Samples with no score anywhere get an arbitrary value here; the caller
+        applies the ``unscored`` policy. The score is only exact when filtering
+        needs it: the last comparison skips it, as planning is a hot path.
+        """
+        loss = self.score == "loss"
+        sentinel = -math.inf if loss else math.inf
+        best = torch.nan_to_num(self._values[0], nan=sentinel)
+        assign = torch.zeros(self.num_samples, dtype=torch.int8)
+        last = len(self.modalities) - 1
+        need_best = self._filters()
+        for m in range(1, last + 1):
+            row = self._values[m]
+            # ``>=`` / ``<=`` send ties to the later modality; NaN never compares true.
+            take = row >= best if loss else row <= best
+            if m < last or need_best:
+                best = torch.where(take, row, best)
+            assign.masked_fill_(take, m)
+        return assign, best
+
+    def _assign(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+        """Return (int8 assignment, optional weights, number of unscored samples)."""
+        assign, best = self._hardest()
+        unscored = self.num_samples - int(torch.count_nonzero(self._scored))
+        unscored_mask = ~self._scored if unscored else torch.zeros(0, dtype=torch.bool)
+        if unscored:
+            if self.unscored == "spread":
+                spread = (torch.arange(self.num_samples) % len(self.modalities)).to(torch.int8)
+                assign = torch.where(unscored_mask, spread, assign)
+            else:
+                assign.masked_fill_(unscored_mask, FILTERED)
+        weights = None
+        if self._filters():
+            weights = self._filter_hard(assign, best, unscored_mask if unscored else None)
+        return assign, weights, unscored
+
+    def _filters(self) -> bool:
+        return any(r is not None for r in self.keep_ratio) or any(
+            t is not None for t in self.threshold
+        )
+
+    def _filter_hard(
+        self, assign: torch.Tensor, best: torch.Tensor, unscored: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """Apply keep ratio / threshold in place on ``assign``; return weights if asked."""
+        loss = self.score == "loss"
+        weights = torch.ones(self.num_samples, dtype=torch.float32) if self.reweight else None
+        for m in range(len(self.modalities)):
+            ratio, limit = self.keep_ratio[m], self.threshold[m]
+            if ratio is None and limit is None:
+                continue
+            mine = assign == m
+            if unscored is not None:
+                mine &= ~unscored
+            members = mine.nonzero().squeeze(1)
+            if members.numel() == 0:
+                continue
+            scores = best[members]
+            keep = torch.ones(members.numel(), dtype=torch.bool)
+            if limit is not None:
+                keep &= scores > limit if loss else scores < limit
+            if ratio is not None:
+                k = math.ceil(ratio * members.numel())
+                order = torch.sort(scores, descending=loss, stable=True).indices
+                ranked = torch.zeros_like(keep)
+                ranked[order[:k]] = True
+                keep &= ranked
+            assign[members[~keep]] = FILTERED
+            kept = int(keep.sum())
+            if weights is not None and kept:
+                weights[members[keep]] = members.numel() / kept
+        return weights
+
+    # ---------------------------------------------------------------- snapshots
+    def snapshot(self, epoch: int) -> torch.Tensor:
+        """Return the int8 assignment for ``epoch``, computing it once per epoch.
+
+        The first call for an epoch combines the ranks' updates (one collective
+        under ``torch.distributed`` unless ``sync="never"``: call it on every
+        rank), freezes the assignment, and appends the epoch's statistics to
+        :attr:`history`. Later calls for the same epoch return the same tensor,
+        which is what makes a resumed epoch replay the same plan.
+        """
+        if self._snapshot is not None and self._snapshot_epoch == epoch:
+            return self._snapshot
+        self.sync()
+        assign, weights, unscored = self._assign()
+        self._snapshot, self._snapshot_epoch, self._weights = assign, epoch, weights
+        record = self._describe(assign, unscored, epoch)
+        self.history.append(record)
+        logger.info("remix epoch %d: %s", epoch, _summary(record, self.modalities))
+        return assign
+
+    @property
+    def snapshot_epoch(self) -> int | None:
+        """The epoch of the last snapshot, or ``None`` before the first."""
+        return self._snapshot_epoch
+
+    def weights(self, indices: Any) -> torch.Tensor:
+        """Loss weights of ``indices`` under the last snapshot (all 1 without reweighting)."""
+        idx = as_index_tensor("indices", indices, self.num_samples)
+        if self._weights is None:
+            return torch.ones(idx.numel(), dtype=torch.float32)
+        return self._weights[idx]
+
+    def sync(self) -> None:
+        """Combine the scores that different ranks updated since the last sync.
+
+        One ``all_reduce`` of a packed ``(sum, count)`` float table; an entry
+        updated on several ranks becomes their mean. A no-op on one process or
+        with ``sync="never"``.
+        """
+        if self.sync_mode == "never" or not is_distributed(self.process_group):
+            return
+        fresh = self._fresh
+        packed = torch.stack((torch.where(fresh, self._values, 0.0), fresh.float()))
+        all_reduce_sum(packed, self.process_group)
+        total, count = packed[0], packed[1]
+        seen = count > 0
+        self._values = torch.where(seen, total / count.clamp(min=1), self._values)
+        self._scored |= seen.any(0)
+        self._fresh.zero_()
+
+    # --------------------------------------------------------------- statistics
+    def _describe(self, assign: torch.Tensor, unscored: int, epoch: int | None) -> dict[str, Any]:
+        m = len(self.modalities)
+        # int8 -> uint8 view: FILTERED (-1) lands in bin 255; one pass over the table.
+        counts = torch.bincount(assign.view(torch.uint8), minlength=256)
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "counts": {name: int(counts[i]) for i, name in enumerate(self.modalities)},
+            "filtered": int(counts[255]),
+            "unscored": unscored,
+            "ignored": self._ignored,
+            "mean_score": {},
+        }
+        for i, name in enumerate(self.modalities):
+            row = self._values[i]
+            scored = self.num_samples - int(torch.count_nonzero(torch.isnan(row)))
+            record["mean_score"][name] = float(row.nansum()) / scored if scored else None
+        if self.labels is not None:
+            classes = int(self.labels.max()) + 1 if self.labels.numel() else 0
+            key = (assign.to(torch.int64) + 1) * classes + self.labels
+            table = torch.bincount(key, minlength=(m + 1) * classes).view(m + 1, classes)
+            record["class_counts"] = {
+                name: table[i + 1].tolist() for i, name in enumerate(self.modalities)
+            }
+        return record
+
+    def stats(self) -> dict[str, Any]:
+        """Statistics of the last snapshot, or of the current table before any.
+
+        Keys: ``epoch``, ``counts`` (samples per modality), ``filtered``,
+        ``unscored`` (samples with no score in any modality), ``ignored``
+        (non-finite entries skipped), ``mean_score`` per modality over scored
+        samples, and ``class_counts`` when labels were given.
+        """
+        if self._snapshot is not None:
+            return self.history[-1]
+        assign, _, unscored = self._assign()
+        return self._describe(assign, unscored, None)
+
+    # -------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume: scores, the epoch snapshot and history."""
+        return {
+            "num_samples": self.num_samples,
+            "modalities": list(self.modalities),
+            "score": self.score,
+            "values": self._values.clone(),
+            "fresh": self._fresh.clone(),
+            "scored": self._scored.clone(),
+            "ignored": self._ignored,
+            "snapshot": None if self._snapshot is None else self._snapshot.clone(),
+            "snapshot_epoch": self._snapshot_epoch,
+            "weights": None if self._weights is None else self._weights.clone(),
+            "history": [dict(h) for h in self.history],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict`; the dataset size, modalities and score must match."""
+        for key, mine in (
+            ("num_samples", self.num_samples),
+            ("modalities", list(self.modalities)),
+            ("score", self.score),
+        ):
+            if key not in state:
+                raise ValueError(f"state should contain {key!r}; got keys {sorted(state)}")
+            if state[key] != mine:
+                raise ValueError(
+                    f"state was saved with {key}={state[key]!r}, but this filter has {key}={mine!r}"
+                )
+        self._values = state["values"].clone().to(torch.float32)
+        self._fresh = state["fresh"].clone().to(torch.bool)
+        self._scored = state["scored"].clone().to(torch.bool)
+        self._ignored = int(state["ignored"])
+        snap = state["snapshot"]
+        self._snapshot = None if snap is None else snap.clone().to(torch.int8)
+        self._snapshot_epoch = state["snapshot_epoch"]
+        weights = state["weights"]
+        self._weights = None if weights is None else weights.clone()
+        self.history = [dict(h) for h in state["history"]]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(num_samples={self.num_samples}, "
+            f"modalities={self.modalities}, score={self.score!r})"
+        )
+
+
+def _summary(record: Mapping[str, Any], modalities: tuple[str, ...]) -> str:
+    total = sum(record["counts"].values()) + record["filtered"]
+    shares = ", ".join(f"{m}={record['counts'][m] / max(total, 1):.2f}" for m in modalities)
+    return f"shares {shares}, filtered={record['filtered']}, unscored={record['unscored']}"

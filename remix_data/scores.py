@@ -1,0 +1,74 @@
+"""Per-sample scores that say how hard a sample is for one modality.
+
+Two signals, both computed per sample from one unimodal head's output:
+
+- :func:`confidence` — the paper's score, ``KL(softmax(logits) || uniform)``,
+  which equals ``log C - H(p)``: 0 for a uniform prediction, ``log C`` for a
+  one-hot one. Low confidence means hard.
+- :func:`cross_entropy` — the per-sample loss against the targets
+  ("loss-driven" scoring). High loss means hard.
+
+Natural logarithms are used; the paper's reference code uses base 2, which
+scales every score by the same constant and changes no decision.
+
+Example:
+    >>> import torch
+    >>> confidence(torch.zeros(1, 4)).abs().item() < 1e-6     # uniform: no confidence
+    True
+    >>> round(confidence(torch.tensor([[100.0, 0.0]])).item(), 4)   # one-hot: log 2
+    0.6931
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["confidence", "cross_entropy"]
+
+
+def _check_logits(logits: torch.Tensor, name: str) -> None:
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"{name} should be a tensor of logits, but got {type(logits).__name__}")
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(
+            f"{name} should have shape [batch, classes] with classes >= 2, "
+            f"but got shape {tuple(logits.shape)}"
+        )
+
+
+def confidence(logits: torch.Tensor) -> torch.Tensor:
+    """Return ``KL(softmax(logits) || uniform) = log C - H(p)`` per row, as float32.
+
+    Args:
+        logits: ``[B, C]`` unnormalised scores of one unimodal head, any device.
+
+    Returns:
+        ``[B]`` tensor on the same device, each value in ``[0, log C]``.
+    """
+    _check_logits(logits, "logits")
+    log_p = F.log_softmax(logits.detach().float(), dim=1)
+    return (log_p.exp() * log_p).sum(dim=1) + math.log(logits.shape[1])
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Return the per-sample cross-entropy of ``logits`` against ``targets``, as float32.
+
+    Example:
+        >>> import torch
+        >>> loss = cross_entropy(torch.tensor([[2.0, 0.0]]), torch.tensor([0]))
+        >>> round(loss.item(), 4)
+        0.1269
+    """
+    _check_logits(logits, "logits")
+    if not isinstance(targets, torch.Tensor) or targets.shape != logits.shape[:1]:
+        shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else targets
+        raise ValueError(
+            f"targets should be a tensor of shape [{logits.shape[0]}] matching the logits, "
+            f"but got {shape!r}"
+        )
+    return F.cross_entropy(
+        logits.detach().float(), targets.detach().to(logits.device), reduction="none"
+    )

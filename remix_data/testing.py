@@ -1,0 +1,258 @@
+"""Hypothesis strategies and invariant checks for code that integrates remix_data.
+
+Other repositories import these in their own test suites to prove that their
+integration keeps the method's guarantees; this project's property tests use
+them too. Needs ``hypothesis`` (the ``test`` extra).
+
+Example (a complete property test)::
+
+    from hypothesis import given
+    from remix_data.testing import build_samplers, check_epoch, sampler_configs
+
+    @given(sampler_configs())
+    def test_my_epochs_keep_the_invariants(config):
+        check_epoch(build_samplers(config), epoch=config["epoch"])
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from hypothesis import strategies as st
+
+from .filter import FILTERED, HardSampleFilter
+from .sampler import ALL, ReassemblingBatchSampler
+
+__all__ = [
+    "logits",
+    "score_tables",
+    "sampler_configs",
+    "build_samplers",
+    "check_epoch",
+    "naive_assignment",
+]
+
+Batch = list[tuple[int, int]]
+
+
+@st.composite
+def logits(draw: st.DrawFn, batch: int | None = None, classes: int | None = None) -> torch.Tensor:
+    """A ``[batch, classes]`` float32 logits tensor with finite values (ties likely)."""
+    b = batch if batch is not None else draw(st.integers(1, 32))
+    c = classes if classes is not None else draw(st.integers(2, 6))
+    values = draw(
+        st.lists(
+            st.sampled_from([-3.0, -1.0, 0.0, 0.5, 1.0, 4.0])
+            | st.floats(-20, 20, allow_nan=False, width=32),
+            min_size=b * c,
+            max_size=b * c,
+        )
+    )
+    return torch.tensor(values, dtype=torch.float32).view(b, c)
+
+
+@st.composite
+def score_tables(draw: st.DrawFn, max_samples: int = 60, max_modalities: int = 4) -> dict[str, Any]:
+    """A filter's inputs: ``num_samples``, ``modalities`` and a ``[M, N]`` score table.
+
+    Scores are drawn from a small set so ties are common; about one entry in
+    eight is ``NaN`` (not scored yet).
+    """
+    n = draw(st.integers(1, max_samples))
+    m = draw(st.integers(2, max_modalities))
+    cells = st.sampled_from([0.0, 0.1, 0.5, 1.0]) | st.floats(0, 3, width=32)
+    cells = st.one_of(cells, cells, cells, cells, cells, cells, cells, st.just(math.nan))
+    values = draw(st.lists(cells, min_size=n * m, max_size=n * m))
+    return {
+        "num_samples": n,
+        "modalities": tuple(f"m{i}" for i in range(m)),
+        "values": torch.tensor(values, dtype=torch.float32).view(m, n),
+        "score": draw(st.sampled_from(["confidence", "loss"])),
+    }
+
+
+@st.composite
+def sampler_configs(
+    draw: st.DrawFn, max_samples: int = 80, max_replicas: int = 8, max_accumulation: int = 4
+) -> dict[str, Any]:
+    """A full sampler configuration with a score table, world size and accumulation.
+
+    Keys: those of :func:`score_tables` plus ``batch_size``, ``order``,
+    ``drop_last``, ``seed``, ``warmup_epochs``, ``epoch``, ``num_replicas``,
+    ``accumulation_steps``, ``keep_ratio``. Feed it to :func:`build_samplers`.
+    """
+    config = draw(score_tables(max_samples=max_samples))
+    config.update(
+        batch_size=draw(st.integers(1, 9)),
+        order=draw(st.sampled_from(["sequential", "interleave", "random"])),
+        drop_last=draw(st.booleans()),
+        seed=draw(st.integers(0, 2**31)),
+        warmup_epochs=draw(st.integers(0, 2)),
+        epoch=draw(st.integers(0, 4)),
+        num_replicas=draw(st.integers(1, max_replicas)),
+        accumulation_steps=draw(st.integers(1, max_accumulation)),
+        keep_ratio=draw(st.none() | st.sampled_from([0.5, 0.9, 1.0])),
+    )
+    return config
+
+
+def build_samplers(config: dict[str, Any]) -> list[ReassemblingBatchSampler]:
+    """One sampler per rank over one shared filter, from a :func:`sampler_configs` draw."""
+    filt = HardSampleFilter(
+        config["num_samples"],
+        config["modalities"],
+        score=config.get("score", "confidence"),
+        keep_ratio=config.get("keep_ratio"),
+    )
+    values = config.get("values")
+    if values is not None:
+        state = filt.state_dict()
+        state["values"] = values
+        state["scored"] = ~torch.isnan(values).all(0)
+        filt.load_state_dict(state)
+    world = config.get("num_replicas", 1)
+    return [
+        ReassemblingBatchSampler(
+            filt,
+            config["batch_size"],
+            warmup_epochs=config.get("warmup_epochs", 0),
+            order=config.get("order", "sequential"),
+            drop_last=config.get("drop_last", False),
+            seed=config.get("seed", 0),
+            num_replicas=world,
+            rank=rank,
+            accumulation_steps=config.get("accumulation_steps", 1),
+        )
+        for rank in range(world)
+    ]
+
+
+def naive_assignment(
+    values: torch.Tensor, score: str = "confidence", unscored: str = "spread"
+) -> list[int]:
+    """The paper's rule one sample at a time, in plain Python: a reference to test against.
+
+    Each sample goes to the modality where it is least confident (``score=
+    "confidence"``) or has the highest loss (``"loss"``); ties go to the modality
+    listed last; ``NaN`` entries are skipped; a sample with no score follows the
+    ``unscored`` policy (``"spread"``: ``index % M``; ``"filter"``: ``-1``).
+    """
+    m, n = values.shape
+    table = values.tolist()
+    out = []
+    for i in range(n):
+        best_m, best = None, None
+        for j in range(m):
+            v = table[j][i]
+            if math.isnan(v):
+                continue
+            harder = best is None or (v >= best if score == "loss" else v <= best)
+            if harder:
+                best_m, best = j, v
+        if best_m is None:
+            best_m = i % m if unscored == "spread" else FILTERED
+        out.append(best_m)
+    return out
+
+
+def _fail(invariant: str, detail: str) -> None:
+    raise AssertionError(f"remix invariant broken: {invariant}: {detail}")
+
+
+def check_epoch(
+    samplers: ReassemblingBatchSampler | Sequence[ReassemblingBatchSampler],
+    epoch: int | None = None,
+) -> list[list[Batch]]:
+    """Run one epoch on every rank's sampler and check the method's invariants.
+
+    ``samplers`` is one sampler, or one per rank (``rank = position``) sharing a
+    filter, as :func:`build_samplers` makes. Checks, each reported by name in the
+    ``AssertionError``:
+
+    - *len honest*: every rank yields exactly ``len(sampler)`` batches, the same
+      number on every rank;
+    - *batch size*: no batch is empty or larger than ``batch_size``; under
+      distribution or accumulation every batch is full;
+    - *unimodal*: every batch has one modality (``ALL`` in warm-up epochs, a
+      modality id after), and it is the assigned modality of each sample in it;
+    - *same modality per step*: at every optimiser step, all ranks and all
+      accumulated micro-batches share the modality;
+    - *each kept sample once*: over all ranks every kept sample appears once,
+      plus at most the counted padding repeats; filtered and dropped samples
+      never appear, and kept + filtered + dropped covers the dataset.
+
+    Returns the batches, per rank.
+    """
+    ranks = [samplers] if isinstance(samplers, ReassemblingBatchSampler) else list(samplers)
+    if not ranks:
+        raise ValueError("samplers should hold at least one sampler, but got none")
+    first = ranks[0]
+    filt = first.filter
+    for r, s in enumerate(ranks):
+        if s.filter is not filt or s.num_replicas != len(ranks) or s.rank != r:
+            raise ValueError(
+                "samplers should share one filter and be ranks 0..n-1 of n replicas; "
+                f"sampler {r} has rank={s.rank}, num_replicas={s.num_replicas}"
+            )
+        if epoch is not None:
+            s.set_epoch(epoch)
+    batches = [list(s) for s in ranks]
+    lengths = [len(s) for s in ranks]
+    for r, (got, expected) in enumerate(zip(batches, lengths)):
+        if len(got) != expected:
+            _fail("len honest", f"rank {r} yielded {len(got)} batches but len() is {expected}")
+    if len(set(lengths)) > 1:
+        _fail("len honest", f"ranks yield different batch counts {lengths}")
+
+    warmup = first.is_warmup()
+    assignment = None if warmup else filt.snapshot(first.epoch).tolist()
+    full = first.num_replicas * first.accumulation_steps > 1
+    for r, rank_batches in enumerate(batches):
+        for t, batch in enumerate(rank_batches):
+            if not batch or len(batch) > first.batch_size:
+                _fail("batch size", f"rank {r} batch {t} has {len(batch)} keys")
+            if full and len(batch) != first.batch_size:
+                _fail("batch size", f"rank {r} batch {t} has {len(batch)} < batch_size keys")
+            mods = {m for _, m in batch}
+            if len(mods) != 1:
+                _fail("unimodal", f"rank {r} batch {t} mixes modalities {sorted(mods)}")
+            (mod,) = mods
+            if warmup and mod != ALL:
+                _fail("unimodal", f"warm-up batch {t} on rank {r} has modality {mod}")
+            if assignment is not None:
+                wrong = [i for i, _ in batch if assignment[i] != mod]
+                if mod == ALL or wrong:
+                    _fail("unimodal", f"rank {r} batch {t} (modality {mod}) holds {wrong}")
+
+    steps = len(batches[0]) // first.accumulation_steps if batches[0] else 0
+    a = first.accumulation_steps
+    for step in range(steps):
+        mods = {
+            b[0][1] for rank_batches in batches for b in rank_batches[step * a : (step + 1) * a]
+        }
+        if len(mods) != 1:
+            _fail("same modality per step", f"step {step} mixes modalities {sorted(mods)}")
+
+    seen = Counter(i for rank_batches in batches for b in rank_batches for i, _ in b)
+    stats = first.stats()
+    padded = sum(stats["padded"].values())
+    dropped = sum(stats["dropped"].values())
+    kept = [i for i in range(filt.num_samples) if warmup or assignment[i] != FILTERED]  # type: ignore[index]
+    filtered = filt.num_samples - len(kept)
+    if filtered != stats["filtered"]:
+        _fail("each kept sample once", f"{filtered} filtered but stats say {stats['filtered']}")
+    missing = [i for i in kept if seen[i] == 0]
+    if len(missing) != dropped:
+        _fail("each kept sample once", f"{len(missing)} kept samples missing, {dropped} dropped")
+    extra = sum(seen.values()) - (len(kept) - dropped)
+    if extra != padded:
+        _fail("each kept sample once", f"{extra} repeated keys but {padded} counted as padding")
+    kept_set = set(kept)
+    stray = [i for i in seen if i not in kept_set]
+    if stray:
+        _fail("each kept sample once", f"filtered samples were yielded: {stray[:10]}")
+    return batches

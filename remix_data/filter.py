@@ -17,7 +17,13 @@ from typing import Any
 
 import torch
 
-from ._checks import as_index_tensor, check_choice, check_modalities, check_positive_int
+from ._checks import (
+    as_index_tensor,
+    check_choice,
+    check_fraction,
+    check_modalities,
+    check_positive_int,
+)
 from .distributed import all_reduce_sum, is_distributed
 from .scores import confidence, cross_entropy
 
@@ -32,6 +38,7 @@ _SCORES = ("confidence", "loss")
 _UNSCORED = ("spread", "filter")
 _NONFINITE = ("raise", "ignore")
 _SYNC = ("auto", "never")
+_BALANCE = ("none", "class")
 
 
 def _per_modality(
@@ -85,7 +92,16 @@ class HardSampleFilter:
             ``subset size / kept`` of its modality (see :meth:`weights`), so the
             expected loss of a modality keeps its scale. Ignored without filtering.
         labels: optional class label per sample; adds per-class counts to the
-            statistics of every epoch.
+            statistics of every epoch. Needed by ``balance="class"``.
+        smoothing: opt-in, beyond the paper: exponential moving average of each
+            sample's scores across updates, ``new = smoothing * old + (1 -
+            smoothing) * fresh`` (0, the default, keeps only the latest score), so
+            the assignment does not flip wholesale from one epoch to the next.
+        balance: opt-in, beyond the paper: ``"class"`` decides hardness within
+            each class: every class is split between the modalities in the same
+            proportions as the whole assignment, each sample going to the modality
+            where it is relatively hardest, so no modality's subset is skewed
+            towards some classes. ``"none"`` (default) is the paper's rule.
         process_group: group whose ranks share one assignment under
             ``torch.distributed`` (default: the world).
         sync: ``"auto"`` (default) combines the ranks' updates with one
@@ -117,6 +133,8 @@ class HardSampleFilter:
         threshold: float | Mapping[str, float] | None = None,
         reweight: bool = False,
         labels: Any = None,
+        smoothing: float = 0.0,
+        balance: str = "none",
         process_group: Any = None,
         sync: str = "auto",
     ) -> None:
@@ -140,6 +158,12 @@ class HardSampleFilter:
                     f"labels should hold one label per sample ({num_samples}), "
                     f"but got {self.labels.numel()} labels"
                 )
+        self.smoothing = check_fraction("smoothing", smoothing, allow_zero=True)
+        if self.smoothing == 1.0:
+            raise ValueError("smoothing should be below 1 (1 never changes a score), got 1.0")
+        self.balance = check_choice("balance", balance, _BALANCE)
+        if self.balance == "class" and self.labels is None:
+            raise ValueError("balance='class' needs labels=..., but got labels=None")
         m, n = len(self.modalities), num_samples
         self._position = {name: i for i, name in enumerate(self.modalities)}
         self._values = torch.full((m, n), math.nan, dtype=torch.float32)
@@ -215,6 +239,10 @@ class HardSampleFilter:
         table_rows = pos.unsqueeze(1).expand_as(where)
         if keep is not None:
             table_rows, where, values = table_rows[keep], where[keep], values[keep]
+        if self.smoothing:
+            old = self._values[table_rows, where]
+            blended = self.smoothing * old + (1.0 - self.smoothing) * values
+            values = torch.where(torch.isnan(old), values, blended)
         # One scatter for all modalities of the call.
         self._values.index_put_((table_rows, where), values)
         self._fresh.index_put_((table_rows, where), torch.ones((), dtype=torch.bool))
@@ -304,10 +332,50 @@ class HardSampleFilter:
                 assign = torch.where(unscored_mask, spread, assign)
             else:
                 assign.masked_fill_(unscored_mask, FILTERED)
+        if self.balance == "class":
+            self._balance_classes(assign, unscored_mask if unscored else None)
+            best = self._values.gather(0, assign.clamp(min=0).long().unsqueeze(0)).squeeze(0)
         weights = None
         if self._filters():
             weights = self._filter_hard(assign, best, unscored_mask if unscored else None)
         return assign, weights, unscored
+
+    def _balance_classes(self, assign: torch.Tensor, unscored: torch.Tensor | None) -> None:
+        """Re-split every class in the overall modality shares, by relative hardness.
+
+        Quotas per class follow the shares of the paper's rule over all scored
+        samples (largest remainder rounding). Within a class, modality ``m`` (in
+        order, the last takes the rest) gets the samples where it is hardest
+        relative to the best remaining alternative. Unscored samples keep their
+        ``unscored`` policy. Works in place on ``assign``.
+        """
+        assert self.labels is not None
+        m_count = len(self.modalities)
+        # ``hard``: lower is harder for every score kind; a missing score is never hard.
+        hard = -self._values if self.score == "loss" else self._values.clone()
+        hard = torch.nan_to_num(hard, nan=math.inf)
+        scored = self._scored if unscored is None else ~unscored
+        shares = torch.bincount(assign[scored].long(), minlength=m_count).double()
+        if shares.sum() == 0:
+            return
+        shares /= shares.sum()
+        for c in torch.unique(self.labels[scored]).tolist():
+            members = ((self.labels == c) & scored).nonzero().squeeze(1)
+            exact = shares * members.numel()
+            quota = exact.floor().long()
+            short = members.numel() - int(quota.sum())
+            if short:
+                quota[torch.argsort(exact - quota, descending=True, stable=True)[:short]] += 1
+            remaining, alternatives = members, list(range(m_count))
+            for m in range(m_count - 1):
+                alternatives.remove(m)
+                sub = hard[:, remaining]
+                margin = sub[m] - sub[alternatives].amin(0)
+                order = torch.argsort(margin, stable=True)
+                q = int(quota[m])
+                assign[remaining[order[:q]]] = m
+                remaining = remaining[order[q:]]
+            assign[remaining] = m_count - 1
 
     def _filters(self) -> bool:
         return any(r is not None for r in self.keep_ratio) or any(

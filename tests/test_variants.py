@@ -1,0 +1,131 @@
+"""Opt-in variants beyond the paper: score smoothing and class-aware decoupling."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remix_data import HardSampleFilter
+from remix_data.testing import naive_assignment, score_tables
+
+
+@given(
+    st.floats(0.0, 0.95),
+    st.lists(st.lists(st.floats(0, 5, width=32), min_size=4, max_size=4), min_size=1, max_size=5),
+)
+def test_smoothing_is_an_exponential_moving_average(smoothing: float, rounds: list) -> None:
+    filt = HardSampleFilter(4, ("a", "b"), score="loss", smoothing=smoothing)
+    expected = [math.nan] * 4
+    for scores in rounds:
+        filt.update(torch.arange(4), {"a": torch.tensor(scores)})
+        expected = [
+            s if math.isnan(e) else smoothing * e + (1 - smoothing) * s
+            for e, s in zip(expected, scores)
+        ]
+    got = filt.state_dict()["values"][0].tolist()
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+def test_smoothing_damps_a_flip() -> None:
+    plain = HardSampleFilter(1, ("a", "b"), score="loss")
+    smooth = HardSampleFilter(1, ("a", "b"), score="loss", smoothing=0.8)
+    for filt in (plain, smooth):
+        filt.update([0], {"a": torch.tensor([2.0]), "b": torch.tensor([1.0])})
+        filt.update([0], {"a": torch.tensor([0.5]), "b": torch.tensor([1.0])})
+    assert plain.assignment().tolist() == [1]
+    assert smooth.assignment().tolist() == [0]  # 0.8 * 2 + 0.2 * 0.5 = 1.7 > 1
+
+
+@st.composite
+def labelled_tables(draw: st.DrawFn) -> dict:
+    table = draw(score_tables(max_samples=80, max_modalities=3))
+    n = table["num_samples"]
+    table["labels"] = torch.tensor(draw(st.lists(st.integers(0, 3), min_size=n, max_size=n)))
+    return table
+
+
+def _balanced(table: dict) -> HardSampleFilter:
+    filt = HardSampleFilter(
+        table["num_samples"],
+        table["modalities"],
+        score=table["score"],
+        labels=table["labels"],
+        balance="class",
+    )
+    state = filt.state_dict()
+    state["values"] = table["values"]
+    state["scored"] = ~torch.isnan(table["values"]).all(0)
+    filt.load_state_dict(state)
+    return filt
+
+
+@given(labelled_tables())
+def test_class_balance_splits_every_class_in_the_overall_shares(table: dict) -> None:
+    filt = _balanced(table)
+    got = filt.assignment()
+    paper = torch.tensor(naive_assignment(table["values"], table["score"]))
+    scored = ~torch.isnan(table["values"]).all(0)
+    m = len(table["modalities"])
+    assert bool((got[~scored] == paper[~scored]).all())  # unscored keep their policy
+    shares = torch.bincount(paper[scored], minlength=m).double()
+    if shares.sum() == 0:
+        return
+    shares /= shares.sum()
+    labels = table["labels"]
+    for c in labels[scored].unique().tolist():
+        members = scored & (labels == c)
+        counts = torch.bincount(got[members], minlength=m)
+        exact = shares * int(members.sum())
+        # largest-remainder rounding: every count is the floor or the ceiling of its quota
+        assert bool(((counts - exact).abs() < 1 + 1e-9).all()), (counts, exact)
+        assert int(counts.sum()) == int(members.sum())
+
+
+@given(labelled_tables())
+def test_class_balance_sends_the_relatively_hardest_samples(table: dict) -> None:
+    table["values"] = table["values"][:2]
+    table["modalities"] = table["modalities"][:2]
+    filt = _balanced(table)
+    got = filt.assignment()
+    values = table["values"]
+    hard = -values if table["score"] == "loss" else values
+    hard = torch.nan_to_num(hard, nan=math.inf)
+    margin = hard[0] - hard[1]
+    scored = ~torch.isnan(values).all(0)
+    for c in table["labels"].unique().tolist():
+        members = scored & (table["labels"] == c)
+        to_first, to_second = margin[members & (got == 0)], margin[members & (got == 1)]
+        if to_first.numel() and to_second.numel():
+            assert float(to_first.max()) <= float(to_second.min())
+
+
+def test_class_balance_fixes_a_skewed_subset() -> None:
+    # class 0 is always hard for modality a, class 1 always hard for b
+    labels = torch.tensor([0] * 10 + [1] * 10)
+    a = torch.cat([torch.zeros(10), torch.ones(10)]) + torch.linspace(0, 0.1, 20)
+    filt = HardSampleFilter(20, ("a", "b"), score="confidence", labels=labels, balance="class")
+    state = filt.state_dict()
+    state["values"] = torch.stack([a, torch.full((20,), 0.5)])
+    state["scored"] = torch.ones(20, dtype=torch.bool)
+    filt.load_state_dict(state)
+    filt.snapshot(0)
+    counts = filt.stats()["class_counts"]
+    assert counts == {"a": [5, 5], "b": [5, 5]}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"smoothing": 1.0}, "smoothing should be below 1"),
+        ({"smoothing": -0.1}, "smoothing=-0.1"),
+        ({"balance": "class"}, "balance='class' needs labels"),
+        ({"balance": "classes", "labels": [0, 1]}, "balance='classes'"),
+    ],
+)
+def test_variant_bad_input(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        HardSampleFilter(2, ("a", "b"), **kwargs)

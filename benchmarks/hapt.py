@@ -1,0 +1,724 @@
+"""The main job: Data Remixing against joint training on real HAPT data.
+
+Accelerometer (strong) and gyroscope (weak) windows of UCI HAPT, subjects 1-21
+train / 22-30 test (:func:`remix_data.datasets.load_hapt`), one small 1-D CNN
+per modality (:mod:`benchmarks._hapt_model`), four methods with the same
+optimiser, learning rate, epochs and batch size:
+
+- ``joint``: the paper's baseline, ``CE(fused) + 0.5 * CE(each unimodal head)``
+  on shuffled multimodal batches;
+- ``remix``: the paper's recipe, warm-up with the joint loss, then a scoring
+  pass (:func:`remix_data.scoring_pass`) before every epoch, sequential
+  unimodal batches (gyro first, then acc: the weak modality first, as the
+  reference code's video-then-audio order), feature-level masking
+  (:func:`remix_data.mask_features`), ``CE(fused) + CE(active head)``;
+- ``remix-online``: as ``remix``, but scores come from the training step's own
+  outputs (``filter.update(..., modality=...)``), no extra pass: the active
+  modality's score is fresh, the other one stale;
+- ``remix-skip``: as ``remix-online``, and the masked modality's encoder is not
+  run at all on unimodal batches (its features are zeros).
+
+Every number reported is the *final* epoch's test accuracy (no model selection
+on the test split). Training wall time counts the scoring pass and the training
+steps, not the per-epoch test evaluation (bookkeeping of this benchmark); all
+runs happen sequentially in one process with the same thread count.
+
+Usage::
+
+    python benchmarks/hapt.py                      # one seed, all methods
+    python benchmarks/hapt.py --seeds 0 1 2        # the full table
+    python benchmarks/hapt.py --methods joint remix-online --epochs 10 --warmup 2
+    python benchmarks/hapt.py --quick              # tiny smoke run (tests)
+
+Writes ``results/hapt.json`` and ``results/hapt.png`` (``--out`` moves both).
+A method is a dict (see :data:`METHOD_DEFAULTS`); :data:`METHODS` holds the
+named presets, and :func:`run` trains one method for one seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._hapt_model import HaptNet
+from remix_data import (
+    ALL,
+    HardSampleFilter,
+    ModalityDecoupler,
+    ReassemblingBatchSampler,
+    mask_features,
+    scoring_pass,
+)
+from remix_data.datasets import (
+    HAPT_ACTIVITIES,
+    HAPT_TEST_USERS,
+    HAPT_TRAIN_USERS,
+    HaptData,
+    load_hapt,
+)
+
+__all__ = [
+    "MAIN_METHODS",
+    "METHODS",
+    "METHOD_DEFAULTS",
+    "SCHEMA",
+    "HaptSplits",
+    "WindowSet",
+    "evaluate",
+    "main",
+    "method_config",
+    "prepare_data",
+    "run",
+    "summarize",
+]
+
+SCHEMA = "remix_data.benchmarks.hapt/1"
+
+#: Every key a method config may set, with its default. ``modalities`` is also
+#: the sequential batch order (and ties in the filter go to the one listed last).
+METHOD_DEFAULTS: dict[str, Any] = {
+    "remix": False,  # False: joint training on shuffled multimodal batches
+    "scoring": "pass",  # "pass": scoring_pass before each remix epoch; "online"
+    "skip_encoder": False,  # unimodal batches: do not run the masked encoder
+    "masked_encoder_eval": False,  # run the masked encoder in eval mode (frozen BatchNorm)
+    "order": "sequential",  # ReassemblingBatchSampler order
+    "modalities": ("gyro", "acc"),  # weak first, like the reference's video first
+    "joint_head_weight": 0.5,  # weight of each unimodal head on joint batches
+    "remix_head_weight": 1.0,  # gamma: weight of the active head on unimodal batches
+    "scoring_batch_size": 256,
+    "scoring_fraction": 1.0,
+    "filter": {},  # extra HardSampleFilter keyword arguments (score, smoothing, ...)
+}
+
+#: Named presets; :func:`method_config` fills in :data:`METHOD_DEFAULTS`.
+METHODS: dict[str, dict[str, Any]] = {
+    "joint": {"remix": False},
+    "remix": {"remix": True, "scoring": "pass"},
+    "remix-online": {"remix": True, "scoring": "online"},
+    "remix-skip": {"remix": True, "scoring": "online", "skip_encoder": True},
+    # Diagnostics (not in the default --methods): the masked encoder still runs,
+    # but in eval mode, so its BatchNorm running statistics see no masked batch.
+    "remix-evalbn": {"remix": True, "scoring": "pass", "masked_encoder_eval": True},
+    "remix-online-evalbn": {"remix": True, "scoring": "online", "masked_encoder_eval": True},
+}
+
+#: The methods of the main table (``--methods`` default).
+MAIN_METHODS = ("joint", "remix", "remix-online", "remix-skip")
+
+_SCORINGS = ("pass", "online")
+NAMES = ("acc", "gyro")  # the data's modalities (table/report order: strong first)
+
+
+def method_config(method: str | Mapping[str, Any], **overrides: Any) -> dict[str, Any]:
+    """Resolve a preset name or a partial dict to a full, checked method config."""
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; presets: {sorted(METHODS)}")
+        cfg = {"name": method, **copy.deepcopy(METHODS[method])}
+    elif isinstance(method, Mapping):
+        cfg = dict(copy.deepcopy(dict(method)))
+    else:
+        raise TypeError(f"method should be a preset name or a dict, but got {method!r}")
+    cfg.update(overrides)
+    unknown = set(cfg) - set(METHOD_DEFAULTS) - {"name"}
+    if unknown:
+        raise ValueError(f"method config has unknown keys {sorted(unknown)}")
+    full = {"name": cfg.get("name", "custom"), **copy.deepcopy(METHOD_DEFAULTS)}
+    full.update(cfg)
+    if full["scoring"] not in _SCORINGS:
+        raise ValueError(f"scoring should be one of {_SCORINGS}, but got {full['scoring']!r}")
+    if sorted(full["modalities"]) != sorted(NAMES):
+        raise ValueError(f"modalities should order {NAMES}, but got {full['modalities']!r}")
+    full["modalities"] = tuple(full["modalities"])
+    if not isinstance(full["filter"], Mapping):
+        raise TypeError(f"filter should be a dict of HardSampleFilter kwargs: {full['filter']!r}")
+    return full
+
+
+# --------------------------------------------------------------------------- #
+# Data                                                                         #
+# --------------------------------------------------------------------------- #
+
+
+class WindowSet(Dataset[dict[str, torch.Tensor]]):
+    """HAPT windows as torch tensors; a sample is ``{"acc", "gyro", "label"}``."""
+
+    def __init__(self, acc: torch.Tensor, gyro: torch.Tensor, label: torch.Tensor) -> None:
+        self.acc, self.gyro, self.label = acc, gyro, label
+
+    @classmethod
+    def from_hapt(cls, data: HaptData, idx: np.ndarray) -> WindowSet:
+        return cls(
+            torch.from_numpy(np.ascontiguousarray(data.acc[idx])),
+            torch.from_numpy(np.ascontiguousarray(data.gyro[idx])),
+            torch.from_numpy(data.label[idx].astype(np.int64)),
+        )
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {"acc": self.acc[i], "gyro": self.gyro[i], "label": self.label[i]}
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, torch.Tensor]]:
+        return [self[i] for i in indices]
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return [int(c) for c in torch.bincount(self.label, minlength=num_classes)]
+
+
+@dataclass
+class HaptSplits:
+    """Normalised train / test (/ validation) windows and how they were made."""
+
+    train: WindowSet
+    test: WindowSet
+    val: WindowSet | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def prepare_data(
+    hapt: HaptData | None = None,
+    *,
+    val_users: Iterable[int] = (),
+    quick: bool = False,
+    quick_sizes: tuple[int, int] = (480, 240),
+) -> HaptSplits:
+    """Split HAPT by subject and normalise with the training windows' statistics.
+
+    Args:
+        hapt: the windows (default: :func:`load_hapt`).
+        val_users: training subjects moved to a validation split (never test
+            subjects); normalisation then uses the remaining training subjects.
+        quick: keep a fixed random subset of ``quick_sizes`` (train, test)
+            windows, for smoke runs.
+    """
+    data = load_hapt() if hapt is None else hapt
+    val = sorted({int(u) for u in val_users})
+    bad = [u for u in val if u not in HAPT_TRAIN_USERS]
+    if bad:
+        raise ValueError(f"val_users should be training subjects {HAPT_TRAIN_USERS}: got {bad}")
+    train_users = [u for u in HAPT_TRAIN_USERS if u not in val]
+    if not train_users:
+        raise ValueError("val_users leaves no training subject")
+    train_idx, test_idx = data.split(train_users, HAPT_TEST_USERS)
+    val_idx = data.split(val, ())[0] if val else np.zeros(0, np.int64)
+    if quick:
+        rng = np.random.default_rng(0)
+        train_idx = np.sort(rng.permutation(train_idx)[: quick_sizes[0]])
+        test_idx = np.sort(rng.permutation(test_idx)[: quick_sizes[1]])
+        val_idx = np.sort(rng.permutation(val_idx)[: quick_sizes[1]])
+    if train_idx.size == 0 or test_idx.size == 0:
+        raise ValueError("the split left no training or no test windows")
+    normed, _ = data.normalize(train_idx)
+    splits = HaptSplits(
+        train=WindowSet.from_hapt(normed, train_idx),
+        test=WindowSet.from_hapt(normed, test_idx),
+        val=WindowSet.from_hapt(normed, val_idx) if val_idx.size else None,
+    )
+    splits.info = {
+        "train_users": train_users,
+        "val_users": val,
+        "test_users": list(HAPT_TEST_USERS),
+        "n_train": len(splits.train),
+        "n_val": 0 if splits.val is None else len(splits.val),
+        "n_test": len(splits.test),
+        "window": int(data.acc.shape[2]),
+        "classes": list(HAPT_ACTIVITIES),
+        "train_class_counts": splits.train.class_counts(len(HAPT_ACTIVITIES)),
+        "quick": quick,
+    }
+    return splits
+
+
+# --------------------------------------------------------------------------- #
+# Training                                                                     #
+# --------------------------------------------------------------------------- #
+
+
+def evaluate(model: HaptNet, data: WindowSet, batch_size: int = 1024) -> dict[str, float]:
+    """Accuracy of the fused head and of each unimodal head (eval mode, no grad)."""
+    was_training = model.training
+    model.eval()
+    correct = dict.fromkeys(("fused", *NAMES), 0)
+    with torch.no_grad():
+        for lo in range(0, len(data), batch_size):
+            sl = slice(lo, lo + batch_size)
+            y = data.label[sl]
+            fused, heads = model({"acc": data.acc[sl], "gyro": data.gyro[sl]})
+            correct["fused"] += int((fused.argmax(1) == y).sum())
+            for m in NAMES:
+                correct[m] += int((heads[m].argmax(1) == y).sum())
+    model.train(was_training)
+    return {k: v / len(data) for k, v in correct.items()}
+
+
+def _step(
+    model: HaptNet,
+    cfg: Mapping[str, Any],
+    sample: Mapping[str, torch.Tensor],
+    modality: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss of one batch and the unimodal logits computed for its active rows.
+
+    Row-wise, so joint, unimodal and mixed batches share one code path: a row
+    with modality ``ALL`` adds ``joint_head_weight * CE`` of every head, a row
+    of modality ``m`` adds ``remix_head_weight * CE`` of head ``m`` only, and
+    its other modalities' features are zeroed (:func:`mask_features`) or, with
+    ``skip_encoder`` and no row needing them, never computed.
+    """
+    names: tuple[str, ...] = cfg["modalities"]
+    y = sample["label"]
+    joint_rows = modality == ALL
+    all_joint = bool(joint_rows.all())
+    feats: dict[str, torch.Tensor] = {}
+    for i, m in enumerate(names):
+        unused = not all_joint and not bool((joint_rows | (modality == i)).any())
+        if unused and cfg["skip_encoder"]:
+            feats[m] = torch.zeros(y.shape[0], model.feature_dim)  # skipped encoder
+        elif unused and cfg["masked_encoder_eval"]:
+            encoder = model.encoders[m]
+            encoder.eval()  # its BatchNorm neither uses nor updates batch statistics
+            feats[m] = encoder(sample[m])
+            encoder.train()
+        else:
+            feats[m] = model.encoders[m](sample[m])
+    if not all_joint:
+        feats = mask_features(feats, modality, names)
+    loss = F.cross_entropy(model.fuse(feats), y)
+    logits: dict[str, torch.Tensor] = {}
+    for i, m in enumerate(names):
+        if all_joint:
+            weight: torch.Tensor | float = float(cfg["joint_head_weight"])
+        else:
+            weight = torch.where(
+                joint_rows,
+                float(cfg["joint_head_weight"]),
+                torch.where(modality == i, float(cfg["remix_head_weight"]), 0.0),
+            )
+            if not bool((weight != 0).any()):
+                continue
+        logits[m] = model.heads[m](feats[m])
+        per_row = F.cross_entropy(logits[m], y, reduction="none")
+        loss = loss + (weight * per_row).mean()
+    return loss, logits
+
+
+def _tv_distance(counts: Sequence[int], reference: Sequence[float]) -> float | None:
+    total = sum(counts)
+    if total == 0:
+        return None
+    return 0.5 * sum(abs(c / total - r) for c, r in zip(counts, reference))
+
+
+def run(
+    method: str | Mapping[str, Any],
+    seed: int,
+    data: HaptSplits,
+    *,
+    epochs: int = 30,
+    warmup: int = 5,
+    batch_size: int = 64,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    decay_epoch: int | None = None,
+    decay_gamma: float = 0.1,
+    width: int = 32,
+    threads: int | None = 1,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Train one method for one seed; return its per-epoch record and final accuracy.
+
+    Args:
+        method: a preset name of :data:`METHODS` or a method config dict.
+        seed: seeds the model initialisation, the loader's shuffling and the
+            remix sampler.
+        data: from :func:`prepare_data`.
+        epochs, warmup: total epochs and joint warm-up epochs (remix methods).
+        batch_size, lr, weight_decay: Adam's settings, the same for every method.
+        decay_epoch: the learning rate is multiplied by ``decay_gamma`` once, at
+            this epoch (default ``epochs // 2``; ``0`` disables the decay).
+        width: encoder width (:class:`~benchmarks._hapt_model.HaptNet`).
+        threads: ``torch.set_num_threads`` for the run (restored afterwards);
+            ``None`` leaves it.
+        log: a callable taking one line of progress text (default: silent).
+
+    Returns:
+        A JSON-ready dict: ``method`` (the resolved config), ``seed``, ``final``
+        (test accuracies of the last epoch), ``train_time_s`` (scoring + training),
+        ``eval_time_s``, ``epochs`` (one record per epoch) and ``filter_history``.
+    """
+    cfg = method_config(method)
+    if epochs <= 0 or warmup < 0:
+        raise ValueError(f"epochs should be > 0 and warmup >= 0, got {epochs=}, {warmup=}")
+    decay = epochs // 2 if decay_epoch is None else decay_epoch
+    old_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _run(
+            cfg, seed, data, epochs, warmup, batch_size, lr, weight_decay, decay,
+            decay_gamma, width, log,
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _run(
+    cfg: dict[str, Any],
+    seed: int,
+    data: HaptSplits,
+    epochs: int,
+    warmup: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    decay: int,
+    decay_gamma: float,
+    width: int,
+    log: Any,
+) -> dict[str, Any]:
+    names: tuple[str, ...] = cfg["modalities"]
+    num_classes = len(HAPT_ACTIVITIES)
+    torch.manual_seed(seed)
+    model = HaptNet(names, num_classes, width=width)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    milestones = [decay] if 0 < decay < epochs else []
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=decay_gamma)
+
+    train = data.train
+    n = len(train)
+    train_mix = [c / n for c in train.class_counts(num_classes)]
+    dataset = ModalityDecoupler(train, names, mask="none")  # masking happens on features
+    filt: HardSampleFilter | None = None
+    sampler: ReassemblingBatchSampler | None = None
+    if cfg["remix"]:
+        filt = HardSampleFilter(n, names, labels=train.label, **dict(cfg["filter"]))
+        sampler = ReassemblingBatchSampler(
+            filt, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed
+        )
+        loader = DataLoader(dataset, batch_sampler=sampler)
+    else:
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen)
+    online = cfg["remix"] and cfg["scoring"] == "online"
+
+    def score_fn(sample: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        heads: dict[str, torch.Tensor] = model({m: sample[m] for m in names})[1]
+        return heads
+
+    records: list[dict[str, Any]] = []
+    train_time = train_cpu = eval_time = 0.0
+    previous: torch.Tensor | None = None
+    model.train()
+    for epoch in range(epochs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        scoring_time = 0.0
+        remix_epoch = sampler is not None and not sampler.is_warmup(epoch)
+        if remix_epoch and cfg["scoring"] == "pass":
+            assert filt is not None
+            model.eval()
+            scoring_pass(
+                score_fn, dataset, filt, batch_size=cfg["scoring_batch_size"],
+                fraction=cfg["scoring_fraction"], seed=seed, epoch=epoch, progress=False,
+            )  # fmt: skip
+            model.train()
+            scoring_time = time.perf_counter() - t0
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # after warm-up: snapshots the filter's assignment
+        lr_used = float(opt.param_groups[0]["lr"])
+        loss_sum, seen = 0.0, 0
+        for sample, index, modality in loader:
+            loss, logits = _step(model, cfg, sample, modality)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if online:
+                assert filt is not None
+                filt.update(index, logits, modality=modality)
+            loss_sum += float(loss.detach()) * len(index)
+            seen += len(index)
+        sched.step()
+        epoch_time = time.perf_counter() - t0
+        epoch_cpu = time.process_time() - c0
+        train_time += epoch_time
+        train_cpu += epoch_cpu
+
+        t1 = time.perf_counter()
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "phase": "remix" if remix_epoch else ("warmup" if cfg["remix"] else "joint"),
+            "lr": lr_used,
+            "train_loss": loss_sum / max(seen, 1),
+            "test": evaluate(model, data.test),
+            "time_s": epoch_time,
+            "cpu_s": epoch_cpu,
+            "scoring_time_s": scoring_time,
+        }
+        if data.val is not None:
+            record["val"] = evaluate(model, data.val)
+        if remix_epoch:
+            assert filt is not None and sampler is not None
+            hist = filt.history[-1]
+            assign = filt.snapshot(epoch)
+            record["shares"] = {m: hist["counts"][m] / n for m in names}
+            record["filtered"] = hist["filtered"]
+            record["mean_score"] = hist["mean_score"]
+            record["class_tv"] = {
+                m: _tv_distance(hist["class_counts"][m], train_mix) for m in names
+            }
+            record["batches"] = sampler.stats()["batches"]
+            record["switched"] = (
+                None if previous is None else float((assign != previous).float().mean())
+            )
+            previous = assign.clone()
+        records.append(record)
+        eval_time += time.perf_counter() - t1
+        if log is not None:
+            acc = record["test"]
+            shares = record.get("shares")
+            extra = (
+                ""
+                if shares is None
+                else " shares " + " ".join(f"{m}={shares[m]:.2f}" for m in names)
+            )
+            log(
+                f"  {cfg['name']:<13} seed {seed} epoch {epoch + 1:>2}/{epochs} "
+                f"loss {record['train_loss']:.3f} fused {acc['fused']:.3f} "
+                f"acc {acc['acc']:.3f} gyro {acc['gyro']:.3f} {epoch_time:.1f}s{extra}"
+            )
+    return {
+        "method": {**cfg, "modalities": list(names)},
+        "seed": seed,
+        "final": records[-1]["test"],
+        "final_val": records[-1].get("val"),
+        "train_time_s": train_time,
+        "train_cpu_s": train_cpu,
+        "eval_time_s": eval_time,
+        "epochs": records,
+        "filter_history": [] if filt is None else filt.history,
+    }
+
+
+# --------------------------------------------------------------------------- #
+# Report                                                                       #
+# --------------------------------------------------------------------------- #
+
+
+def _mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per method: mean ± std over seeds of the final accuracies, time and time ratio.
+
+    The time ratio divides each run's training time by the ``joint`` run of the
+    same seed (absent when no joint run exists).
+    """
+    joint = {r["seed"]: r for r in runs if r["method"]["name"] == "joint"}
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["method"]["name"] for r in runs):
+        mine = [r for r in runs if r["method"]["name"] == name]
+        entry: dict[str, Any] = {
+            key: _mean_std([r["final"][key] for r in mine]) for key in ("fused", *NAMES)
+        }
+        for key, ratio in (("train_time_s", "time_vs_joint"), ("train_cpu_s", "cpu_vs_joint")):
+            entry[key] = _mean_std([r[key] for r in mine])
+            ratios = [r[key] / joint[r["seed"]][key] for r in mine if r["seed"] in joint]
+            entry[ratio] = _mean_std(ratios) if ratios else None
+        entry["seeds"] = [r["seed"] for r in mine]
+        out[name] = entry
+    return out
+
+
+def format_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """The Markdown table: method | fused | acc head | gyro head | time (s) | time vs joint.
+
+    A last column gives the CPU-time ratio, steadier than wall time on a shared
+    machine.
+    """
+
+    def pct(s: Mapping[str, float]) -> str:
+        return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+    def ratio(s: Mapping[str, float] | None) -> str:
+        return "—" if s is None else f"{s['mean']:.2f}x ± {s['std']:.2f}"
+
+    lines = [
+        "| method | fused | acc head | gyro head | time (s) | time vs joint | CPU time vs joint |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        t = s["train_time_s"]
+        lines.append(
+            f"| {name} | {pct(s['fused'])} | {pct(s['acc'])} | {pct(s['gyro'])} "
+            f"| {t['mean']:.1f} ± {t['std']:.1f} | {ratio(s['time_vs_joint'])} "
+            f"| {ratio(s['cpu_vs_joint'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _plot(runs: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+    """Shares and unimodal test accuracy per epoch, one column per method (first seed)."""
+    try:
+        from remix_data.plotting import plot_history
+    except ImportError:  # pragma: no cover - plotting is optional
+        return None
+    histories: dict[str, list[dict[str, Any]]] = {}
+    accuracy: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        name = r["method"]["name"]
+        if name in histories:
+            continue  # first seed only
+        histories[name] = list(r["filter_history"])
+        accuracy[name] = {
+            f"{key} head" if key in NAMES else key: [e["test"][key] for e in r["epochs"]]
+            for key in ("fused", *NAMES)
+        }
+    try:
+        return plot_history(
+            histories, path, accuracy=accuracy, modalities=NAMES,
+            title=f"HAPT: assignment shares, mean confidence and test accuracy "
+            f"(seed {runs[0]['seed']})",
+        )  # fmt: skip
+    except ImportError as err:  # matplotlib missing
+        print(f"no plot: {err}", file=sys.stderr)
+        return None
+
+
+def _environment(threads: int | None) -> dict[str, Any]:
+    import os
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads if threads is not None else torch.get_num_threads(),
+    }
+
+
+def _finite(obj: Any) -> Any:
+    """Replace NaN/inf by None so the JSON is strict."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Data Remixing vs joint training on HAPT (acc = strong, gyro = weak).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--methods", nargs="+", default=list(MAIN_METHODS), choices=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--epochs", type=int, default=None, help="default 30 (2 with --quick)")
+    p.add_argument("--warmup", type=int, default=None, help="default 5 (1 with --quick)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--decay-epoch", type=int, default=None, help="lr x0.1 here; epochs//2")
+    p.add_argument("--width", type=int, default=32)
+    p.add_argument("--val-users", nargs="*", type=int, default=[], help="e.g. 17 18 19 20 21")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--out", type=Path, default=Path("results/hapt.json"))
+    p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
+    p.add_argument("--quick", action="store_true", help="tiny subset, 2 epochs (smoke test)")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> dict[str, Any]:
+    """Run the benchmark from command-line arguments; return the written report."""
+    args = parse_args(argv)
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+    decay = args.decay_epoch if args.decay_epoch is not None else epochs // 2
+    t_start = time.perf_counter()
+    data = prepare_data(hapt, val_users=args.val_users, quick=args.quick)
+    info = data.info
+    print(
+        f"HAPT: {info['n_train']} train / {info['n_val']} val / {info['n_test']} test windows; "
+        f"{epochs} epochs ({warmup} warm-up), batch {args.batch_size}, Adam lr {args.lr} "
+        f"wd {args.weight_decay}, lr x0.1 at epoch {decay}, {args.threads} thread(s)",
+        flush=True,
+    )
+    log = None if args.quiet else (lambda line: print(line, flush=True))
+    runs = []
+    for seed in args.seeds:
+        for name in args.methods:
+            r = run(
+                name, seed, data, epochs=epochs, warmup=warmup, batch_size=args.batch_size,
+                lr=args.lr, weight_decay=args.weight_decay, decay_epoch=decay,
+                width=args.width, threads=args.threads, log=log,
+            )  # fmt: skip
+            print(
+                f"{name} seed {seed}: fused {r['final']['fused']:.3f} acc {r['final']['acc']:.3f} "
+                f"gyro {r['final']['gyro']:.3f}, train {r['train_time_s']:.1f}s",
+                flush=True,
+            )
+            runs.append(r)
+    summary = summarize(runs)
+    report = {
+        "schema": SCHEMA,
+        "command": " ".join(["python", "benchmarks/hapt.py", *(argv or sys.argv[1:])]),
+        "config": {
+            "methods": {name: method_config(name) for name in args.methods},
+            "seeds": args.seeds,
+            "epochs": epochs,
+            "warmup": warmup,
+            "batch_size": args.batch_size,
+            "optimizer": "Adam",
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "decay_epoch": decay,
+            "decay_gamma": 0.1,
+            "width": args.width,
+            "threads": args.threads,
+        },
+        "data": info,
+        "environment": _environment(args.threads),
+        "summary": summary,
+        "runs": runs,
+        "total_time_s": time.perf_counter() - t_start,
+    }
+    out: Path = args.out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(_finite(report), indent=1) + "\n")
+    plot_path = _plot(runs, args.plot or out.with_suffix(".png"))
+    print()
+    print("Final-epoch test accuracy (%), mean ± std over seeds", args.seeds)
+    print(format_table(summary))
+    print(f"\nwrote {out}" + (f" and {plot_path}" if plot_path else ""))
+    print(f"total wall time {report['total_time_s']:.0f}s")
+    return report
+
+
+if __name__ == "__main__":
+    main()

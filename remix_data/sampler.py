@@ -19,11 +19,13 @@ may be smaller than ``batch_size``, exactly like torch's ``BatchSampler``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -37,6 +39,19 @@ __all__ = ["ALL", "ReassemblingBatchSampler"]
 ALL = -1
 
 _ORDERS = ("sequential", "interleave", "random")
+# State keys that must match between the saved and the loading sampler.
+_CONFIG_KEYS = (
+    "num_samples",
+    "modalities",
+    "num_replicas",
+    "batch_size",
+    "accumulation_steps",
+    "seed",
+    "warmup_epochs",
+    "order",
+    "drop_last",
+)
+logger = logging.getLogger("remix_data")
 # Batches converted from tensor to Python ints at a time (amortises ``tolist``).
 _CHUNK_BATCHES = 64
 
@@ -58,7 +73,7 @@ class _Group:
     """One modality's (or the joint) batches on this rank for one epoch."""
 
     modality: int
-    indices: torch.Tensor  # this rank's samples, batch after batch
+    indices: np.ndarray  # this rank's samples, batch after batch
     batches: int
     samples: int  # distinct samples of the group on all ranks
     padded: int = 0
@@ -158,19 +173,28 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             )
         self.epoch = 0
         self._plan: _Plan | None = None
+        # (batches on this rank, distinct samples per group) of ``_plan``.
+        self._shape: tuple[int, tuple[int, ...]] = (0, ())
         self._yielded = 0
         self._resume: int | None = None
+        # ``_shape`` the resumed epoch had when its state was saved; checked once.
+        self._expected: tuple[int, tuple[int, ...]] | None = None
 
     # ------------------------------------------------------------------- epochs
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch to plan; after warm-up this snapshots the assignment.
 
         Calling it again with the same epoch keeps the same plan (also after a
-        resume), like ``DistributedSampler``.
+        resume, whose position survives), like ``DistributedSampler``; another
+        epoch drops any pending resume position. After warm-up the first call
+        for an epoch runs the filter's :meth:`~HardSampleFilter.snapshot`, the
+        one collective per epoch under ``torch.distributed``: call it on every
+        rank with the same epoch.
         """
         check_nonnegative_int("epoch", epoch)
         if epoch != self.epoch:
             self._resume = None
+            self._expected = None
             self._yielded = 0
         self.epoch = epoch
         self._current_plan()
@@ -191,28 +215,45 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         if plan is None or plan.epoch != epoch or plan.snapshot is not snapshot:
             plan = self._build_plan(epoch, snapshot)
             self._plan = plan
+            self._shape = (len(plan), tuple(g.samples for g in plan.groups))
+        if self._expected is not None and self._resume is not None:
+            expected, self._expected = self._expected, None
+            if expected != self._shape:
+                raise ValueError(
+                    f"the resumed epoch {epoch} plans {self._shape[0]} batches on this rank "
+                    f"from subsets of {list(self._shape[1])} samples, but its state was saved "
+                    f"with {expected[0]} batches from {list(expected[1])}: restore the "
+                    "filter's state from the same checkpoint (HardSampleFilter.load_state_dict) "
+                    "before resuming"
+                )
         return plan
 
     def _build_plan(self, epoch: int, snapshot: torch.Tensor | None) -> _Plan:
+        # Only ``randperm`` runs in torch (its stream defines the plan); the rest
+        # is numpy: single-threaded, where torch's intra-op threads stall on a
+        # busy 2-core machine (10-100x slower per op measured there).
         gen = torch.Generator()
         gen.manual_seed(_epoch_seed(self.seed, epoch))
         n = self.filter.num_samples
         filtered = 0
         if snapshot is None:
-            sources = [(ALL, _randperm(n, gen))]
+            sources = [(ALL, _randperm(n, gen).numpy())]
         else:
+            assign = snapshot.numpy()
             sources = []
             for m in range(len(self.filter.modalities)):
-                members = torch.nonzero(snapshot == m).squeeze(1)
-                order = _randperm(members.numel(), gen)
-                sources.append((m, members.index_select(0, order)))
-            filtered = n - sum(s.numel() for _, s in sources)
+                members = np.flatnonzero(assign == m)  # ascending, as torch.nonzero
+                if members.size < 2**31:
+                    members = members.astype(np.int32)  # halves the random gather's traffic
+                order = _randperm(members.size, gen).numpy()
+                sources.append((m, members.take(order)))
+            filtered = n - sum(s.size for _, s in sources)
         groups = [self._shard(m, idx) for m, idx in sources]
         return _Plan(epoch, groups, self._arrange(groups, gen), filtered, snapshot)
 
-    def _shard(self, modality: int, idx: torch.Tensor) -> _Group:
+    def _shard(self, modality: int, idx: np.ndarray) -> _Group:
         """Cut one group into this rank's batches (padding or dropping the tail)."""
-        n, b = idx.numel(), self.batch_size
+        n, b = idx.size, self.batch_size
         per_rank_step = self.accumulation_steps * b
         step = self.num_replicas * per_rank_step
         if step == b:  # one process, no accumulation: torch BatchSampler semantics
@@ -225,9 +266,9 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             idx, dropped = idx[: n - rest], rest
         elif rest:
             padded = step - rest
-            idx = torch.cat((idx, idx.repeat(-(-padded // n))[:padded]))
-        steps = idx.numel() // step
-        mine = idx.view(steps, self.num_replicas, per_rank_step)[:, self.rank].reshape(-1)
+            idx = np.concatenate((idx, np.tile(idx, -(-padded // n))[:padded]))
+        steps = idx.size // step
+        mine = idx.reshape(steps, self.num_replicas, per_rank_step)[:, self.rank].reshape(-1)
         return _Group(
             modality, mine, steps * self.accumulation_steps, n, padded=padded, dropped=dropped
         )
@@ -236,15 +277,15 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         """Order the optimiser steps of all groups; returns a group position per step."""
         a = self.accumulation_steps
         steps = [g.batches // a if a > 1 else g.batches for g in groups]
-        owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(steps))
+        owner = np.repeat(np.arange(len(groups)), steps)
         if self.order == "random":
-            owner = owner[torch.randperm(owner.numel(), generator=gen)]
-        elif self.order == "interleave" and owner.numel():
+            owner = owner[torch.randperm(owner.size, generator=gen).numpy()]
+        elif self.order == "interleave" and owner.size:
             # Step j of a group with S steps sits at (j + 0.5) / S of the epoch.
-            position = torch.cat(
-                [(torch.arange(s, dtype=torch.float64) + 0.5) / s for s in steps if s]
+            position = np.concatenate(
+                [(np.arange(s, dtype=np.float64) + 0.5) / s for s in steps if s]
             )
-            owner = owner[torch.sort(position, stable=True).indices]
+            owner = owner[np.argsort(position, kind="stable")]
         return list(owner.tolist())
 
     # ---------------------------------------------------------------- iteration
@@ -277,7 +318,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         """This rank's batches of one group from batch ``start`` on, as key lists."""
         b, m, idx = self.batch_size, group.modality, group.indices
         chunk = _CHUNK_BATCHES * b
-        for lo in range(start * b, idx.numel(), chunk):
+        for lo in range(start * b, idx.size, chunk):
             values = idx[lo : lo + chunk].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
@@ -307,38 +348,115 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
 
     # -------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
-        """O(1) position: the epoch and the batches already handed out in it.
+        """The position in the epoch (O(1): no per-sample table is copied).
 
-        The plan itself is rebuilt from ``(seed, epoch)`` and the filter's epoch
-        snapshot, so restore the filter's state (which holds that snapshot) too.
+        Keys: ``epoch``; ``yielded``, the batches this rank handed out in it;
+        ``batches`` and ``samples``, the epoch's batch count on this rank and
+        the distinct samples per modality (``None`` before the epoch is
+        planned), which :meth:`load_state_dict` uses to tell a finished epoch
+        and to check the restored plan; and the configuration that shapes the
+        plan (``num_samples``, ``modalities``, ``num_replicas``, ``batch_size``,
+        ``accumulation_steps``, ``seed``, ``warmup_epochs``, ``order``,
+        ``drop_last``). The plan itself is rebuilt from ``(seed, epoch)`` and
+        the filter's epoch snapshot, so save the filter's
+        :meth:`~HardSampleFilter.state_dict` alongside (every rank's, under
+        ``torch.distributed``).
+
+        With torchdata's ``StatefulDataLoader`` save the *loader's* state: it
+        calls this method once per batch, when that batch goes to a worker, and
+        keeps the value that matches the batches you received. Called directly
+        while workers prefetch, this method runs ahead by the prefetched batches.
         """
+        plan = self._plan
+        planned = plan is not None and plan.epoch == self.epoch
         return {
             "epoch": self.epoch,
             "yielded": self._yielded,
+            "batches": self._shape[0] if planned else None,
+            "samples": self._shape[1] if planned else None,
             "num_samples": self.filter.num_samples,
+            "modalities": self.filter.modalities,
             "num_replicas": self.num_replicas,
             "batch_size": self.batch_size,
             "accumulation_steps": self.accumulation_steps,
             "seed": self.seed,
+            "warmup_epochs": self.warmup_epochs,
+            "order": self.order,
+            "drop_last": self.drop_last,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Resume at :meth:`state_dict`'s position from the next ``next()`` on."""
+        """Resume at :meth:`state_dict`'s position from the next ``next()`` on.
+
+        The saved epoch becomes the current one and its remaining batches are
+        yielded by the next iterator that is advanced (torch and torchdata call
+        ``iter`` more than once per epoch, and torchdata calls this method in
+        between, so the offset is applied at the first ``next()``, not in
+        ``__iter__``). On the first ``next()`` the rebuilt plan is compared with
+        the saved ``batches`` / ``samples``; a mismatch (typically a filter
+        whose state was not restored) raises ``ValueError``.
+
+        One exception: a state whose epoch was fully handed out, loaded after
+        :meth:`set_epoch` already moved to a later epoch, leaves that later
+        epoch to start from its first batch. That is the checkpoint taken at the
+        end of an epoch followed by the loop's next ``set_epoch``:
+        ``StatefulDataLoader`` calls this method lazily, at ``iter(loader)``,
+        after the loop's ``set_epoch``.
+
+        Raises ``ValueError`` naming the key and both values when the state was
+        saved with another dataset size, modality list, world size
+        (``num_replicas``), batch size, accumulation, seed, warm-up, order or
+        ``drop_last``.
+        """
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
         mine = self.state_dict()
         for key in mine:
             if key not in state:
                 raise ValueError(f"state should contain {key!r}; got keys {sorted(state)}")
-            if key not in ("epoch", "yielded") and state[key] != mine[key]:
+        for key in _CONFIG_KEYS:
+            theirs = tuple(state[key]) if key == "modalities" else state[key]
+            if theirs != mine[key] or type(theirs) is not type(mine[key]):
                 raise ValueError(
                     f"state was saved with {key}={state[key]!r}, but this sampler has "
                     f"{key}={mine[key]!r}"
                 )
-        epoch, yielded = state["epoch"], state["yielded"]
-        check_nonnegative_int("state['epoch']", epoch)
-        check_nonnegative_int("state['yielded']", yielded)
+        epoch = check_nonnegative_int("state['epoch']", state["epoch"])
+        yielded = check_nonnegative_int("state['yielded']", state["yielded"])
+        batches, samples = state["batches"], state["samples"]
+        expected: tuple[int, tuple[int, ...]] | None = None
+        if batches is not None or samples is not None:
+            check_nonnegative_int("state['batches']", batches)
+            if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
+                raise ValueError(
+                    f"state['samples'] should be a sequence of counts, but got {samples!r}"
+                )
+            counts = tuple(samples)
+            for c in counts:
+                check_nonnegative_int("state['samples']", c)
+            if yielded > batches:
+                raise ValueError(
+                    f"state['yielded'] should be at most state['batches']={batches}, "
+                    f"but got yielded={yielded}"
+                )
+            expected = (batches, counts)
+        finished = expected is not None and yielded == expected[0]
+        if finished and self.epoch > epoch:
+            self._resume = self._expected = None
+            self._yielded = 0
+            return
+        if self.epoch > epoch:
+            logger.warning(
+                "resuming epoch %d at batch %d although set_epoch(%d) was called before; "
+                "the loop's epoch counter and the loader state disagree",
+                epoch,
+                yielded,
+                self.epoch,
+            )
         self.epoch = epoch
         self._yielded = yielded
         self._resume = yielded
+        self._expected = expected
 
     def __repr__(self) -> str:
         return (

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -72,7 +73,7 @@ class _Group:
     """One modality's (or the joint) batches on this rank for one epoch."""
 
     modality: int
-    indices: torch.Tensor  # this rank's samples, batch after batch
+    indices: np.ndarray  # this rank's samples, batch after batch
     batches: int
     samples: int  # distinct samples of the group on all ranks
     padded: int = 0
@@ -228,25 +229,31 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         return plan
 
     def _build_plan(self, epoch: int, snapshot: torch.Tensor | None) -> _Plan:
+        # Only ``randperm`` runs in torch (its stream defines the plan); the rest
+        # is numpy: single-threaded, where torch's intra-op threads stall on a
+        # busy 2-core machine (10-100x slower per op measured there).
         gen = torch.Generator()
         gen.manual_seed(_epoch_seed(self.seed, epoch))
         n = self.filter.num_samples
         filtered = 0
         if snapshot is None:
-            sources = [(ALL, _randperm(n, gen))]
+            sources = [(ALL, _randperm(n, gen).numpy())]
         else:
+            assign = snapshot.numpy()
             sources = []
             for m in range(len(self.filter.modalities)):
-                members = torch.nonzero(snapshot == m).squeeze(1)
-                order = _randperm(members.numel(), gen)
-                sources.append((m, members.index_select(0, order)))
-            filtered = n - sum(s.numel() for _, s in sources)
+                members = np.flatnonzero(assign == m)  # ascending, as torch.nonzero
+                if members.size < 2**31:
+                    members = members.astype(np.int32)  # halves the random gather's traffic
+                order = _randperm(members.size, gen).numpy()
+                sources.append((m, members.take(order)))
+            filtered = n - sum(s.size for _, s in sources)
         groups = [self._shard(m, idx) for m, idx in sources]
         return _Plan(epoch, groups, self._arrange(groups, gen), filtered, snapshot)
 
-    def _shard(self, modality: int, idx: torch.Tensor) -> _Group:
+    def _shard(self, modality: int, idx: np.ndarray) -> _Group:
         """Cut one group into this rank's batches (padding or dropping the tail)."""
-        n, b = idx.numel(), self.batch_size
+        n, b = idx.size, self.batch_size
         per_rank_step = self.accumulation_steps * b
         step = self.num_replicas * per_rank_step
         if step == b:  # one process, no accumulation: torch BatchSampler semantics
@@ -259,9 +266,9 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             idx, dropped = idx[: n - rest], rest
         elif rest:
             padded = step - rest
-            idx = torch.cat((idx, idx.repeat(-(-padded // n))[:padded]))
-        steps = idx.numel() // step
-        mine = idx.view(steps, self.num_replicas, per_rank_step)[:, self.rank].reshape(-1)
+            idx = np.concatenate((idx, np.tile(idx, -(-padded // n))[:padded]))
+        steps = idx.size // step
+        mine = idx.reshape(steps, self.num_replicas, per_rank_step)[:, self.rank].reshape(-1)
         return _Group(
             modality, mine, steps * self.accumulation_steps, n, padded=padded, dropped=dropped
         )
@@ -270,15 +277,15 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         """Order the optimiser steps of all groups; returns a group position per step."""
         a = self.accumulation_steps
         steps = [g.batches // a if a > 1 else g.batches for g in groups]
-        owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(steps))
+        owner = np.repeat(np.arange(len(groups)), steps)
         if self.order == "random":
-            owner = owner[torch.randperm(owner.numel(), generator=gen)]
-        elif self.order == "interleave" and owner.numel():
+            owner = owner[torch.randperm(owner.size, generator=gen).numpy()]
+        elif self.order == "interleave" and owner.size:
             # Step j of a group with S steps sits at (j + 0.5) / S of the epoch.
-            position = torch.cat(
-                [(torch.arange(s, dtype=torch.float64) + 0.5) / s for s in steps if s]
+            position = np.concatenate(
+                [(np.arange(s, dtype=np.float64) + 0.5) / s for s in steps if s]
             )
-            owner = owner[torch.sort(position, stable=True).indices]
+            owner = owner[np.argsort(position, kind="stable")]
         return list(owner.tolist())
 
     # ---------------------------------------------------------------- iteration
@@ -311,7 +318,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         """This rank's batches of one group from batch ``start`` on, as key lists."""
         b, m, idx = self.batch_size, group.modality, group.indices
         chunk = _CHUNK_BATCHES * b
-        for lo in range(start * b, idx.numel(), chunk):
+        for lo in range(start * b, idx.size, chunk):
             values = idx[lo : lo + chunk].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]

@@ -4,6 +4,13 @@ Other repositories import these in their own test suites to prove that their
 integration keeps the method's guarantees; this project's property tests use
 them too. Needs ``hypothesis`` (the ``test`` extra).
 
+Strategies (call without arguments for the defaults): :func:`logits`,
+:func:`score_tables`, :func:`sampler_configs`. Checkers, raising
+``AssertionError("remix invariant broken: <invariant>: <detail>")``:
+:func:`check_epoch` (a sampler's epoch, on every rank) and
+:func:`check_step_modalities` (what a training loop actually received on each
+rank, e.g. through Lightning or Accelerate).
+
 Example (a complete property test)::
 
     from hypothesis import given
@@ -18,8 +25,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NoReturn
 
 import torch
 from hypothesis import strategies as st
@@ -33,6 +40,7 @@ __all__ = [
     "sampler_configs",
     "build_samplers",
     "check_epoch",
+    "check_step_modalities",
     "naive_assignment",
 ]
 
@@ -159,7 +167,7 @@ def naive_assignment(
     return out
 
 
-def _fail(invariant: str, detail: str) -> None:
+def _fail(invariant: str, detail: str) -> NoReturn:
     raise AssertionError(f"remix invariant broken: {invariant}: {detail}")
 
 
@@ -256,3 +264,65 @@ def check_epoch(
     if stray:
         _fail("each kept sample once", f"filtered samples were yielded: {stray[:10]}")
     return batches
+
+
+def _batch_modalities(batch: Any) -> list[int]:
+    if isinstance(batch, torch.Tensor):
+        return [int(v) for v in batch.reshape(-1).tolist()]
+    if isinstance(batch, int):
+        return [batch]
+    if isinstance(batch, Iterable):
+        return [int(v) for v in batch]
+    raise TypeError(f"a batch's modalities should be an int, a tensor or ints, but got {batch!r}")
+
+
+def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: int = 1) -> list[int]:
+    """Check the modalities a training loop received, batch by batch, on every rank.
+
+    Args:
+        ranks: per rank, the batches in the order the loop received them; each
+            batch given by its modalities (the collated ``modality`` tensor, a
+            list of ids, or one id).
+        accumulation_steps: micro-batches per optimiser step.
+
+    Checks, each reported by name in the ``AssertionError``: *len honest* (every
+    rank received the same number of batches), *unimodal* (one modality per
+    batch) and *same modality per step* (all ranks and all micro-batches of an
+    optimiser step). Returns the modality of every step.
+
+    Example:
+        >>> check_step_modalities([[[0, 0], [1, 1]], [[0, 0], [1, 1]]])
+        [0, 1]
+        >>> check_step_modalities([[0, 1], [1, 0]])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        AssertionError: remix invariant broken: same modality per step: step 0 mixes ...
+    """
+    if not ranks:
+        raise ValueError("ranks should hold the batches of at least one rank, but got none")
+    if isinstance(accumulation_steps, bool) or not (
+        isinstance(accumulation_steps, int) and accumulation_steps > 0
+    ):
+        raise ValueError(
+            "accumulation_steps should be a positive integer value, "
+            f"but got accumulation_steps={accumulation_steps!r}"
+        )
+    per_rank: list[list[int]] = []
+    for r, batches in enumerate(ranks):
+        mods = []
+        for t, batch in enumerate(batches):
+            ids = set(_batch_modalities(batch))
+            if len(ids) != 1:
+                _fail("unimodal", f"rank {r} batch {t} holds modalities {sorted(ids)}")
+            mods.append(ids.pop())
+        per_rank.append(mods)
+    lengths = [len(mods) for mods in per_rank]
+    if len(set(lengths)) > 1:
+        _fail("len honest", f"ranks received different batch counts {lengths}")
+    a = accumulation_steps
+    steps = []
+    for step in range(-(-lengths[0] // a)):
+        mods_of_step = {m for mods in per_rank for m in mods[step * a : (step + 1) * a]}
+        if len(mods_of_step) != 1:
+            _fail("same modality per step", f"step {step} mixes modalities {sorted(mods_of_step)}")
+        steps.append(mods_of_step.pop())
+    return steps

@@ -392,7 +392,7 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-def test_ranks_take_world_size_and_rank_from_torch_distributed(ranks: list[dict]) -> None:
+def test_ranks_take_world_size_and_rank_from_torch_distributed(ranks: list[dict[str, Any]]) -> None:
     assert [(r["pipeline"]["num_replicas"], r["pipeline"]["rank"]) for r in ranks] == [
         (2, 0),
         (2, 1),
@@ -400,7 +400,7 @@ def test_ranks_take_world_size_and_rank_from_torch_distributed(ranks: list[dict]
 
 
 def test_both_ranks_train_one_modality_per_step_and_yield_the_same_count(
-    ranks: list[dict],
+    ranks: list[dict[str, Any]],
 ) -> None:
     p0, p1 = (r["pipeline"] for r in ranks)
     for epoch in range(EPOCHS):
@@ -416,7 +416,7 @@ def test_both_ranks_train_one_modality_per_step_and_yield_the_same_count(
         assert p0["stats"][epoch] == p1["stats"][epoch]
 
 
-def test_shards_are_disjoint_and_cover_the_kept_samples(ranks: list[dict]) -> None:
+def test_shards_are_disjoint_and_cover_the_kept_samples(ranks: list[dict[str, Any]]) -> None:
     p0, p1 = (r["pipeline"] for r in ranks)
     step = WORLD * ACCUMULATION * BATCH
     for epoch in range(EPOCHS):
@@ -440,7 +440,7 @@ def test_shards_are_disjoint_and_cover_the_kept_samples(ranks: list[dict]) -> No
                 assert all(int(snap[i]) == m for b in rank_batches for i, m in b)
 
 
-def test_synced_assignment_equals_the_single_process_one(ranks: list[dict]) -> None:
+def test_synced_assignment_equals_the_single_process_one(ranks: list[dict[str, Any]]) -> None:
     p0, p1 = (r["pipeline"] for r in ranks)
     reference = HardSampleFilter(N, MODALITIES)
     for epoch in range(EPOCHS):
@@ -460,12 +460,14 @@ def test_synced_assignment_equals_the_single_process_one(ranks: list[dict]) -> N
     assert [h["counts"] for h in p0["filter_history"]] == [h["counts"] for h in reference.history]
 
 
-def test_one_collective_per_remix_epoch_none_per_step(ranks: list[dict]) -> None:
+def test_one_collective_per_remix_epoch_none_per_step(ranks: list[dict[str, Any]]) -> None:
     for r in ranks:
         assert r["pipeline"]["collectives"] == [0] * WARMUP + [1] * (EPOCHS - WARMUP)
 
 
-def test_ddp_steps_share_the_modality_and_the_models_stay_equal(ranks: list[dict]) -> None:
+def test_ddp_steps_share_the_modality_and_the_models_stay_equal(
+    ranks: list[dict[str, Any]],
+) -> None:
     d0, d1 = (r["ddp"] for r in ranks)
     assert d0["step_modalities"] == d1["step_modalities"]
     assert ALL in d0["step_modalities"] and len(set(d0["step_modalities"])) > 2
@@ -473,7 +475,9 @@ def test_ddp_steps_share_the_modality_and_the_models_stay_equal(ranks: list[dict
     assert torch.equal(d0["snapshot"], d1["snapshot"])
 
 
-def test_tiny_dataset_with_an_empty_modality_runs_on_both_ranks(ranks: list[dict]) -> None:
+def test_tiny_dataset_with_an_empty_modality_runs_on_both_ranks(
+    ranks: list[dict[str, Any]],
+) -> None:
     e0, e1 = (r["edge"] for r in ranks)
     # rank 1's update of sample 1 reached rank 0 through the sync, and vice versa
     # sample 2 is unscored: spread to modality 2 % 3 = "text"; "video" is empty
@@ -486,12 +490,12 @@ def test_tiny_dataset_with_an_empty_modality_runs_on_both_ranks(ranks: list[dict
     assert e0["tiny_stats"]["samples"] == {"audio": 2, "video": 0, "text": 1}
 
 
-def test_ranks_that_snapshot_different_epochs_all_raise(ranks: list[dict]) -> None:
+def test_ranks_that_snapshot_different_epochs_all_raise(ranks: list[dict[str, Any]]) -> None:
     for r in ranks:
         assert "synced different epochs" in r["edge"]["mismatch_error"]
 
 
-def test_states_saved_on_two_ranks_are_rejected_by_one_process(ranks: list[dict]) -> None:
+def test_states_saved_on_two_ranks_are_rejected_by_one_process(ranks: list[dict[str, Any]]) -> None:
     state = ranks[0]["pipeline"]["filter_state"]
     assert state["world_size"] == 2
     with pytest.raises(ValueError, match="world_size=2"):

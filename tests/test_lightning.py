@@ -175,7 +175,7 @@ def test_trainer_trains_unimodal_steps_and_feeds_scores_back(scoring: str) -> No
 def preset(module: LitRemix, hard_for_a: int) -> None:
     """Scores that send the first ``hard_for_a`` samples to "a" and the rest to "b"."""
     loss_a = (torch.arange(N) < hard_for_a).float()
-    module.filter.score = "loss"
+    module.filter = HardSampleFilter(N, NAMES, score="loss")
     module.filter.update(torch.arange(N), {"a": loss_a, "b": torch.full((N,), 0.5)})
 
 

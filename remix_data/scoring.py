@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from ._checks import check_fraction, check_nonnegative_int, check_positive_int
 from .decoupler import ModalityDecoupler
+from .distributed import world_info
 from .filter import HardSampleFilter
 
 __all__ = ["scoring_pass"]
@@ -38,6 +39,8 @@ def scoring_pass(
     seed: int = 0,
     epoch: int = 0,
     progress: bool = True,
+    num_replicas: int | None = None,
+    rank: int | None = None,
     **loader_kwargs: Any,
 ) -> int:
     """Score (a fraction of) the training set and write the scores into ``filter``.
@@ -54,12 +57,16 @@ def scoring_pass(
         fraction: score a random ``fraction`` of the samples (drawn per ``seed`` and
             ``epoch``); the others keep their previous scores.
         seed, epoch: choose the random fraction reproducibly.
-        progress: show a tqdm progress bar.
+        progress: show a tqdm progress bar (on rank 0 only).
+        num_replicas, rank: under ``torch.distributed`` (the defaults read it), each
+            rank scores only every ``num_replicas``-th chosen sample from ``rank``
+            on; the filter's next snapshot combines the ranks' scores with its
+            one collective, so every rank ends with the whole table.
         **loader_kwargs: passed to the ``DataLoader`` (``num_workers``,
             ``pin_memory``, ``collate_fn`` ...).
 
     Returns:
-        The number of samples scored.
+        The number of samples scored on this rank.
 
     Example:
         >>> import torch
@@ -79,6 +86,13 @@ def scoring_pass(
     check_positive_int("batch_size", batch_size)
     check_fraction("fraction", fraction)
     check_nonnegative_int("epoch", epoch)
+    if num_replicas is not None:
+        check_positive_int("num_replicas", num_replicas)
+    if rank is not None:
+        check_nonnegative_int("rank", rank)
+    world, me = world_info(num_replicas, rank, filter.process_group)
+    if me >= world:
+        raise ValueError(f"rank should lie in [0, num_replicas={world}), but got rank={me}")
     n = len(data)
     if n != filter.num_samples:
         raise ValueError(
@@ -92,11 +106,12 @@ def scoring_pass(
         chosen = torch.randperm(n, generator=gen)[:count].sort().values.tolist()
     else:
         chosen = list(range(n))
+    chosen = chosen[me::world]
     batches = BatchSampler(chosen, batch_size=batch_size, drop_last=False)
     loader = DataLoader(data, batch_sampler=batches, **loader_kwargs)
     scored = 0
     with torch.no_grad():
-        for sample, index, _ in tqdm(loader, desc="remix scoring", disable=not progress):
+        for sample, index, _ in tqdm(loader, desc="remix scoring", disable=not progress or me != 0):
             result = fn(sample)
             if isinstance(result, tuple):
                 outputs, targets = result

@@ -169,3 +169,11 @@ def test_scoring_pass_arguments() -> None:
         scoring_pass(lambda s: {}, data, HardSampleFilter(3, ("a", "b")), fraction=0)
     with pytest.raises(ValueError, match=r"filter\.num_samples=4"):
         scoring_pass(lambda s: {}, data, HardSampleFilter(4, ("a", "b")))
+
+
+def test_scoring_pass_rank_arguments() -> None:
+    data = ModalityDecoupler([{"a": torch.zeros(1), "b": torch.zeros(1)}] * 3, ("a", "b"))
+    with pytest.raises(ValueError, match="rank=2"):
+        scoring_pass(lambda s: {}, data, HardSampleFilter(3, ("a", "b")), num_replicas=2, rank=2)
+    with pytest.raises(ValueError, match="num_replicas=0"):
+        scoring_pass(lambda s: {}, data, HardSampleFilter(3, ("a", "b")), num_replicas=0)

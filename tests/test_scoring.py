@@ -56,3 +56,18 @@ def test_loss_scoring_with_targets_from_the_function() -> None:
     scoring_pass(fn, _data(n), filt, batch_size=4, progress=False)
     # class 0 logit is +x: a is easy for large i, b for small i
     assert filt.assignment().tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_ranks_score_disjoint_shards_that_cover_the_chosen_samples() -> None:
+    n, world = 17, 3
+    shards = []
+    for rank in range(world):
+        filt = HardSampleFilter(n, ("a", "b"))
+        count = scoring_pass(
+            _heads, _data(n), filt, batch_size=4, progress=False, num_replicas=world, rank=rank
+        )
+        scored = (~torch.isnan(filt.state_dict()["values"][0])).nonzero().squeeze(1).tolist()
+        assert count == len(scored)
+        shards.append(set(scored))
+    assert set().union(*shards) == set(range(n))
+    assert sum(len(s) for s in shards) == n

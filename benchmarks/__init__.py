@@ -1,0 +1,1 @@
+"""Benchmarks of remix_data (run as scripts: ``python -m benchmarks.throughput``)."""

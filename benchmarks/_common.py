@@ -1,0 +1,209 @@
+"""Shared pieces of the benchmarks: fair A/B timing, machine info, tables and JSON.
+
+Fairness rules every benchmark follows: the same dataset object and the same
+``DataLoader`` keyword arguments on both sides, warm-up runs of each side
+first, then the two sides alternated run after run (the order flips every
+repetition so neither always goes first), timed with ``time.perf_counter``,
+and the *median* of the repetitions reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from remix_data import HardSampleFilter
+
+__all__ = [
+    "NAMES",
+    "add_common_args",
+    "alternate",
+    "compare",
+    "machine_info",
+    "median",
+    "print_table",
+    "realistic_filter",
+    "setup",
+    "spin",
+    "write_json",
+]
+
+#: Modality names used by every benchmark.
+NAMES = ("audio", "video")
+
+
+def add_common_args(parser: argparse.ArgumentParser, name: str) -> None:
+    """``--quick``, ``--out``, ``--reps``, ``--threads`` and ``--seed``."""
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds), for tests")
+    parser.add_argument("--out", default=f"results/{name}.json", help="JSON file to write")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per side")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def setup(args: argparse.Namespace) -> None:
+    """Apply ``--threads`` and seed the global RNGs (data generation only)."""
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+
+def machine_info() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cuda = torch.cuda.is_available()
+    return {
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "cuda": torch.cuda.get_device_name() if cuda else None,
+        "argv": sys.argv,
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def spin(seconds: float) -> None:
+    """Busy-wait: a stand-in for decoding cost that holds the CPU like real work."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def alternate(
+    plain: Callable[[], object], remix: Callable[[], object], *, reps: int, warmup: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Seconds per run of each side: warm-up runs first, then A B, B A, A B, ...
+
+    Returns wall-clock seconds (``perf_counter``) of plain and remix, then this
+    process's CPU seconds (``process_time``, workers not included) of each.
+    """
+    for _ in range(warmup):
+        plain()
+        remix()
+    wall: tuple[list[float], list[float]] = ([], [])
+    cpu: tuple[list[float], list[float]] = ([], [])
+    for r in range(reps):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for side in order:
+            fn = plain if side == 0 else remix
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            wall[side].append(time.perf_counter() - start)
+            cpu[side].append(time.process_time() - start_cpu)
+    return wall[0], wall[1], cpu[0], cpu[1]
+
+
+def compare(
+    level: str,
+    plain: Callable[[], object],
+    remix: Callable[[], object],
+    *,
+    work: int,
+    unit: str,
+    goal: float | None,
+    reps: int,
+    warmup: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Time both sides with :func:`alternate`; rates are ``work / median seconds``."""
+    tp, tr, cp, cr = alternate(plain, remix, reps=reps, warmup=warmup)
+    rate_plain, rate_remix = work / median(tp), work / median(tr)
+    ratio = rate_remix / rate_plain
+    return {
+        "level": level,
+        "unit": unit,
+        "work": work,
+        "plain": rate_plain,
+        "remix": rate_remix,
+        "ratio": ratio,
+        # the median of the per-pair ratios: robust to drift in machine load
+        "pair_ratio": median([p / r for p, r in zip(tp, tr)]),
+        # the same from CPU time of this process: less sensitive to other jobs on
+        # the machine, meaningless with workers (their CPU time is not counted)
+        "cpu_ratio": median(cp) / median(cr),
+        "goal": goal,
+        "met": None if goal is None else ratio >= goal,
+        "plain_seconds": tp,
+        "remix_seconds": tr,
+        "plain_cpu_seconds": cp,
+        "remix_cpu_seconds": cr,
+        **extra,
+    }
+
+
+def realistic_filter(n: int, *, seed: int = 0, process_group: Any = None) -> HardSampleFilter:
+    """A filter scored like a real run: every sample scored, about 40% audio / 60% video.
+
+    Per-sample losses as ``[N]`` tensors (``score="loss"``), video a bit harder on
+    average, as with CREMA-D where audio dominates.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    filt = HardSampleFilter(n, NAMES, score="loss", process_group=process_group)
+    losses = {
+        "audio": torch.rand(n, generator=gen),
+        "video": torch.rand(n, generator=gen) + 0.1,
+    }
+    filt.update(torch.arange(n), losses)
+    return filt
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return format(value, fmt)
+
+
+def print_table(
+    title: str, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str, str]]
+) -> None:
+    """Print ``rows`` as a plain-text table; ``columns`` are ``(header, key, format)``."""
+    cells = [[_cell(row.get(key), fmt) for _, key, fmt in columns] for row in rows]
+    widths = [
+        max([len(header)] + [len(c[i]) for c in cells]) for i, (header, _, _) in enumerate(columns)
+    ]
+    line = "  ".join(
+        h.ljust(w) if i == 0 else h.rjust(w)
+        for i, ((h, _, _), w) in enumerate(zip(columns, widths))
+    )
+    print(f"\n{title}\n{line}\n{'-' * len(line)}")
+    for c in cells:
+        print(
+            "  ".join(
+                v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))
+            )
+        )
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
+    """Write ``payload`` as indented JSON, creating parent folders."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    return out

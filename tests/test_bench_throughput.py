@@ -1,0 +1,98 @@
+"""Plumbing of the throughput and scaling benchmarks: --quick runs, JSON schema (no timings)."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import scaling, throughput
+
+
+def positive(value: Any) -> bool:
+    return (
+        isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and value > 0
+        and math.isfinite(value)
+    )
+
+
+def check_machine(machine: dict[str, Any]) -> None:
+    for key in ("torch", "torch_threads", "cpu_count", "python", "platform"):
+        assert machine[key], key
+    assert positive(machine["torch_threads"]) and positive(machine["cpu_count"])
+
+
+def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
+    out = tmp_path / "throughput.json"
+    result = throughput.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["benchmark"] == "throughput"
+    check_machine(result["machine"])
+    rows = result["levels"]
+    names = [row["level"] for row in rows]
+    assert names[0] == "sampler alone" and names[-1] == "train step"
+    assert len(rows) == 8  # sampler, zeros, drop, decode x2, partial x2, train
+    reps = result["config"]["reps"]
+    for row in rows:
+        for key in ("work", "plain", "remix", "ratio", "pair_ratio", "cpu_ratio"):
+            assert positive(row[key]), (row["level"], key, row[key])
+        assert row["unit"] in ("keys/s", "samples/s")
+        for key in ("plain_seconds", "remix_seconds", "plain_cpu_seconds", "remix_cpu_seconds"):
+            assert len(row[key]) == reps
+        assert all(positive(t) for t in row["plain_seconds"] + row["remix_seconds"])
+        assert row["ratio"] == pytest.approx(row["remix"] / row["plain"])
+        # rates are work / median seconds
+        assert row["plain"] == pytest.approx(row["work"] / statistics.median(row["plain_seconds"]))
+        assert row["remix"] == pytest.approx(row["work"] / statistics.median(row["remix_seconds"]))
+        if row["goal"] is None:
+            assert row["met"] is None
+        else:
+            assert row["met"] == (row["ratio"] >= row["goal"])
+    goals = {row["level"]: row["goal"] for row in rows}
+    assert goals["sampler alone"] == 1.0 and goals["in-memory, mask=zeros"] == 0.90
+    assert goals["in-memory, mask=drop"] == 1.0 and goals["train step"] == 0.99
+    assert rows[-1]["device"] == "cpu"
+
+
+def test_throughput_levels_can_be_chosen(tmp_path: Path) -> None:
+    result = throughput.main(["--quick", "--levels", "sampler", "--out", str(tmp_path / "t.json")])
+    assert [row["level"] for row in result["levels"]] == ["sampler alone"]
+    with pytest.raises(SystemExit):
+        throughput.main(["--quick", "--levels", "nope", "--out", str(tmp_path / "t.json")])
+
+
+def test_scaling_quick_writes_every_table(tmp_path: Path) -> None:
+    out = tmp_path / "scaling.json"
+    result = scaling.main(["--quick", "--out", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
+    assert result["benchmark"] == "scaling"
+    check_machine(result["machine"])
+    assert [row["batch"] for row in result["update"]] == result["config"]["batch_sizes"]
+    for row in result["update"]:
+        assert all(positive(row[k]) for k in ("table_us", "logits_us", "online_us"))
+    planning = result["planning"]
+    assert [row["n"] for row in planning] == result["config"]["sizes"]
+    assert planning[0]["growth"] is None
+    for row in planning:
+        for key in ("assignment_s", "plan_s", "total_s", "ns_per_sample"):
+            assert positive(row[key]), key
+        assert row["total_s"] == pytest.approx(row["ns_per_sample"] * row["n"] * 1e-9)
+        # 2 modalities: float32 scores + fresh flags + scored flag + int8 snapshot
+        assert row["filter_bytes_per_sample"] >= 12
+        assert 4 <= row["sampler_bytes_per_sample"] < 16
+    for row in planning[1:]:
+        assert isinstance(row["growth"], float) and math.isfinite(row["growth"])
+    for row in result["reference"]:
+        assert positive(row["reference_us_per_sample"]) and positive(row["ours_us_per_sample"])
+        assert row["speedup"] == pytest.approx(
+            row["reference_us_per_sample"] / row["ours_us_per_sample"]
+        )
+        assert row["agree"] >= 0.99  # same decisions (log base and clipping aside)
+    goal = result["goal"]
+    assert goal["limit_s"] == 1.0 and goal["met"] is False  # --quick stops below 10^7

@@ -196,7 +196,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.sizes = [1_000, 10_000]
         args.reference_sizes = [200]
     else:
-        args.batch_sizes, args.calls, args.update_n = [64, 128, 256, 512, 1024], 300, 1_000_000
+        args.batch_sizes, args.calls, args.update_n = [64, 128, 256, 512, 1024], 100, 1_000_000
         args.sizes = [10_000, 100_000, 1_000_000, 10_000_000]
         args.reference_sizes = [1_000, 10_000, 100_000]
     args.reference_batch, args.reference_classes = 64, 6  # the paper's CREMA-D settings

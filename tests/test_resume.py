@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 from torch.utils.data import Dataset
-from torchdata.stateful_dataloader import StatefulDataLoader
+from torchdata.stateful_dataloader import Stateful, StatefulDataLoader
 
 from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
 
@@ -202,6 +202,7 @@ def test_resume_without_the_filter_state_raises_a_clear_error(uninterrupted: Run
 def test_sampler_state_is_small_and_plain() -> None:
     """``StatefulDataLoader`` asks for it once per batch: no per-sample tables."""
     run = Run(num_workers=0)
+    assert isinstance(run.sampler, Stateful) and isinstance(run.filter, Stateful)
     run.sampler.set_epoch(1)
     it = iter(run.loader)
     next(it)

@@ -548,16 +548,53 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
             entry[key] = _mean_std([r[key] for r in mine])
             ratios = [r[key] / joint[r["seed"]][key] for r in mine if r["seed"] in joint]
             entry[ratio] = _mean_std(ratios) if ratios else None
+        with_val = [r["final_val"] for r in mine if r.get("final_val")]
+        entry["val"] = (
+            {key: _mean_std([v[key] for v in with_val]) for key in ("fused", *NAMES)}
+            if len(with_val) == len(mine)
+            else None
+        )
         entry["seeds"] = [r["seed"] for r in mine]
+        entry["per_epoch"] = _per_epoch(mine)
         out[name] = entry
     return out
 
 
-def format_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
+def _per_epoch(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Means over seeds, epoch by epoch: test accuracies, and shares / class skew
+    of the remix epochs (``None`` where an epoch had no assignment)."""
+
+    def mean(values: list[Any]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.fmean(present) if present else None
+
+    epochs = min(len(r["epochs"]) for r in runs)
+    rows = [[r["epochs"][e] for r in runs] for e in range(epochs)]
+    out: dict[str, Any] = {
+        "test": {k: [mean([x["test"][k] for x in row]) for row in rows] for k in ("fused", *NAMES)}
+    }
+    for key in ("shares", "class_tv"):
+        out[key] = {
+            m: [mean([x[key][m] if key in x else None for x in row]) for row in rows] for m in NAMES
+        }
+    return out
+
+
+def format_shares(summary: Mapping[str, Mapping[str, Any]]) -> str:
+    """Per remix method, the gyro share of each remix epoch (mean over seeds)."""
+    lines = []
+    for name, s in summary.items():
+        shares = [v for v in s["per_epoch"]["shares"]["gyro"] if v is not None]
+        if shares:
+            lines.append(f"{name:<20} " + " ".join(f"{v:.2f}" for v in shares))
+    return "\n".join(lines)
+
+
+def format_table(summary: Mapping[str, Mapping[str, Any]], split: str = "test") -> str:
     """The Markdown table: method | fused | acc head | gyro head | time (s) | time vs joint.
 
     A last column gives the CPU-time ratio, steadier than wall time on a shared
-    machine.
+    machine. ``split="val"`` shows the validation accuracies instead.
     """
 
     def pct(s: Mapping[str, float]) -> str:
@@ -572,8 +609,11 @@ def format_table(summary: Mapping[str, Mapping[str, Any]]) -> str:
     ]
     for name, s in summary.items():
         t = s["train_time_s"]
+        acc = s if split == "test" else s["val"]
+        if acc is None:
+            continue
         lines.append(
-            f"| {name} | {pct(s['fused'])} | {pct(s['acc'])} | {pct(s['gyro'])} "
+            f"| {name} | {pct(acc['fused'])} | {pct(acc['acc'])} | {pct(acc['gyro'])} "
             f"| {t['mean']:.1f} ± {t['std']:.1f} | {ratio(s['time_vs_joint'])} "
             f"| {ratio(s['cpu_vs_joint'])} |"
         )
@@ -663,6 +703,7 @@ def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> 
     t_start = time.perf_counter()
     data = prepare_data(hapt, val_users=args.val_users, quick=args.quick)
     info = data.info
+    val_users = info["val_users"]
     print(
         f"HAPT: {info['n_train']} train / {info['n_val']} val / {info['n_test']} test windows; "
         f"{epochs} epochs ({warmup} warm-up), batch {args.batch_size}, Adam lr {args.lr} "
@@ -715,6 +756,13 @@ def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> 
     print()
     print("Final-epoch test accuracy (%), mean ± std over seeds", args.seeds)
     print(format_table(summary))
+    if val_users:
+        print(f"\nFinal-epoch validation accuracy (%), users {val_users}")
+        print(format_table(summary, split="val"))
+    shares = format_shares(summary)
+    if shares:
+        print("\nShare of training samples assigned to gyro, per remix epoch (mean over seeds)")
+        print(shares)
     print(f"\nwrote {out}" + (f" and {plot_path}" if plot_path else ""))
     print(f"total wall time {report['total_time_s']:.0f}s")
     return report

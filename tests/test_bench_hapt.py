@@ -184,6 +184,10 @@ def _check_report(report: dict[str, Any], methods: list[str], seeds: list[int]) 
             assert set(entry[key]) == {"mean", "std", "n"}
             assert entry[key]["n"] == len(seeds)
         assert entry["time_vs_joint"] is None or entry["time_vs_joint"]["mean"] > 0
+        curves = entry["per_epoch"]
+        assert set(curves) == {"test", "shares", "class_tv"}
+        assert all(len(v) == config["epochs"] for v in curves["test"].values())
+        assert all(len(v) == config["epochs"] for v in curves["shares"].values())
     assert report["summary"]["joint"]["time_vs_joint"]["mean"] == pytest.approx(1.0)
     epoch_keys = {"epoch", "phase", "lr", "train_loss", "test", "time_s", "cpu_s"}
     for run in report["runs"]:
@@ -211,6 +215,8 @@ def test_main_writes_json_schema_plot_and_table(
     printed = capsys.readouterr().out
     assert "| method | fused | acc head | gyro head | time (s) | time vs joint |" in printed
     assert "| remix-skip |" in printed
+    assert "validation accuracy (%), users [21]" in printed
+    assert report["summary"]["remix"]["val"]["fused"]["n"] == 2
 
 
 def test_quick_run_on_the_real_file(tmp_path: Path) -> None:

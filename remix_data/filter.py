@@ -502,9 +502,9 @@ class HardSampleFilter:
 
         Args:
             epoch: the epoch being snapshotted (:meth:`snapshot` passes it). If
-                the ranks pass different epochs, every rank raises a
-                ``RuntimeError`` (after the collective, so none is left waiting)
-                instead of planning different epochs.
+                the ranks pass different epochs (compared modulo 64), every rank
+                raises a ``RuntimeError`` (after the collective, so none is left
+                waiting) instead of planning different epochs.
         """
         if self.sync_mode == "never" or not is_distributed(self.process_group):
             return

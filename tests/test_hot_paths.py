@@ -1,0 +1,198 @@
+"""The optimised hot paths behave exactly like the straightforward code they replace.
+
+- ``ModalityDecoupler.__getitems__`` (batch path) gives, item for item, what
+  ``__getitem__`` gives, and collates to the same batch;
+- the sampler's numpy planning yields the batches of the torch formulation it
+  replaced (same ``randperm`` stream, so seeds keep their plans).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.utils.data import default_collate
+
+from remix_data import ALL, HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
+from remix_data.sampler import _epoch_seed
+
+NAMES = ("audio", "video")
+
+
+def same(a: Any, b: Any) -> bool:
+    if isinstance(a, torch.Tensor):
+        return (
+            type(b) is torch.Tensor
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    if isinstance(a, np.ndarray):
+        return type(b) is np.ndarray and a.dtype == b.dtype and np.array_equal(a, b)
+    if isinstance(a, dict):
+        return type(b) is dict and list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(same, a, b))
+    return type(a) is type(b) and a == b
+
+
+def items(kind: str, n: int = 7) -> list[Any]:
+    make = torch.full if kind != "numpy" else (lambda s, v: np.full(s, v, dtype=np.float32))
+    out: list[Any] = []
+    for i in range(n):
+        audio, video = make((2,), float(i + 1)), make((3, 2), float(-i))
+        out.append(
+            (i % 3, audio, video) if kind == "tuple" else {"audio": audio, "video": video, "y": i}
+        )
+    return out
+
+
+@pytest.mark.parametrize("kind", ["tensor", "numpy", "tuple"])
+@pytest.mark.parametrize("mask", ["zeros", "drop", "none"])
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [(0, 0), (3, 0), (5, 0)],  # unimodal batch, as the sampler yields
+        [(6, 1), (1, 1)],
+        [(2, ALL), (4, ALL)],  # warm-up
+        [(0, 1), (1, 0), (2, ALL), 3],  # mixed keys
+        [(4, 1)],
+        [(torch.tensor(2), torch.tensor(1)), (5, 1)],  # tensor keys are converted
+        [],
+    ],
+)
+def test_getitems_matches_getitem(kind: str, mask: str, keys: list[Any]) -> None:
+    if kind == "tuple" and mask == "drop":
+        return
+    modalities: Any = {"audio": 1, "video": 2} if kind == "tuple" else NAMES
+    data = ModalityDecoupler(items(kind), modalities, mask=mask)
+    batch = data.__getitems__(list(keys))
+    single = [data[k] for k in keys]
+    assert same(batch, single)
+    if keys and len({len(s[0]) for s in single}) == 1:
+        assert same(default_collate(batch), default_collate(single))
+
+
+def test_getitems_raises_like_getitem() -> None:
+    data = ModalityDecoupler(items("tensor"), NAMES)
+    for keys, match in (
+        ([(0, 0), (1, 2)], "modality=2"),
+        ([(0, 0), (0, 1, 2)], r"key=\(0, 1, 2\)"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            data.__getitems__(keys)
+    tuples = ModalityDecoupler([{"a": 1}, {"a": 2}], {"a": 0, "b": 1})
+    with pytest.raises(TypeError, match="tuple or list samples"):
+        tuples.__getitems__([(0, 0), (1, 0)])
+
+
+def test_batch_zeros_are_shared_read_only_views() -> None:
+    data = ModalityDecoupler(items("tensor"), NAMES)
+    batch = data.__getitems__([(0, 1), (1, 1), (2, 1)])
+    zeros = [sample["audio"] for sample, _, _ in batch]
+    assert all(float(z.abs().sum()) == 0.0 and z.shape == (2,) for z in zeros)
+    with pytest.raises(RuntimeError, match="more than one element"):
+        zeros[0].add_(1)  # cannot leak into the other samples
+    # mixed shapes in one batch: each sample gets its own zeros_like
+    odd = items("tensor")
+    odd[1]["audio"] = torch.ones(5, dtype=torch.float64)
+    mixed = ModalityDecoupler(odd, NAMES).__getitems__([(0, 1), (1, 1)])
+    assert mixed[1][0]["audio"].shape == (5,) and mixed[1][0]["audio"].dtype == torch.float64
+    assert mixed[0][0]["audio"].shape == (2,) and mixed[0][0]["audio"].is_contiguous()
+
+
+def torch_plan(sampler: ReassemblingBatchSampler, snapshot: torch.Tensor | None) -> list[list[Any]]:
+    """The torch formulation of the plan (before the numpy port), one rank."""
+    gen = torch.Generator().manual_seed(_epoch_seed(sampler.seed, sampler.epoch))
+    n, b, a = sampler.filter.num_samples, sampler.batch_size, sampler.accumulation_steps
+    if snapshot is None:
+        sources = [(ALL, torch.randperm(n, generator=gen, dtype=torch.int32))]
+    else:
+        sources = []
+        for m in range(len(sampler.filter.modalities)):
+            members = torch.nonzero(snapshot == m).squeeze(1)
+            order = torch.randperm(members.numel(), generator=gen, dtype=torch.int32)
+            sources.append((m, members.index_select(0, order)))
+    groups = []
+    for m, idx in sources:
+        count, per_rank = idx.numel(), a * b
+        step = sampler.num_replicas * per_rank
+        if step == b:
+            keep = count - count % b if sampler.drop_last else count
+            groups.append((m, idx[:keep], keep // b if sampler.drop_last else -(-count // b)))
+            continue
+        rest = count % step
+        if rest and sampler.drop_last:
+            idx = idx[: count - rest]
+        elif rest:
+            idx = torch.cat((idx, idx.repeat(-(-(step - rest) // count))[: step - rest]))
+        steps = idx.numel() // step
+        mine = idx.view(steps, sampler.num_replicas, per_rank)[:, sampler.rank].reshape(-1)
+        groups.append((m, mine, steps * a))
+    steps_of = [g[2] // a for g in groups]
+    owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(steps_of))
+    if sampler.order == "random":
+        owner = owner[torch.randperm(owner.numel(), generator=gen)]
+    elif sampler.order == "interleave" and owner.numel():
+        position = torch.cat(
+            [(torch.arange(s, dtype=torch.float64) + 0.5) / s for s in steps_of if s]
+        )
+        owner = owner[torch.sort(position, stable=True).indices]
+    batches: list[list[Any]] = []
+    cursor = [0] * len(groups)
+    for g in owner.tolist():
+        for _ in range(a):
+            m, idx, _ = groups[g]
+            part = idx[cursor[g] * b : (cursor[g] + 1) * b].tolist()
+            cursor[g] += 1
+            batches.append([(i, m) for i in part])
+    return batches
+
+
+@given(
+    n=st.integers(1, 300),
+    modalities=st.integers(2, 3),
+    batch_size=st.integers(1, 40),
+    order=st.sampled_from(["sequential", "interleave", "random"]),
+    drop_last=st.booleans(),
+    seed=st.integers(0, 2**31),
+    epoch=st.integers(0, 3),
+    world=st.integers(1, 3),
+    accumulation=st.integers(1, 3),
+    warmup=st.booleans(),
+)
+def test_numpy_plan_matches_the_torch_formulation(
+    n: int,
+    modalities: int,
+    batch_size: int,
+    order: str,
+    drop_last: bool,
+    seed: int,
+    epoch: int,
+    world: int,
+    accumulation: int,
+    warmup: bool,
+) -> None:
+    names = tuple(f"m{i}" for i in range(modalities))
+    filt = HardSampleFilter(n, names, score="loss")
+    gen = torch.Generator().manual_seed(seed)
+    filt.update(torch.arange(n), {m: torch.rand(n, generator=gen) for m in names})
+    for rank in range(world):
+        sampler = ReassemblingBatchSampler(
+            filt,
+            batch_size,
+            warmup_epochs=epoch + 1 if warmup else 0,
+            order=order,
+            drop_last=drop_last,
+            seed=seed,
+            num_replicas=world,
+            rank=rank,
+            accumulation_steps=accumulation,
+        )
+        sampler.set_epoch(epoch)
+        snapshot = None if warmup else filt.snapshot(epoch)
+        assert list(sampler) == torch_plan(sampler, snapshot)

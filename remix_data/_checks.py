@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "as_index_array",
     "as_index_tensor",
     "check_modalities",
     "check_positive_int",
@@ -76,40 +77,45 @@ def check_modalities(name: str, modalities: Any) -> tuple[str, ...]:
     return names
 
 
-def as_index_tensor(name: str, indices: Any, num_samples: int) -> torch.Tensor:
-    """Return ``indices`` as a 1-D int64 CPU tensor with values in ``[0, num_samples)``.
+def as_index_array(name: str, indices: Any, num_samples: int) -> np.ndarray:
+    """Return ``indices`` as a 1-D int64 numpy array with values in ``[0, num_samples)``.
 
-    Accepts tensors, numpy arrays and sequences of ints. Float or bool dtypes are
-    rejected rather than cast, so that an index can never be silently rounded.
+    Accepts tensors (any device), numpy arrays and sequences of ints. Float or
+    bool dtypes are rejected rather than cast, so that an index can never be
+    silently rounded. Validation runs in numpy: a few microseconds per batch.
     """
     if isinstance(indices, torch.Tensor):
-        tensor = indices.detach()
-    elif isinstance(indices, np.ndarray):
-        if indices.dtype.kind not in "iu":
+        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
             raise TypeError(
-                f"{name} should hold integers, but got an array of dtype {indices.dtype}"
+                f"{name} should hold integers, but got a tensor of dtype {indices.dtype}"
             )
-        tensor = torch.from_numpy(np.ascontiguousarray(indices))
+        array = indices.detach().cpu().numpy()
+    elif isinstance(indices, np.ndarray):
+        array = indices
     elif isinstance(indices, Sequence) and not isinstance(indices, (str, bytes)):
         if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in indices):
             raise TypeError(f"{name} should hold integers, but got {name}={list(indices)!r}")
-        tensor = torch.as_tensor(list(indices), dtype=torch.int64)
+        array = np.asarray(list(indices), dtype=np.int64)
     else:
         raise TypeError(
             f"{name} should be an integer tensor, array or sequence, but got {name}={indices!r}"
         )
-    if tensor.is_floating_point() or tensor.is_complex() or tensor.dtype == torch.bool:
-        raise TypeError(f"{name} should hold integers, but got a tensor of dtype {tensor.dtype}")
-    if tensor.dim() != 1:
-        raise ValueError(f"{name} should be one-dimensional, but got shape {tuple(tensor.shape)}")
-    tensor = tensor.to(device="cpu", dtype=torch.int64)
-    if tensor.numel():
-        low_t, high_t = torch.aminmax(tensor)
-        low, high = int(low_t), int(high_t)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} should hold integers, but got an array of dtype {array.dtype}")
+    if array.ndim != 1:
+        raise ValueError(f"{name} should be one-dimensional, but got shape {tuple(array.shape)}")
+    array = array.astype(np.int64, copy=False)
+    if array.size:
+        low, high = int(array.min()), int(array.max())
         if low < 0 or high >= num_samples:
             bad = low if low < 0 else high
             raise ValueError(
                 f"{name} should lie in [0, {num_samples}) (num_samples={num_samples}), "
                 f"but got an index {bad}"
             )
-    return tensor
+    return array
+
+
+def as_index_tensor(name: str, indices: Any, num_samples: int) -> torch.Tensor:
+    """:func:`as_index_array` as a 1-D int64 CPU tensor."""
+    return torch.from_numpy(np.ascontiguousarray(as_index_array(name, indices, num_samples)))

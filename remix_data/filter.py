@@ -16,9 +16,11 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ._checks import (
+    as_index_array,
     as_index_tensor,
     check_choice,
     check_fraction,
@@ -27,7 +29,7 @@ from ._checks import (
     check_positive_int,
 )
 from .distributed import all_reduce_sum, is_distributed, world_size
-from .scores import confidence, cross_entropy
+from .scores import _check_logits, confidence, cross_entropy
 
 __all__ = ["HardSampleFilter", "FILTERED"]
 
@@ -41,6 +43,18 @@ _UNSCORED = ("spread", "filter")
 _NONFINITE = ("raise", "ignore")
 _SYNC = ("auto", "never")
 _BALANCE = ("none", "class")
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    """A CPU numpy view (or copy) of a tensor, array or sequence."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach()
+        if value.device.type != "cpu":
+            value = value.cpu()
+        if value.dtype in (torch.bfloat16, torch.float16):
+            value = value.float()
+        return np.asarray(value.numpy())
+    return np.asarray(value)
 
 
 def _per_modality(
@@ -234,7 +248,7 @@ class HardSampleFilter:
 
         Tensors may live on any device; they are detached and copied to the CPU.
         """
-        idx = as_index_tensor("indices", indices, self.num_samples)
+        idx = as_index_array("indices", indices, self.num_samples)
         if not isinstance(outputs, Mapping):
             raise TypeError(
                 f"outputs should map modality names to tensors, but got {type(outputs).__name__}"
@@ -248,45 +262,48 @@ class HardSampleFilter:
                     f"outputs names unknown modality {name!r}; known: {self.modalities}"
                 )
             positions.append(self._position[name])
-        values = self._scores(outputs, targets, idx.numel()).to("cpu")  # [k, B]
-        pos = torch.tensor(positions)
-        where = idx.expand(len(positions), -1)
-        keep: torch.Tensor | None = None
+        # Small per-batch work runs in numpy: torch's per-op overhead would dominate.
+        values = self._scores(outputs, targets, idx.size)  # float32 [k, B]
+        pos = np.asarray(positions)
+        keep: np.ndarray | None = None
         if modality is not None:
-            rows = torch.as_tensor(modality).detach().to("cpu", torch.int64)
+            rows = _as_numpy(modality).astype(np.int64, copy=False)
             if rows.shape != idx.shape:
                 raise ValueError(
                     f"modality should have the shape of indices {tuple(idx.shape)}, "
                     f"but got {tuple(rows.shape)}"
                 )
-            keep = (rows.unsqueeze(0) == pos.unsqueeze(1)) | (rows < 0).unsqueeze(0)
-        finite = torch.isfinite(values)
-        if not bool(finite.all()):
+            keep = (rows[None, :] == pos[:, None]) | (rows < 0)[None, :]
+        finite = np.isfinite(values)
+        if not finite.all():
             bad = ~finite if keep is None else ~finite & keep
-            if bool(bad.any()) and self.nonfinite == "raise":
-                k = int(bad.any(1).nonzero()[0])
+            if bad.any() and self.nonfinite == "raise":
+                k = int(np.flatnonzero(bad.any(1))[0])
                 raise ValueError(
                     f"outputs[{list(outputs)[k]!r}] gave a non-finite score "
-                    f"({values[k][bad[k]][0].item()}); pass nonfinite='ignore' to skip such entries"
+                    f"({values[k][bad[k]][0]}); pass nonfinite='ignore' to skip such entries"
                 )
             self._ignored += int(bad.sum())
             keep = finite if keep is None else keep & finite
-        table_rows = pos.unsqueeze(1).expand_as(where)
-        if keep is not None:
-            table_rows, where, values = table_rows[keep], where[keep], values[keep]
+        if keep is None:
+            table_rows, where = pos[:, None], idx[None, :]
+        else:
+            r, c = np.nonzero(keep)
+            table_rows, where, values = pos[r], idx[c], values[r, c]
+        table = self._values.numpy()
         if self.smoothing:
-            old = self._values[table_rows, where]
+            old = table[table_rows, where]
             blended = self.smoothing * old + (1.0 - self.smoothing) * values
-            values = torch.where(torch.isnan(old), values, blended)
+            values = np.where(np.isnan(old), values, blended)
         # One scatter for all modalities of the call.
-        self._values.index_put_((table_rows, where), values)
-        self._fresh.index_put_((table_rows, where), torch.ones((), dtype=torch.bool))
-        self._scored.index_fill_(0, where.reshape(-1), True)
+        table[table_rows, where] = values
+        self._fresh.numpy()[table_rows, where] = True
+        self._scored.numpy()[where] = True
 
     def _scores(
         self, outputs: Mapping[str, Any], targets: torch.Tensor | None, batch: int
-    ) -> torch.Tensor:
-        """Scores of every output as one ``[k, B]`` float tensor (on the outputs' device)."""
+    ) -> np.ndarray:
+        """Scores of every output as one float32 ``[k, B]`` numpy array."""
         tensors = list(outputs.values())
         same = all(
             isinstance(t, torch.Tensor)
@@ -296,11 +313,12 @@ class HardSampleFilter:
             for t in tensors
         )
         if same and self.score == "confidence" and tensors[0].shape[0] == batch:
-            # One kernel for all modalities instead of one per modality.
-            return confidence(torch.cat(tensors)).view(len(tensors), batch)
-        scores = [self._scores_of(n, o, targets, batch) for n, o in outputs.items()]
-        device = scores[0].device
-        return torch.stack([s.to(device) for s in scores])
+            _check_logits(tensors[0], f"outputs[{next(iter(outputs))!r}]")
+            # One computation for all modalities instead of one per modality.
+            scores = confidence(torch.cat(tensors))
+            return _as_numpy(scores).astype(np.float32, copy=False).reshape(len(tensors), batch)
+        rows = [_as_numpy(self._scores_of(n, o, targets, batch)) for n, o in outputs.items()]
+        return np.stack(rows).astype(np.float32, copy=False)
 
     def _scores_of(
         self, name: str, output: Any, targets: torch.Tensor | None, batch: int

@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["confidence", "cross_entropy"]
+__all__ = ["confidence", "confidence_numpy", "cross_entropy"]
 
 
 def _check_logits(logits: torch.Tensor, name: str) -> None:
@@ -42,6 +43,10 @@ def _check_logits(logits: torch.Tensor, name: str) -> None:
 def confidence(logits: torch.Tensor) -> torch.Tensor:
     """Return ``KL(softmax(logits) || uniform) = log C - H(p)`` per row, as float32.
 
+    Computed as ``sum(e * z) / sum(e) - log(sum(e)) + log C`` with ``z = x - max(x)``
+    and ``e = exp(z)``: stable, and on CPU done in float64 numpy (a few
+    microseconds for a batch, where torch's small-op overhead costs tens).
+
     Args:
         logits: ``[B, C]`` unnormalised scores of one unimodal head, any device.
 
@@ -49,8 +54,25 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
         ``[B]`` tensor on the same device, each value in ``[0, log C]``.
     """
     _check_logits(logits, "logits")
-    log_p = F.log_softmax(logits.detach().float(), dim=1)
-    return (log_p.exp() * log_p).sum(dim=1) + math.log(logits.shape[1])
+    x = logits.detach()
+    if x.device.type == "cpu":
+        if x.dtype not in (torch.float32, torch.float64):
+            x = x.float()  # numpy has no bfloat16
+        return torch.from_numpy(confidence_numpy(x.numpy()))
+    z = x.float() - x.float().amax(dim=1, keepdim=True)
+    e = z.exp()
+    total = e.sum(dim=1)
+    return (e * z).sum(dim=1) / total - total.log() + math.log(x.shape[1])
+
+
+def confidence_numpy(logits: np.ndarray) -> np.ndarray:
+    """:func:`confidence` of a ``[B, C]`` numpy array, as float32 ``[B]``."""
+    x = np.asarray(logits, dtype=np.float64)
+    z = x - x.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    total = e.sum(axis=1)
+    out: np.ndarray = np.einsum("bc,bc->b", e, z) / total - np.log(total) + math.log(x.shape[1])
+    return out.astype(np.float32)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

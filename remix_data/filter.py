@@ -357,32 +357,35 @@ class HardSampleFilter:
 
         Samples with no score anywhere get an arbitrary value here; the caller
         applies the ``unscored`` policy. The score is only exact when filtering
-        needs it: the last comparison skips it, as planning is a hot path.
+        needs it: the last comparison skips it, as planning is a hot path. Runs in
+        numpy (single-threaded, no per-op stalls on a busy machine).
         """
+        values = self._values.numpy()
         loss = self.score == "loss"
-        sentinel = -math.inf if loss else math.inf
-        best = torch.nan_to_num(self._values[0], nan=sentinel)
-        assign = torch.zeros(self.num_samples, dtype=torch.int8)
+        row = values[0]
+        best = np.where(np.isnan(row), -math.inf if loss else math.inf, row)
+        assign = np.zeros(self.num_samples, dtype=np.int8)
         last = len(self.modalities) - 1
         need_best = self._filters()
         for m in range(1, last + 1):
-            row = self._values[m]
+            row = values[m]
             # ``>=`` / ``<=`` send ties to the later modality; NaN never compares true.
             take = row >= best if loss else row <= best
             if m < last or need_best:
-                best = torch.where(take, row, best)
-            assign.masked_fill_(take, m)
-        return assign, best
+                best = np.where(take, row, best)
+            assign = take.astype(np.int8) if m == 1 else np.where(take, np.int8(m), assign)
+        return torch.from_numpy(assign), torch.from_numpy(best)
 
     def _assign(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """Return (int8 assignment, optional weights, number of unscored samples)."""
         assign, best = self._hardest()
-        unscored = self.num_samples - int(torch.count_nonzero(self._scored))
-        unscored_mask = ~self._scored if unscored else torch.zeros(0, dtype=torch.bool)
+        scored = self._scored.numpy()
+        unscored = self.num_samples - int(np.count_nonzero(scored))
+        unscored_mask = torch.from_numpy(~scored) if unscored else torch.zeros(0, dtype=torch.bool)
         if unscored:
             if self.unscored == "spread":
-                spread = (torch.arange(self.num_samples) % len(self.modalities)).to(torch.int8)
-                assign = torch.where(unscored_mask, spread, assign)
+                spread = (np.arange(self.num_samples) % len(self.modalities)).astype(np.int8)
+                assign = torch.from_numpy(np.where(~scored, spread, assign.numpy()))
             else:
                 assign.masked_fill_(unscored_mask, FILTERED)
         if self.balance == "class":
@@ -555,20 +558,23 @@ class HardSampleFilter:
     # --------------------------------------------------------------- statistics
     def _describe(self, assign: torch.Tensor, unscored: int, epoch: int | None) -> dict[str, Any]:
         m = len(self.modalities)
-        # int8 -> uint8 view: FILTERED (-1) lands in bin 255; one pass over the table.
-        counts = torch.bincount(assign.view(torch.uint8), minlength=256)
+        codes = assign.numpy()
+        counts = [int(np.count_nonzero(codes == i)) for i in range(m)]
         record: dict[str, Any] = {
             "epoch": epoch,
-            "counts": {name: int(counts[i]) for i, name in enumerate(self.modalities)},
-            "filtered": int(counts[255]),
+            "counts": dict(zip(self.modalities, counts)),
+            "filtered": self.num_samples - sum(counts),
             "unscored": unscored,
             "ignored": self._ignored,
             "mean_score": {},
         }
+        values = self._values.numpy()
         for i, name in enumerate(self.modalities):
-            row = self._values[i]
-            scored = self.num_samples - int(torch.count_nonzero(torch.isnan(row)))
-            record["mean_score"][name] = float(row.nansum()) / scored if scored else None
+            row = values[i]
+            present = ~np.isnan(row)
+            scored = int(np.count_nonzero(present))
+            total = float(np.add.reduce(row, where=present, dtype=np.float64))
+            record["mean_score"][name] = total / scored if scored else None
         if self.labels is not None:
             classes = int(self.labels.max()) + 1 if self.labels.numel() else 0
             key = (assign.to(torch.int64) + 1) * classes + self.labels

@@ -45,7 +45,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,12 +82,14 @@ __all__ = [
     "METHOD_DEFAULTS",
     "SCHEMA",
     "HaptSplits",
+    "Job",
     "WindowSet",
     "evaluate",
     "main",
     "method_config",
     "prepare_data",
     "run",
+    "run_interleaved",
     "summarize",
 ]
 
@@ -329,21 +332,204 @@ def _tv_distance(counts: Sequence[int], reference: Sequence[float]) -> float | N
     return 0.5 * sum(abs(c / total - r) for c, r in zip(counts, reference))
 
 
+class Job:
+    """One method trained for one seed, one epoch per :meth:`train_epoch` call.
+
+    Several jobs can advance in turns (:func:`run_interleaved`), so that a
+    machine whose load drifts slows every method alike. Arguments as in
+    :func:`run`.
+    """
+
+    def __init__(
+        self,
+        method: str | Mapping[str, Any],
+        seed: int,
+        data: HaptSplits,
+        *,
+        epochs: int = 30,
+        warmup: int = 5,
+        batch_size: int = 64,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        decay_epoch: int | None = None,
+        decay_gamma: float = 0.1,
+        width: int = 32,
+        log: Any = None,
+    ) -> None:
+        cfg = method_config(method)
+        if epochs <= 0 or warmup < 0:
+            raise ValueError(f"epochs should be > 0 and warmup >= 0, got {epochs=}, {warmup=}")
+        decay = epochs // 2 if decay_epoch is None else decay_epoch
+        self.cfg, self.seed, self.data, self.epochs, self.log = cfg, seed, data, epochs, log
+        self.names: tuple[str, ...] = cfg["modalities"]
+        num_classes = len(HAPT_ACTIVITIES)
+        torch.manual_seed(seed)
+        self.model = HaptNet(self.names, num_classes, width=width)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        milestones = [decay] if 0 < decay < epochs else []
+        self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones, gamma=decay_gamma)
+
+        train = data.train
+        self.n = len(train)
+        self.train_mix = [c / self.n for c in train.class_counts(num_classes)]
+        # Masking happens on the features (the reference code), not in the data.
+        self.dataset = ModalityDecoupler(train, self.names, mask="none")
+        self.filter: HardSampleFilter | None = None
+        self.sampler: ReassemblingBatchSampler | None = None
+        if cfg["remix"]:
+            self.filter = HardSampleFilter(
+                self.n, self.names, labels=train.label, **dict(cfg["filter"])
+            )
+            self.sampler = ReassemblingBatchSampler(
+                self.filter, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed
+            )
+            self.loader = DataLoader(self.dataset, batch_sampler=self.sampler)
+        else:
+            gen = torch.Generator()
+            gen.manual_seed(seed)
+            self.loader = DataLoader(
+                self.dataset, batch_size=batch_size, shuffle=True, generator=gen
+            )
+        self.online = cfg["remix"] and cfg["scoring"] == "online"
+        self.records: list[dict[str, Any]] = []
+        self.train_time = self.train_cpu = self.eval_time = 0.0
+        self._previous: torch.Tensor | None = None
+
+    @property
+    def done(self) -> bool:
+        return len(self.records) >= self.epochs
+
+    def _score(self, sample: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        heads: dict[str, torch.Tensor] = self.model({m: sample[m] for m in self.names})[1]
+        return heads
+
+    def train_epoch(self) -> dict[str, Any]:
+        """Train the next epoch (scoring pass included), evaluate, return its record."""
+        cfg, model, filt, sampler = self.cfg, self.model, self.filter, self.sampler
+        epoch = len(self.records)
+        if epoch >= self.epochs:
+            raise RuntimeError(f"all {self.epochs} epochs are trained")
+        model.train()
+        t0, c0 = time.perf_counter(), time.process_time()
+        scoring_time = 0.0
+        remix_epoch = sampler is not None and not sampler.is_warmup(epoch)
+        if remix_epoch and cfg["scoring"] == "pass":
+            assert filt is not None
+            model.eval()
+            scoring_pass(
+                self._score, self.dataset, filt, batch_size=cfg["scoring_batch_size"],
+                fraction=cfg["scoring_fraction"], seed=self.seed, epoch=epoch, progress=False,
+            )  # fmt: skip
+            model.train()
+            scoring_time = time.perf_counter() - t0
+        if sampler is not None:
+            sampler.set_epoch(epoch)  # after warm-up: snapshots the filter's assignment
+        lr_used = float(self.opt.param_groups[0]["lr"])
+        loss_sum, seen = 0.0, 0
+        for sample, index, modality in self.loader:
+            loss, logits = _step(model, cfg, sample, modality)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            if self.online:
+                assert filt is not None
+                filt.update(index, logits, modality=modality)
+            loss_sum += float(loss.detach()) * len(index)
+            seen += len(index)
+        self.sched.step()
+        epoch_time = time.perf_counter() - t0
+        epoch_cpu = time.process_time() - c0
+        self.train_time += epoch_time
+        self.train_cpu += epoch_cpu
+
+        t1 = time.perf_counter()
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "phase": "remix" if remix_epoch else ("warmup" if cfg["remix"] else "joint"),
+            "lr": lr_used,
+            "train_loss": loss_sum / max(seen, 1),
+            "test": evaluate(model, self.data.test),
+            "time_s": epoch_time,
+            "cpu_s": epoch_cpu,
+            "scoring_time_s": scoring_time,
+        }
+        if self.data.val is not None:
+            record["val"] = evaluate(model, self.data.val)
+        if remix_epoch:
+            assert filt is not None and sampler is not None
+            record.update(self._remix_stats(epoch, filt, sampler))
+        self.records.append(record)
+        self.eval_time += time.perf_counter() - t1
+        if self.log is not None:
+            self.log(self._line(record))
+        return record
+
+    def _remix_stats(
+        self, epoch: int, filt: HardSampleFilter, sampler: ReassemblingBatchSampler
+    ) -> dict[str, Any]:
+        hist = filt.history[-1]
+        assign = filt.snapshot(epoch)
+        switched = None
+        if self._previous is not None:
+            switched = float((assign != self._previous).float().mean())
+        self._previous = assign.clone()
+        return {
+            "shares": {m: hist["counts"][m] / self.n for m in self.names},
+            "filtered": hist["filtered"],
+            "mean_score": hist["mean_score"],
+            "class_tv": {
+                m: _tv_distance(hist["class_counts"][m], self.train_mix) for m in self.names
+            },
+            "batches": sampler.stats()["batches"],
+            "switched": switched,
+        }
+
+    def _line(self, record: Mapping[str, Any]) -> str:
+        acc, shares = record["test"], record.get("shares")
+        extra = ""
+        if shares is not None:
+            extra = " shares " + " ".join(f"{m}={shares[m]:.2f}" for m in self.names)
+        return (
+            f"  {self.cfg['name']:<13} seed {self.seed} epoch {record['epoch'] + 1:>2}/"
+            f"{self.epochs} loss {record['train_loss']:.3f} fused {acc['fused']:.3f} "
+            f"acc {acc['acc']:.3f} gyro {acc['gyro']:.3f} {record['time_s']:.1f}s{extra}"
+        )
+
+    def result(self) -> dict[str, Any]:
+        """The JSON-ready result (see :func:`run`)."""
+        if not self.records:
+            raise RuntimeError("no epoch trained yet")
+        return {
+            "method": {**self.cfg, "modalities": list(self.names)},
+            "seed": self.seed,
+            "final": self.records[-1]["test"],
+            "final_val": self.records[-1].get("val"),
+            "train_time_s": self.train_time,
+            "train_cpu_s": self.train_cpu,
+            "eval_time_s": self.eval_time,
+            "epochs": self.records,
+            "filter_history": [] if self.filter is None else self.filter.history,
+        }
+
+
+@contextmanager
+def _num_threads(threads: int | None) -> Iterator[None]:
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def run(
     method: str | Mapping[str, Any],
     seed: int,
     data: HaptSplits,
     *,
-    epochs: int = 30,
-    warmup: int = 5,
-    batch_size: int = 64,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    decay_epoch: int | None = None,
-    decay_gamma: float = 0.1,
-    width: int = 32,
     threads: int | None = 1,
-    log: Any = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """Train one method for one seed; return its per-epoch record and final accuracy.
 
@@ -352,171 +538,48 @@ def run(
         seed: seeds the model initialisation, the loader's shuffling and the
             remix sampler.
         data: from :func:`prepare_data`.
-        epochs, warmup: total epochs and joint warm-up epochs (remix methods).
-        batch_size, lr, weight_decay: Adam's settings, the same for every method.
-        decay_epoch: the learning rate is multiplied by ``decay_gamma`` once, at
-            this epoch (default ``epochs // 2``; ``0`` disables the decay).
-        width: encoder width (:class:`~benchmarks._hapt_model.HaptNet`).
         threads: ``torch.set_num_threads`` for the run (restored afterwards);
             ``None`` leaves it.
-        log: a callable taking one line of progress text (default: silent).
+        **options: ``epochs`` (30), ``warmup`` (5, joint warm-up epochs of the
+            remix methods), ``batch_size`` (64), ``lr`` (1e-3) and
+            ``weight_decay`` (1e-4) of Adam, the same for every method;
+            ``decay_epoch`` (``epochs // 2``; the learning rate is multiplied by
+            ``decay_gamma`` = 0.1 once, there; 0 disables it), ``width`` (32,
+            :class:`~benchmarks._hapt_model.HaptNet`), ``log`` (a callable taking
+            one line of progress text; default silent).
 
     Returns:
         A JSON-ready dict: ``method`` (the resolved config), ``seed``, ``final``
-        (test accuracies of the last epoch), ``train_time_s`` (scoring + training),
-        ``eval_time_s``, ``epochs`` (one record per epoch) and ``filter_history``.
+        (test accuracies of the last epoch), ``final_val``, ``train_time_s``
+        (scoring + training, wall), ``train_cpu_s``, ``eval_time_s``, ``epochs``
+        (one record per epoch) and ``filter_history``.
     """
-    cfg = method_config(method)
-    if epochs <= 0 or warmup < 0:
-        raise ValueError(f"epochs should be > 0 and warmup >= 0, got {epochs=}, {warmup=}")
-    decay = epochs // 2 if decay_epoch is None else decay_epoch
-    old_threads = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
-        return _run(
-            cfg, seed, data, epochs, warmup, batch_size, lr, weight_decay, decay,
-            decay_gamma, width, log,
-        )  # fmt: skip
-    finally:
-        torch.set_num_threads(old_threads)
+    with _num_threads(threads):
+        job = Job(method, seed, data, **options)
+        while not job.done:
+            job.train_epoch()
+        return job.result()
 
 
-def _run(
-    cfg: dict[str, Any],
+def run_interleaved(
+    methods: Sequence[str | Mapping[str, Any]],
     seed: int,
     data: HaptSplits,
-    epochs: int,
-    warmup: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    decay: int,
-    decay_gamma: float,
-    width: int,
-    log: Any,
-) -> dict[str, Any]:
-    names: tuple[str, ...] = cfg["modalities"]
-    num_classes = len(HAPT_ACTIVITIES)
-    torch.manual_seed(seed)
-    model = HaptNet(names, num_classes, width=width)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    milestones = [decay] if 0 < decay < epochs else []
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, gamma=decay_gamma)
+    *,
+    threads: int | None = 1,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """Train several methods for one seed, epoch ``e`` of each in turn.
 
-    train = data.train
-    n = len(train)
-    train_mix = [c / n for c in train.class_counts(num_classes)]
-    dataset = ModalityDecoupler(train, names, mask="none")  # masking happens on features
-    filt: HardSampleFilter | None = None
-    sampler: ReassemblingBatchSampler | None = None
-    if cfg["remix"]:
-        filt = HardSampleFilter(n, names, labels=train.label, **dict(cfg["filter"]))
-        sampler = ReassemblingBatchSampler(
-            filt, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed
-        )
-        loader = DataLoader(dataset, batch_sampler=sampler)
-    else:
-        gen = torch.Generator()
-        gen.manual_seed(seed)
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen)
-    online = cfg["remix"] and cfg["scoring"] == "online"
-
-    def score_fn(sample: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        heads: dict[str, torch.Tensor] = model({m: sample[m] for m in names})[1]
-        return heads
-
-    records: list[dict[str, Any]] = []
-    train_time = train_cpu = eval_time = 0.0
-    previous: torch.Tensor | None = None
-    model.train()
-    for epoch in range(epochs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        scoring_time = 0.0
-        remix_epoch = sampler is not None and not sampler.is_warmup(epoch)
-        if remix_epoch and cfg["scoring"] == "pass":
-            assert filt is not None
-            model.eval()
-            scoring_pass(
-                score_fn, dataset, filt, batch_size=cfg["scoring_batch_size"],
-                fraction=cfg["scoring_fraction"], seed=seed, epoch=epoch, progress=False,
-            )  # fmt: skip
-            model.train()
-            scoring_time = time.perf_counter() - t0
-        if sampler is not None:
-            sampler.set_epoch(epoch)  # after warm-up: snapshots the filter's assignment
-        lr_used = float(opt.param_groups[0]["lr"])
-        loss_sum, seen = 0.0, 0
-        for sample, index, modality in loader:
-            loss, logits = _step(model, cfg, sample, modality)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if online:
-                assert filt is not None
-                filt.update(index, logits, modality=modality)
-            loss_sum += float(loss.detach()) * len(index)
-            seen += len(index)
-        sched.step()
-        epoch_time = time.perf_counter() - t0
-        epoch_cpu = time.process_time() - c0
-        train_time += epoch_time
-        train_cpu += epoch_cpu
-
-        t1 = time.perf_counter()
-        record: dict[str, Any] = {
-            "epoch": epoch,
-            "phase": "remix" if remix_epoch else ("warmup" if cfg["remix"] else "joint"),
-            "lr": lr_used,
-            "train_loss": loss_sum / max(seen, 1),
-            "test": evaluate(model, data.test),
-            "time_s": epoch_time,
-            "cpu_s": epoch_cpu,
-            "scoring_time_s": scoring_time,
-        }
-        if data.val is not None:
-            record["val"] = evaluate(model, data.val)
-        if remix_epoch:
-            assert filt is not None and sampler is not None
-            hist = filt.history[-1]
-            assign = filt.snapshot(epoch)
-            record["shares"] = {m: hist["counts"][m] / n for m in names}
-            record["filtered"] = hist["filtered"]
-            record["mean_score"] = hist["mean_score"]
-            record["class_tv"] = {
-                m: _tv_distance(hist["class_counts"][m], train_mix) for m in names
-            }
-            record["batches"] = sampler.stats()["batches"]
-            record["switched"] = (
-                None if previous is None else float((assign != previous).float().mean())
-            )
-            previous = assign.clone()
-        records.append(record)
-        eval_time += time.perf_counter() - t1
-        if log is not None:
-            acc = record["test"]
-            shares = record.get("shares")
-            extra = (
-                ""
-                if shares is None
-                else " shares " + " ".join(f"{m}={shares[m]:.2f}" for m in names)
-            )
-            log(
-                f"  {cfg['name']:<13} seed {seed} epoch {epoch + 1:>2}/{epochs} "
-                f"loss {record['train_loss']:.3f} fused {acc['fused']:.3f} "
-                f"acc {acc['acc']:.3f} gyro {acc['gyro']:.3f} {epoch_time:.1f}s{extra}"
-            )
-    return {
-        "method": {**cfg, "modalities": list(names)},
-        "seed": seed,
-        "final": records[-1]["test"],
-        "final_val": records[-1].get("val"),
-        "train_time_s": train_time,
-        "train_cpu_s": train_cpu,
-        "eval_time_s": eval_time,
-        "epochs": records,
-        "filter_history": [] if filt is None else filt.history,
-    }
+    Results are those of :func:`run` (nothing random is shared between jobs);
+    only the timing is fairer when other processes load the machine unevenly.
+    """
+    with _num_threads(threads):
+        jobs = [Job(m, seed, data, **options) for m in methods]
+        while not all(job.done for job in jobs):
+            for job in jobs:
+                job.train_epoch()
+        return [job.result() for job in jobs]
 
 
 # --------------------------------------------------------------------------- #
@@ -620,7 +683,7 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], split: str = "test") 
     return "\n".join(lines)
 
 
-def _plot(runs: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
+def _plot(runs: Sequence[Mapping[str, Any]], path: Path, dpi: int = 100) -> Path | None:
     """Shares and unimodal test accuracy per epoch, one column per method (first seed)."""
     try:
         from remix_data.plotting import plot_history
@@ -639,7 +702,7 @@ def _plot(runs: Sequence[Mapping[str, Any]], path: Path) -> Path | None:
         }
     try:
         return plot_history(
-            histories, path, accuracy=accuracy, modalities=NAMES,
+            histories, path, accuracy=accuracy, modalities=NAMES, dpi=dpi,
             title=f"HAPT: assignment shares, mean confidence and test accuracy "
             f"(seed {runs[0]['seed']})",
         )  # fmt: skip
@@ -687,8 +750,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--val-users", nargs="*", type=int, default=[], help="e.g. 17 18 19 20 21")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument(
+        "--sequential",
+        action="store_true",
+        help="train the methods one after another (default: epoch by epoch in turns, "
+        "so that a drifting machine load slows every method alike)",
+    )
     p.add_argument("--out", type=Path, default=Path("results/hapt.json"))
     p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of the plot")
     p.add_argument("--quick", action="store_true", help="tiny subset, 2 epochs (smoke test)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return p.parse_args(argv)
@@ -712,19 +782,25 @@ def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> 
     )
     log = None if args.quiet else (lambda line: print(line, flush=True))
     runs = []
+    options: dict[str, Any] = {
+        "epochs": epochs, "warmup": warmup, "batch_size": args.batch_size, "lr": args.lr,
+        "weight_decay": args.weight_decay, "decay_epoch": decay, "width": args.width,
+        "threads": args.threads, "log": log,
+    }  # fmt: skip
     for seed in args.seeds:
-        for name in args.methods:
-            r = run(
-                name, seed, data, epochs=epochs, warmup=warmup, batch_size=args.batch_size,
-                lr=args.lr, weight_decay=args.weight_decay, decay_epoch=decay,
-                width=args.width, threads=args.threads, log=log,
-            )  # fmt: skip
+        if args.sequential:
+            results = [run(name, seed, data, **options) for name in args.methods]
+        else:
+            results = run_interleaved(args.methods, seed, data, **options)
+        for r in results:
+            final = r["final"]
             print(
-                f"{name} seed {seed}: fused {r['final']['fused']:.3f} acc {r['final']['acc']:.3f} "
-                f"gyro {r['final']['gyro']:.3f}, train {r['train_time_s']:.1f}s",
+                f"{r['method']['name']} seed {seed}: fused {final['fused']:.3f} "
+                f"acc {final['acc']:.3f} gyro {final['gyro']:.3f}, "
+                f"train {r['train_time_s']:.1f}s",
                 flush=True,
             )
-            runs.append(r)
+        runs.extend(results)
     summary = summarize(runs)
     report = {
         "schema": SCHEMA,
@@ -742,6 +818,7 @@ def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> 
             "decay_gamma": 0.1,
             "width": args.width,
             "threads": args.threads,
+            "schedule": "sequential" if args.sequential else "interleaved",
         },
         "data": info,
         "environment": _environment(args.threads),
@@ -752,7 +829,7 @@ def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> 
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(_finite(report), indent=1) + "\n")
-    plot_path = _plot(runs, args.plot or out.with_suffix(".png"))
+    plot_path = _plot(runs, args.plot or out.with_suffix(".png"), args.dpi)
     print()
     print("Final-epoch test accuracy (%), mean ± std over seeds", args.seeds)
     print(format_table(summary))

@@ -147,6 +147,25 @@ def test_step_losses_follow_the_recipe() -> None:
         assert set(logits) == {"acc"}
 
 
+def test_interleaved_jobs_give_the_results_of_separate_runs(data: bench.HaptSplits) -> None:
+    options: dict[str, Any] = {"epochs": 2, "warmup": 1, "batch_size": 16, "width": 4}
+    methods = ["joint", "remix", "remix-online"]
+    together = bench.run_interleaved(methods, 1, data, **options)
+    for method, shared in zip(methods, together):
+        alone = bench.run(method, 1, data, **options)
+        assert shared["method"] == alone["method"]
+        for a, b in zip(shared["epochs"], alone["epochs"]):
+            assert a["test"] == b["test"] and a["train_loss"] == b["train_loss"]
+            assert a.get("shares") == b.get("shares")
+    job = bench.Job("remix", 0, data, **options)
+    with pytest.raises(RuntimeError, match="no epoch"):
+        job.result()
+    job.train_epoch()
+    job.train_epoch()
+    with pytest.raises(RuntimeError, match="all 2 epochs"):
+        job.train_epoch()
+
+
 def test_method_config_validation() -> None:
     cfg = bench.method_config("remix-online", order="interleave")
     assert cfg["order"] == "interleave" and cfg["scoring"] == "online"
@@ -206,10 +225,12 @@ def test_main_writes_json_schema_plot_and_table(
 ) -> None:
     out = tmp_path / "res" / "hapt.json"
     argv = ["--quick", "--quiet", "--seeds", "0", "1", "--out", str(out), "--width", "4"]
+    argv += ["--sequential", "--dpi", "40"]
     report = bench.main([*argv, "--val-users", "21"], hapt=synthetic_hapt())
     on_disk = json.loads(out.read_text())  # strict JSON: no NaN
     assert on_disk["summary"].keys() == report["summary"].keys()
     _check_report(on_disk, list(bench.MAIN_METHODS), [0, 1])
+    assert on_disk["config"]["schedule"] == "sequential"
     assert on_disk["data"]["n_val"] > 0 and "val" in on_disk["runs"][0]["epochs"][0]
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC
     printed = capsys.readouterr().out
@@ -226,7 +247,8 @@ def test_quick_run_on_the_real_file(tmp_path: Path) -> None:
         pytest.skip("HAPT data package not installed")
     out = tmp_path / "hapt.json"
     report = bench.main(
-        ["--quick", "--quiet", "--methods", "joint", "remix", "--out", str(out)], hapt=hapt
+        ["--quick", "--quiet", "--methods", "joint", "remix", "--out", str(out), "--dpi", "40"],
+        hapt=hapt,
     )
     assert report["data"]["n_train"] == 480 and report["data"]["window"] == 128
     _check_report(json.loads(out.read_text()), ["joint", "remix"], [0])

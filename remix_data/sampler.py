@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ._checks import check_choice, check_nonnegative_int, check_positive_int
+from ._checks import check_choice, check_fraction, check_nonnegative_int, check_positive_int
 from .distributed import world_info
 from .filter import HardSampleFilter
 
@@ -50,6 +50,7 @@ _CONFIG_KEYS = (
     "warmup_epochs",
     "order",
     "drop_last",
+    "joint_fraction",
 )
 logger = logging.getLogger("remix_data")
 # Batches converted from tensor to Python ints at a time (amortises ``tolist``).
@@ -113,6 +114,10 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         rank: this rank (default: ``torch.distributed``'s rank).
         accumulation_steps: micro-batches per optimiser step; all of them share
             one modality.
+        joint_fraction: opt-in, beyond the paper: in remix epochs, this fraction
+            of every modality's subset is trained in joint batches (modality
+            :data:`ALL`, all modalities visible) instead, placed like one more
+            modality by ``order`` (first, for ``"sequential"``). 0 is the paper.
 
     The assignment of a remix epoch is the filter's :meth:`~HardSampleFilter.snapshot`,
     taken at :meth:`set_epoch` (or at the first use of an epoch): updates made
@@ -144,6 +149,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         num_replicas: int | None = None,
         rank: int | None = None,
         accumulation_steps: int = 1,
+        joint_fraction: float = 0.0,
     ) -> None:
         super().__init__()
         if not isinstance(filter, HardSampleFilter):
@@ -161,6 +167,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             raise TypeError(f"seed should be an integer, but got seed={seed!r}")
         self.seed = seed
         self.accumulation_steps = check_positive_int("accumulation_steps", accumulation_steps)
+        self.joint_fraction = check_fraction("joint_fraction", joint_fraction, allow_zero=True)
         if num_replicas is not None:
             check_positive_int("num_replicas", num_replicas)
         if rank is not None:
@@ -248,8 +255,24 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
                 order = _randperm(members.size, gen).numpy()
                 sources.append((m, members.take(order)))
             filtered = n - sum(s.size for _, s in sources)
+            if self.joint_fraction:
+                sources = self._split_joint(sources, gen)
         groups = [self._shard(m, idx) for m, idx in sources]
         return _Plan(epoch, groups, self._arrange(groups, gen), filtered, snapshot)
+
+    def _split_joint(
+        self, sources: list[tuple[int, np.ndarray]], gen: torch.Generator
+    ) -> list[tuple[int, np.ndarray]]:
+        """Move ``joint_fraction`` of every (shuffled) subset into one joint group.
+
+        The joint group comes first and yields batches of modality ``ALL``; each
+        sample still appears once in the epoch.
+        """
+        cuts = [round(self.joint_fraction * idx.size) for _, idx in sources]
+        joint = np.concatenate([idx[:k] for (_, idx), k in zip(sources, cuts)])
+        joint = joint.take(_randperm(joint.size, gen).numpy())
+        rest = [(m, idx[k:]) for (m, idx), k in zip(sources, cuts)]
+        return [(ALL, joint), *rest]
 
     def _shard(self, modality: int, idx: np.ndarray) -> _Group:
         """Cut one group into this rank's batches (padding or dropping the tail)."""
@@ -335,7 +358,9 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         ``samples - dropped`` or ``filtered``, plus ``dropped``.
         """
         plan = self._current_plan()
-        names = ["all"] if self.is_warmup() else list(self.filter.modalities)
+        names = [
+            "all" if g.modality == ALL else self.filter.modalities[g.modality] for g in plan.groups
+        ]
         return {
             "epoch": plan.epoch,
             "warmup": self.is_warmup(),
@@ -383,6 +408,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             "warmup_epochs": self.warmup_epochs,
             "order": self.order,
             "drop_last": self.drop_last,
+            "joint_fraction": self.joint_fraction,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -463,5 +489,6 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             f"{type(self).__name__}(filter={self.filter!r}, batch_size={self.batch_size}, "
             f"warmup_epochs={self.warmup_epochs}, order={self.order!r}, "
             f"drop_last={self.drop_last}, seed={self.seed}, num_replicas={self.num_replicas}, "
-            f"rank={self.rank}, accumulation_steps={self.accumulation_steps})"
+            f"rank={self.rank}, accumulation_steps={self.accumulation_steps}, "
+            f"joint_fraction={self.joint_fraction})"
         )

@@ -91,7 +91,7 @@ def sampler_configs(
 
     Keys: those of :func:`score_tables` plus ``batch_size``, ``order``,
     ``drop_last``, ``seed``, ``warmup_epochs``, ``epoch``, ``num_replicas``,
-    ``accumulation_steps``, ``keep_ratio``. Feed it to :func:`build_samplers`.
+    ``accumulation_steps``, ``keep_ratio``, ``joint_fraction``. Feed it to :func:`build_samplers`.
     """
     config = draw(score_tables(max_samples=max_samples))
     config.update(
@@ -104,6 +104,7 @@ def sampler_configs(
         num_replicas=draw(st.integers(1, max_replicas)),
         accumulation_steps=draw(st.integers(1, max_accumulation)),
         keep_ratio=draw(st.none() | st.sampled_from([0.5, 0.9, 1.0])),
+        joint_fraction=draw(st.sampled_from([0.0, 0.0, 0.25, 0.5])),
     )
     return config
 
@@ -134,6 +135,7 @@ def build_samplers(config: dict[str, Any]) -> list[ReassemblingBatchSampler]:
             num_replicas=world,
             rank=rank,
             accumulation_steps=config.get("accumulation_steps", 1),
+            joint_fraction=config.get("joint_fraction", 0.0),
         )
         for rank in range(world)
     ]
@@ -231,9 +233,15 @@ def check_epoch(
             (mod,) = mods
             if warmup and mod != ALL:
                 _fail("unimodal", f"warm-up batch {t} on rank {r} has modality {mod}")
-            if assignment is not None:
+            if assignment is not None and mod == ALL:
+                if not first.joint_fraction:
+                    _fail("unimodal", f"rank {r} batch {t} after warm-up is joint (ALL)")
+                wrong = [i for i, _ in batch if assignment[i] == FILTERED]
+                if wrong:
+                    _fail("unimodal", f"rank {r} joint batch {t} holds filtered {wrong}")
+            elif assignment is not None:
                 wrong = [i for i, _ in batch if assignment[i] != mod]
-                if mod == ALL or wrong:
+                if wrong:
                     _fail("unimodal", f"rank {r} batch {t} (modality {mod}) holds {wrong}")
 
     steps = len(batches[0]) // first.accumulation_steps if batches[0] else 0

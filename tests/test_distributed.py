@@ -63,7 +63,7 @@ def check_shards(samplers: list[ReassemblingBatchSampler], batches: list[list[Ba
     step = first.global_step_size
     distributed = first.num_replicas * a > 1
     names = list(stats[0]["samples"])
-    ids = [ALL] if stats[0]["warmup"] else list(range(len(names)))
+    ids = [ALL if name == "all" else first.filter.modalities.index(name) for name in names]
     steps = 0
     for name, mod in zip(names, ids):
         n = stats[0]["samples"][name]
@@ -167,6 +167,7 @@ def test_ranks_with_their_own_filters_plan_one_consistent_global_epoch(
                 num_replicas=config["num_replicas"],
                 rank=rank,
                 accumulation_steps=config["accumulation_steps"],
+                joint_fraction=config["joint_fraction"],
             )
         )
     for rank, sampler in enumerate(own):

@@ -209,7 +209,7 @@ def test_sampler_state_is_small_and_plain() -> None:
     state = run.sampler.state_dict()
     assert state["epoch"] == 1 and state["yielded"] == 1
     assert state["batches"] == len(run.sampler)
-    plain = (int, bool, str, tuple, type(None))
+    plain = (int, float, bool, str, tuple, type(None))
     assert all(isinstance(v, plain) for v in state.values())
     assert all(isinstance(c, int) for c in state["samples"])
 

@@ -129,3 +129,25 @@ def test_class_balance_fixes_a_skewed_subset() -> None:
 def test_variant_bad_input(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         HardSampleFilter(2, ("a", "b"), **kwargs)
+
+
+def test_joint_fraction_moves_a_share_of_each_subset_into_joint_batches() -> None:
+    from remix_data import ALL, ReassemblingBatchSampler
+    from remix_data.testing import check_epoch
+
+    filt = HardSampleFilter(100, ("a", "b"), score="loss")
+    filt.update(
+        torch.arange(100), {"a": (torch.arange(100) < 40).float(), "b": torch.full((100,), 0.5)}
+    )
+    sampler = ReassemblingBatchSampler(filt, 10, joint_fraction=0.25, warmup_epochs=1)
+    (warm,) = check_epoch(sampler, epoch=0)
+    assert {b[0][1] for b in warm} == {ALL}
+    (batches,) = check_epoch(sampler, epoch=1)
+    stats = sampler.stats()
+    assert stats["samples"] == {"all": 25, "a": 30, "b": 45}  # 10 of a's 40, 15 of b's 60
+    joint = [i for b in batches if b[0][1] == ALL for i, _ in b]
+    assert len(joint) == 25 and batches[0][0][1] == ALL  # sequential: joint batches first
+    assignment = filt.snapshot(1)
+    assert int((assignment[joint] == 0).sum()) == 10
+    with pytest.raises(ValueError, match=r"joint_fraction=1\.5"):
+        ReassemblingBatchSampler(filt, 10, joint_fraction=1.5)

@@ -187,6 +187,28 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         # ``_shape`` the resumed epoch had when its state was saved; checked once.
         self._expected: tuple[int, tuple[int, ...]] | None = None
 
+    def check_sharding(
+        self, num_replicas: int, rank: int, accumulation_steps: int, *, owner: str
+    ) -> None:
+        """Raise ``ValueError`` unless this sampler shards for a framework's world.
+
+        ``owner`` names who runs the loop ("trainer", "accelerator") in the
+        message. An ``accumulation_steps`` of 1 means the framework does not
+        accumulate, which any sampler setting serves.
+        """
+        if (self.num_replicas, self.rank) != (num_replicas, rank):
+            raise ValueError(
+                f"the sampler should shard for this {owner}: build it with "
+                f"num_replicas={num_replicas}, rank={rank}, but got "
+                f"num_replicas={self.num_replicas}, rank={self.rank}"
+            )
+        if accumulation_steps > 1 and self.accumulation_steps != accumulation_steps:
+            raise ValueError(
+                f"the {owner} accumulates {accumulation_steps} micro-batches per optimizer "
+                f"step, so build the sampler with accumulation_steps={accumulation_steps}, "
+                f"but got accumulation_steps={self.accumulation_steps}"
+            )
+
     # ------------------------------------------------------------------- epochs
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch to plan; after warm-up this snapshots the assignment.

@@ -103,20 +103,12 @@ def prepare_loader(
             "loader should be a DataLoader with batch_sampler=ReassemblingBatchSampler(...), "
             f"but got batch_sampler={sampler!r}"
         )
-    world, rank = accelerator.num_processes, accelerator.process_index
-    if (sampler.num_replicas, sampler.rank) != (world, rank):
-        raise ValueError(
-            "the sampler should shard for this accelerator: build it with "
-            f"num_replicas={world}, rank={rank}, but got num_replicas={sampler.num_replicas}, "
-            f"rank={sampler.rank}"
-        )
-    steps = accelerator.gradient_accumulation_steps
-    if steps > 1 and sampler.accumulation_steps != steps:
-        raise ValueError(
-            f"the accelerator accumulates {steps} micro-batches per optimizer step, so build "
-            f"the sampler with accumulation_steps={steps}, but got "
-            f"accumulation_steps={sampler.accumulation_steps}"
-        )
+    sampler.check_sharding(
+        accelerator.num_processes,
+        accelerator.process_index,
+        accelerator.gradient_accumulation_steps,
+        owner="accelerator",
+    )
     from accelerate.data_loader import prepare_data_loader
 
     placement = accelerator.device_placement if device_placement is None else device_placement

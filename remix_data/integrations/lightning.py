@@ -174,21 +174,12 @@ class RemixCallback(pl.Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        sampler = self.sampler(trainer)
-        world, rank = trainer.world_size, trainer.global_rank
-        if (sampler.num_replicas, sampler.rank) != (world, rank):
-            raise ValueError(
-                "the sampler should shard for this trainer: build it with "
-                f"num_replicas={world}, rank={rank}, but got "
-                f"num_replicas={sampler.num_replicas}, rank={sampler.rank}"
-            )
-        steps = trainer.accumulate_grad_batches
-        if steps > 1 and sampler.accumulation_steps != steps:
-            raise ValueError(
-                f"the trainer accumulates {steps} batches per optimizer step, so build the "
-                f"sampler with accumulation_steps={steps}, but got "
-                f"accumulation_steps={sampler.accumulation_steps}"
-            )
+        self.sampler(trainer).check_sharding(
+            trainer.world_size,
+            trainer.global_rank,
+            trainer.accumulate_grad_batches,
+            owner="trainer",
+        )
 
     # ------------------------------------------------------------------ epochs
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

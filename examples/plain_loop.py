@@ -35,7 +35,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -45,6 +44,7 @@ from remix_data import (
     ModalityDecoupler,
     ReassemblingBatchSampler,
     mask_features,
+    remix_loss,
     scoring_pass,
 )
 from remix_data.datasets import MFEAT_NUM_CLASSES, load_mfeat, stratified_split
@@ -89,29 +89,6 @@ class RemixNet(nn.Module):
             features = mask_features(features, modality, self.modalities)
         fused = self.fused(torch.cat([features[m] for m in self.modalities], dim=1))
         return fused, {m: self.heads[m](features[m]) for m in self.modalities}
-
-
-def remix_loss(
-    fused: torch.Tensor,
-    heads: Mapping[str, torch.Tensor],
-    target: torch.Tensor,
-    modality: torch.Tensor,
-    modalities: Sequence[str],
-    *,
-    warmup_weight: float = 0.5,
-    gamma: float = 1.0,
-) -> torch.Tensor:
-    """CE(fused) + per row: ``warmup_weight`` * every head (joint rows), ``gamma`` * its head.
-
-    Every head stays in the graph (weight 0 on rows of another modality), so DDP
-    sees the same parameters used in every step.
-    """
-    loss = F.cross_entropy(fused, target, reduction="none")
-    joint = (modality == ALL).to(fused.dtype)
-    for m, name in enumerate(modalities):
-        weight = warmup_weight * joint + gamma * (modality == m).to(fused.dtype)
-        loss = loss + weight * F.cross_entropy(heads[name], target, reduction="none")
-    return loss.mean()
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

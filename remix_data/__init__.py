@@ -20,6 +20,7 @@ Example:
 
 from .decoupler import PARTIAL_LOADER, ModalityDecoupler, mask_features
 from .filter import FILTERED, HardSampleFilter
+from .losses import remix_loss
 from .sampler import ALL, ReassemblingBatchSampler
 from .scores import confidence, cross_entropy
 from .scoring import scoring_pass
@@ -34,6 +35,7 @@ __all__ = [
     "confidence",
     "cross_entropy",
     "mask_features",
+    "remix_loss",
     "scoring_pass",
 ]
 

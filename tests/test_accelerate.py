@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -33,6 +32,7 @@ from remix_data import (  # noqa: E402
     ModalityDecoupler,
     ReassemblingBatchSampler,
     mask_features,
+    remix_loss,
 )
 from remix_data.integrations.accelerate import prepare_loader  # noqa: E402
 from remix_data.testing import check_epoch, check_step_modalities  # noqa: E402
@@ -64,20 +64,6 @@ class Net(nn.Module):
         feats = mask_features(feats, modality, NAMES)
         fused = self.fused(torch.cat([feats[m] for m in NAMES], 1))
         return fused, {m: self.heads[m](feats[m]) for m in NAMES}
-
-
-def remix_loss(
-    fused: torch.Tensor,
-    heads: dict[str, torch.Tensor],
-    target: torch.Tensor,
-    modality: torch.Tensor,
-) -> torch.Tensor:
-    loss = F.cross_entropy(fused, target, reduction="none")
-    joint = (modality == ALL).float()
-    for m, name in enumerate(NAMES):  # every head stays in the graph (DDP)
-        w = 0.5 * joint + (modality == m).float()
-        loss = loss + w * F.cross_entropy(heads[name], target, reduction="none")
-    return loss.mean()
 
 
 def decoupled() -> ModalityDecoupler:
@@ -273,7 +259,7 @@ def _worker(out: Path) -> None:
         for sample, index, modality in loader:
             with accelerator.accumulate(model):
                 fused, heads = model(sample, modality)
-                accelerator.backward(remix_loss(fused, heads, sample["label"], modality))
+                accelerator.backward(remix_loss(fused, heads, sample["label"], modality, NAMES))
                 optimizer.step()
                 optimizer.zero_grad()
             filt.update(index, heads, modality=modality)  # online scoring

@@ -81,6 +81,7 @@ __all__ = [
     "METHODS",
     "METHOD_DEFAULTS",
     "SCHEMA",
+    "VARIANTS",
     "HaptSplits",
     "Job",
     "WindowSet",
@@ -109,6 +110,7 @@ METHOD_DEFAULTS: dict[str, Any] = {
     "scoring_batch_size": 256,
     "scoring_fraction": 1.0,
     "filter": {},  # extra HardSampleFilter keyword arguments (score, smoothing, ...)
+    "sampler": {},  # extra ReassemblingBatchSampler keyword arguments (joint_fraction, ...)
 }
 
 #: Named presets; :func:`method_config` fills in :data:`METHOD_DEFAULTS`.
@@ -122,6 +124,24 @@ METHODS: dict[str, dict[str, Any]] = {
     "remix-evalbn": {"remix": True, "scoring": "pass", "masked_encoder_eval": True},
     "remix-online-evalbn": {"remix": True, "scoring": "online", "masked_encoder_eval": True},
 }
+
+#: Robust variants (issue 6), each on top of both online bases: class-aware
+#: decoupling, EMA of the scores, a quarter of every subset in joint batches,
+#: interleaved batches, and all four together (``benchmarks/study.py``).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "class": {"filter": {"balance": "class"}},
+    "ema": {"filter": {"smoothing": 0.5}},
+    "joint25": {"sampler": {"joint_fraction": 0.25}},
+    "interleave": {"order": "interleave"},
+    "all": {
+        "filter": {"balance": "class", "smoothing": 0.5},
+        "sampler": {"joint_fraction": 0.25},
+        "order": "interleave",
+    },
+}
+for _base in ("remix-skip", "remix-online-evalbn"):
+    for _suffix, _extra in VARIANTS.items():
+        METHODS[f"{_base}+{_suffix}"] = {**METHODS[_base], **copy.deepcopy(_extra)}
 
 #: The methods of the main table (``--methods`` default).
 MAIN_METHODS = ("joint", "remix", "remix-online", "remix-skip")
@@ -153,6 +173,10 @@ def method_config(method: str | Mapping[str, Any], **overrides: Any) -> dict[str
     full["modalities"] = tuple(full["modalities"])
     if not isinstance(full["filter"], Mapping):
         raise TypeError(f"filter should be a dict of HardSampleFilter kwargs: {full['filter']!r}")
+    if not isinstance(full["sampler"], Mapping):
+        raise TypeError(
+            f"sampler should be a dict of ReassemblingBatchSampler kwargs: {full['sampler']!r}"
+        )
     return full
 
 
@@ -381,8 +405,9 @@ class Job:
                 self.n, self.names, labels=train.label, **dict(cfg["filter"])
             )
             self.sampler = ReassemblingBatchSampler(
-                self.filter, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed
-            )
+                self.filter, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed,
+                **dict(cfg["sampler"]),
+            )  # fmt: skip
             self.loader = DataLoader(self.dataset, batch_sampler=self.sampler)
         else:
             gen = torch.Generator()

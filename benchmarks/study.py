@@ -619,7 +619,7 @@ def main(
     try:
         plots.append(plot(report, args.plot or out.with_suffix(".png")))
         if args.small_plot is not None:
-            plots.append(plot(report, args.small_plot, dpi=60, scale=0.8))
+            plots.append(plot(report, args.small_plot, dpi=64))
     except ImportError as err:  # matplotlib missing
         print(f"no plot: {err}", file=sys.stderr)
     for name, sec in report["tasks"].items():

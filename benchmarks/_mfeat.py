@@ -29,10 +29,10 @@ from typing import Any, cast
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from benchmarks.hapt import _step, method_config
-from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler, scoring_pass
+from benchmarks.hapt import _step, make_loader, method_config
+from remix_data import ModalityDecoupler, scoring_pass
 from remix_data.datasets import (
     MFEAT_NUM_CLASSES,
     MFEAT_STRONG_VIEW,
@@ -191,23 +191,9 @@ class MfeatJob:
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones, gamma=0.1)
         self.n = len(data.train)
         self.dataset = ModalityDecoupler(data.train, self.names, mask="none")
-        self.filter: HardSampleFilter | None = None
-        self.sampler: ReassemblingBatchSampler | None = None
-        if cfg["remix"]:
-            self.filter = HardSampleFilter(
-                self.n, self.names, labels=data.train.label, **dict(cfg["filter"])
-            )
-            self.sampler = ReassemblingBatchSampler(
-                self.filter, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed,
-                **dict(cfg["sampler"]),
-            )  # fmt: skip
-            self.loader = DataLoader(self.dataset, batch_sampler=self.sampler)
-        else:
-            gen = torch.Generator()
-            gen.manual_seed(seed)
-            self.loader = DataLoader(
-                self.dataset, batch_size=batch_size, shuffle=True, generator=gen
-            )
+        self.filter, self.sampler, self.loader = make_loader(
+            cfg, self.dataset, self.names, data.train.label, batch_size, warmup, seed
+        )
         self.online = cfg["remix"] and cfg["scoring"] == "online"
         self.records: list[dict[str, Any]] = []
         self.train_time = self.train_cpu = self.eval_time = 0.0

@@ -349,6 +349,28 @@ def _step(
     return loss, logits
 
 
+def make_loader(
+    cfg: Mapping[str, Any],
+    dataset: ModalityDecoupler,
+    names: tuple[str, ...],
+    labels: Any,
+    batch_size: int,
+    warmup: int,
+    seed: int,
+) -> tuple[HardSampleFilter | None, ReassemblingBatchSampler | None, DataLoader[Any]]:
+    """The training loader of a method: remix parts, or a plain shuffled loader for joint."""
+    if not cfg["remix"]:
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        return None, None, DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen)
+    filt = HardSampleFilter(len(dataset), names, labels=labels, **dict(cfg["filter"]))
+    sampler = ReassemblingBatchSampler(
+        filt, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed,
+        **dict(cfg["sampler"]),
+    )  # fmt: skip
+    return filt, sampler, DataLoader(dataset, batch_sampler=sampler)
+
+
 def _tv_distance(counts: Sequence[int], reference: Sequence[float]) -> float | None:
     total = sum(counts)
     if total == 0:
@@ -398,23 +420,9 @@ class Job:
         self.train_mix = [c / self.n for c in train.class_counts(num_classes)]
         # Masking happens on the features (the reference code), not in the data.
         self.dataset = ModalityDecoupler(train, self.names, mask="none")
-        self.filter: HardSampleFilter | None = None
-        self.sampler: ReassemblingBatchSampler | None = None
-        if cfg["remix"]:
-            self.filter = HardSampleFilter(
-                self.n, self.names, labels=train.label, **dict(cfg["filter"])
-            )
-            self.sampler = ReassemblingBatchSampler(
-                self.filter, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed,
-                **dict(cfg["sampler"]),
-            )  # fmt: skip
-            self.loader = DataLoader(self.dataset, batch_sampler=self.sampler)
-        else:
-            gen = torch.Generator()
-            gen.manual_seed(seed)
-            self.loader = DataLoader(
-                self.dataset, batch_size=batch_size, shuffle=True, generator=gen
-            )
+        self.filter, self.sampler, self.loader = make_loader(
+            cfg, self.dataset, self.names, train.label, batch_size, warmup, seed
+        )
         self.online = cfg["remix"] and cfg["scoring"] == "online"
         self.records: list[dict[str, Any]] = []
         self.train_time = self.train_cpu = self.eval_time = 0.0
@@ -748,14 +756,14 @@ def _environment(threads: int | None) -> dict[str, Any]:
     }
 
 
-def _finite(obj: Any) -> Any:
+def finite_json(obj: Any) -> Any:
     """Replace NaN/inf by None so the JSON is strict."""
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite_json(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite_json(v) for v in obj]
     return obj
 
 
@@ -853,7 +861,7 @@ def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> 
     }
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_finite(report), indent=1) + "\n")
+    out.write_text(json.dumps(finite_json(report), indent=1) + "\n")
     plot_path = _plot(runs, args.plot or out.with_suffix(".png"), args.dpi)
     print()
     print("Final-epoch test accuracy (%), mean ± std over seeds", args.seeds)

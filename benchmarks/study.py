@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -526,16 +525,6 @@ def plot(report: Mapping[str, Any], path: Path, *, dpi: int = 100, scale: float 
 # --------------------------------------------------------------------------- #
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description="Robust remixing variants chosen on validation, reported on test.",
@@ -614,7 +603,7 @@ def main(
     report["total_time_s"] = time.perf_counter() - t0
     out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_finite(report), indent=1) + "\n")
+    out.write_text(json.dumps(hapt.finite_json(report), indent=1) + "\n")
     plots = []
     try:
         plots.append(plot(report, args.plot or out.with_suffix(".png")))

@@ -30,8 +30,8 @@ from ._checks import (
     check_positive_int,
 )
 from .distributed import all_reduce_sum, is_distributed, world_size
-from .states import PairCheck, check_config, gather_ranks, labels_digest, state_tensor
 from .scores import _check_logits, confidence, cross_entropy
+from .states import PairCheck, check_config, gather_ranks, labels_digest, state_tensor
 
 __all__ = ["HardSampleFilter", "FILTERED"]
 

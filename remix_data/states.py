@@ -195,7 +195,9 @@ def snapshot_rule(epoch: int, yielded: int, batches: int | None, warmup_epochs: 
             ok = not (remix and started) or snapshot_epoch == epoch
         if ok:
             return None
-        held = "no snapshot" if snapshot_epoch is None else f"the snapshot of epoch {snapshot_epoch}"
+        held = "no snapshot"
+        if snapshot_epoch is not None:
+            held = f"the snapshot of epoch {snapshot_epoch}"
         if remix and started:
             need = f"the snapshot of epoch {epoch}" + (f" or {epoch + 1}" if finished else "")
         else:

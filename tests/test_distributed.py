@@ -6,25 +6,21 @@ Two layers:
 - hypothesis over world sizes 1-8 and accumulation 1-4, every rank simulated in
   this process (the plan is a pure function of the seed, the epoch and the
   synced assignment, so simulated ranks plan exactly what real ranks plan);
-- real ``torch.distributed`` runs: 2 processes started with
-  ``torch.multiprocessing`` (spawn), gloo over a file store on loopback, real
+- real ``torch.distributed`` runs: 2 processes started by
+  :func:`remix_data.gloo.run_ranks` (spawn, gloo over a file store on loopback), real
   ``DataLoader``/``ModalityDecoupler`` pipelines and a real DDP model. The ranks
   write what they saw to files; the tests below read them.
 """
 
 from __future__ import annotations
 
-import os
-import time
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
@@ -36,6 +32,7 @@ from remix_data import (
     ModalityDecoupler,
     ReassemblingBatchSampler,
 )
+from remix_data.gloo import run_ranks
 from remix_data.testing import build_samplers, check_epoch, sampler_configs
 
 Batch = list[tuple[int, int]]
@@ -355,41 +352,15 @@ def _edge_run(rank: int) -> dict[str, Any]:
     return out
 
 
-def _rank_main(rank: int, store: str, out_dir: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        result = {"pipeline": _pipeline_run(rank), "ddp": _ddp_run(rank), "edge": _edge_run(rank)}
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
-
-
-def spawn_ranks(fn: Any, tmp: Path, *, timeout: float = 120.0) -> None:
-    """Run ``fn(rank, store, tmp)`` in ``WORLD`` spawned processes; kill them on timeout."""
-    ctx = mp.start_processes(
-        fn, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                if proc.is_alive():
-                    proc.kill()
-            pytest.fail(f"ranks did not finish within {timeout:.0f} s")
+def _rank_main(rank: int, out_dir: str) -> None:
+    result = {"pipeline": _pipeline_run(rank), "ddp": _ddp_run(rank), "edge": _edge_run(rank)}
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("gloo")
-    spawn_ranks(_rank_main, tmp)
+    run_ranks(_rank_main, WORLD, tmp, str(tmp), timeout=120)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

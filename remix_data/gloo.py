@@ -10,7 +10,8 @@ that waits and raises when a rank fails or the time runs out.
 
 ``fn`` must be importable by the spawned processes (a module-level function).
 One intra-op thread per rank: the ranks share the machine's cores as separate
-single-threaded trainers would.
+single-threaded trainers would. Inside a rank, new processes (``DataLoader``
+workers) start with the platform's default method, as under ``torchrun``.
 
 Example:
     >>> import tempfile
@@ -21,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+import multiprocessing
 import os
 import signal
 import time
@@ -60,6 +62,9 @@ def _entry(
     timeout: float,
 ) -> None:
     os.setpgid(0, 0)  # a process group per rank: killing it ends its DataLoader workers too
+    # ``spawn`` made this process; its own children (DataLoader workers) start the
+    # platform's default way again, as under ``torchrun``.
+    multiprocessing.set_start_method(None, force=True)
     init_gloo(rank, world_size, store, timeout=timeout)
     try:
         fn(rank, *args)

@@ -249,7 +249,7 @@ def test_filter_state_is_validated() -> None:
     bad_cases: list[tuple[dict[str, Any], str]] = [
         ({"world_size": 2}, "world_size=2"),
         ({"values": torch.zeros(2, 5)}, r"state\['values'\] should have shape \(2, 6\)"),
-        ({"values": torch.zeros(2, 6, dtype=torch.int64)}, "floating dtype"),
+        ({"values": torch.zeros(2, 6, dtype=torch.int64)}, "dtype torch.float32"),
         ({"values": torch.full((2, 6), torch.inf)}, "inf"),
         ({"fresh": torch.zeros(3, 6, dtype=torch.bool)}, "fresh"),
         ({"snapshot": torch.full((6,), 2, dtype=torch.int8)}, "modality ids"),

@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from torch.multiprocessing.spawn import start_processes
 
 __all__ = ["GlooRanks", "init_gloo", "run_ranks"]
 
@@ -97,7 +97,7 @@ class GlooRanks:
         timeout: float = 60.0,
     ) -> None:
         store = Path(workdir) / f"gloo-store-{os.getpid()}-{next(_launches)}"
-        self.context = mp.start_processes(
+        self.context = start_processes(  # type: ignore[no-untyped-call]
             _entry,
             args=(fn, world_size, str(store), tuple(args), timeout),
             nprocs=world_size,

@@ -30,11 +30,9 @@ from ._checks import (
 )
 from .distributed import all_reduce_sum, is_distributed, world_size
 from .scores import _check_logits, confidence, cross_entropy
+from .vocabulary import ALL, FILTERED
 
 __all__ = ["HardSampleFilter", "FILTERED"]
-
-#: Assignment value of a sample that trains no modality this epoch.
-FILTERED = -1
 
 logger = logging.getLogger("remix_data")
 
@@ -273,7 +271,7 @@ class HardSampleFilter:
                     f"modality should have the shape of indices {tuple(idx.shape)}, "
                     f"but got {tuple(rows.shape)}"
                 )
-            keep = (rows[None, :] == pos[:, None]) | (rows < 0)[None, :]
+            keep = (rows[None, :] == pos[:, None]) | (rows == ALL)[None, :]
         finite = np.isfinite(values)
         if not finite.all():
             bad = ~finite if keep is None else ~finite & keep
@@ -347,7 +345,7 @@ class HardSampleFilter:
     def assignment(self) -> torch.Tensor:
         """Return the assignment of the current table: int64 ``[num_samples]``.
 
-        Value ``m`` means the sample trains ``modalities[m]``; ``-1`` means it is
+        Value ``m`` means the sample trains ``modalities[m]``; ``FILTERED`` means it is
         filtered out. Computed from this process's table (no collective).
         """
         return self._assign()[0].to(torch.int64)

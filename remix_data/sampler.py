@@ -32,11 +32,9 @@ from torch.utils.data import Sampler
 from ._checks import check_choice, check_fraction, check_nonnegative_int, check_positive_int
 from .distributed import world_info
 from .filter import HardSampleFilter
+from .vocabulary import ALL, Batch
 
 __all__ = ["ALL", "ReassemblingBatchSampler"]
-
-#: Modality id of a joint (all-modality) batch: warm-up epochs and unmasked keys.
-ALL = -1
 
 _ORDERS = ("sequential", "interleave", "random")
 # State keys that must match between the saved and the loading sampler.
@@ -93,7 +91,7 @@ class _Plan:
         return sum(g.batches for g in self.groups)
 
 
-class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
+class ReassemblingBatchSampler(Sampler[Batch]):
     r"""Yield unimodal batches of ``(index, modality)`` keys from a filter's assignment.
 
     Args:
@@ -337,14 +335,14 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return len(self._current_plan())
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[Batch]:
         # The position restarts now; a pending resume offset is consumed only at
         # the first ``next()`` (DataLoader and torchdata call ``iter`` more than
         # once per epoch, and torchdata loads the state in between).
         self._yielded = self._resume or 0
         return self._iterate()
 
-    def _iterate(self) -> Iterator[list[tuple[int, int]]]:
+    def _iterate(self) -> Iterator[Batch]:
         plan = self._current_plan()
         start = self._resume or 0
         self._resume = None
@@ -359,7 +357,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             self._yielded = t + 1
             yield batch
 
-    def _batches(self, group: _Group, start: int) -> Iterator[list[tuple[int, int]]]:
+    def _batches(self, group: _Group, start: int) -> Iterator[Batch]:
         """This rank's batches of one group from batch ``start`` on, as key lists."""
         b, m, idx = self.batch_size, group.modality, group.indices
         chunk = _CHUNK_BATCHES * b

@@ -31,8 +31,9 @@ from typing import Any, NoReturn
 import torch
 from hypothesis import strategies as st
 
-from .filter import FILTERED, HardSampleFilter
-from .sampler import ALL, ReassemblingBatchSampler
+from .filter import HardSampleFilter
+from .sampler import ReassemblingBatchSampler
+from .vocabulary import ALL, FILTERED, Batch
 
 __all__ = [
     "logits",
@@ -43,8 +44,6 @@ __all__ = [
     "check_step_modalities",
     "naive_assignment",
 ]
-
-Batch = list[tuple[int, int]]
 
 
 @st.composite

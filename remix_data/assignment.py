@@ -35,7 +35,13 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from ._checks import as_index_tensor, check_choice, check_modalities, check_positive_int
+from ._checks import (
+    as_index_tensor,
+    check_bool,
+    check_choice,
+    check_modalities,
+    check_positive_int,
+)
 from .vocabulary import FILTERED
 
 __all__ = [
@@ -245,9 +251,7 @@ class AssignmentRule:
         self.unscored = check_choice("unscored", unscored, UNSCORED)
         self.keep_ratio = per_modality("keep_ratio", keep_ratio, self.modalities, ratio=True)
         self.threshold = per_modality("threshold", threshold, self.modalities, ratio=False)
-        if not isinstance(reweight, bool):
-            raise TypeError(f"reweight should be a bool, but got reweight={reweight!r}")
-        self.reweight = reweight
+        self.reweight = check_bool("reweight", reweight)
         self.labels: torch.Tensor | None = None
         if labels is not None:
             self.labels = as_index_tensor("labels", labels, 2**62)

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ._checks import check_nonnegative_int, check_positive_int
+
 __all__ = [
     "is_distributed",
     "world_info",
@@ -36,15 +38,25 @@ def world_size(group: Any = None) -> int:
 
 
 def world_info(num_replicas: int | None, rank: int | None, group: Any = None) -> tuple[int, int]:
-    """Resolve ``(num_replicas, rank)``: given values win, else ``torch.distributed``'s.
+    """Validate and resolve ``(num_replicas, rank)``; given values win over the group's.
 
     Without an initialised process group the defaults are one replica, rank 0.
+    Raises ``TypeError`` for a non-int and ``ValueError`` for ``num_replicas <
+    1``, ``rank < 0`` or ``rank >= num_replicas``, naming the argument.
     """
+    if num_replicas is not None:
+        check_positive_int("num_replicas", num_replicas)
+    if rank is not None:
+        check_nonnegative_int("rank", rank)
     initialised = _initialised()
     if num_replicas is None:
         num_replicas = dist.get_world_size(group) if initialised else 1
     if rank is None:
         rank = dist.get_rank(group) if initialised else 0
+    if rank >= num_replicas:
+        raise ValueError(
+            f"rank should lie in [0, num_replicas={num_replicas}), but got rank={rank}"
+        )
     return num_replicas, rank
 
 

@@ -29,9 +29,17 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ._checks import check_choice, check_fraction, check_nonnegative_int, check_positive_int
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_nonnegative_int,
+    check_positive_int,
+)
 from .distributed import world_info
 from .filter import HardSampleFilter
+from .seeds import PLAN, epoch_generator
 from .vocabulary import ALL, Batch
 
 __all__ = ["ALL", "ReassemblingBatchSampler"]
@@ -53,12 +61,6 @@ _CONFIG_KEYS = (
 logger = logging.getLogger("remix_data")
 # Batches converted from tensor to Python ints at a time (amortises ``tolist``).
 _CHUNK_BATCHES = 64
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """Mix seed and epoch into one 63-bit generator seed (distinct per pair)."""
-    mixed = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB
-    return mixed % (2**63 - 1)
 
 
 def _randperm(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -156,26 +158,11 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.warmup_epochs = check_nonnegative_int("warmup_epochs", warmup_epochs)
         self.order = check_choice("order", order, _ORDERS)
-        if not isinstance(drop_last, bool):
-            raise ValueError(
-                f"drop_last should be a boolean value, but got drop_last={drop_last!r}"
-            )
-        self.drop_last = drop_last
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed should be an integer, but got seed={seed!r}")
-        self.seed = seed
+        self.drop_last = check_bool("drop_last", drop_last)
+        self.seed = check_int("seed", seed)
         self.accumulation_steps = check_positive_int("accumulation_steps", accumulation_steps)
         self.joint_fraction = check_fraction("joint_fraction", joint_fraction, allow_zero=True)
-        if num_replicas is not None:
-            check_positive_int("num_replicas", num_replicas)
-        if rank is not None:
-            check_nonnegative_int("rank", rank)
         self.num_replicas, self.rank = world_info(num_replicas, rank, filter.process_group)
-        if self.rank >= self.num_replicas:
-            raise ValueError(
-                f"rank should lie in [0, num_replicas={self.num_replicas}), "
-                f"but got rank={self.rank}"
-            )
         self.epoch = 0
         self._plan: _Plan | None = None
         # (batches on this rank, distinct samples per group) of ``_plan``.
@@ -259,8 +246,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         # Only ``randperm`` runs in torch (its stream defines the plan); the rest
         # is numpy: single-threaded, where torch's intra-op threads stall on a
         # busy 2-core machine (10-100x slower per op measured there).
-        gen = torch.Generator()
-        gen.manual_seed(_epoch_seed(self.seed, epoch))
+        gen = epoch_generator(self.seed, epoch, PLAN)
         n = self.filter.num_samples
         filtered = 0
         if snapshot is None:

@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ._checks import check_choice, check_modalities
+from .masking import MASKS, Masker
 from .sampler import ALL
 
 __all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
@@ -30,20 +30,7 @@ __all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
 #: Name of the optional dataset method for loading only some modalities.
 PARTIAL_LOADER = "load_modalities"
 
-_MASKS = ("zeros", "drop", "none")
-
 Key = int | tuple[int, int]
-
-
-def _zeros_like(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return torch.zeros_like(value)
-    if isinstance(value, np.ndarray):
-        return np.zeros_like(value)
-    raise TypeError(
-        f"mask='zeros' needs tensors or numpy arrays, but a modality holds "
-        f"{type(value).__name__}; use mask='drop' or mask='none'"
-    )
 
 
 class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
@@ -84,7 +71,7 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         mask: str = "zeros",
     ) -> None:
         self.dataset = dataset
-        self.mask = check_choice("mask", mask, _MASKS)
+        self.mask = check_choice("mask", mask, MASKS)
         if isinstance(modalities, Mapping):
             self.modalities = check_modalities("modalities", list(modalities))
             slots: list[Any] = []
@@ -102,11 +89,6 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
                     f"modalities={dict(modalities)!r}"
                 )
             self.tuple_samples = True
-            if self.mask == "drop":
-                raise ValueError(
-                    "mask='drop' needs dict samples (a position cannot be removed from a "
-                    f"tuple); got positional modalities={dict(modalities)!r}: use 'zeros' or 'none'"
-                )
         else:
             self.modalities = check_modalities("modalities", modalities)
             slots = list(self.modalities)
@@ -114,7 +96,10 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         self._slots: tuple[Any, ...] = tuple(slots)
         loader = getattr(dataset, PARTIAL_LOADER, None)
         self._partial = loader if callable(loader) and self.mask != "none" else None
-        self._templates: dict[int, Any] = {}
+        positions = dict(zip(self.modalities, slots)) if self.tuple_samples else None
+        self.masker = Masker(
+            self.modalities, self.mask, positions=positions, template=lambda: dataset[0]
+        )
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -165,7 +150,7 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             sample = self._partial(index, (self.modalities[modality],))
         else:
             sample = self.dataset[index]
-        return self._masked(sample, modality)
+        return self.masker.mask_one(sample, modality)
 
     def __getitems__(self, keys: list[Key]) -> list[tuple[Any, int, int]]:
         """Batch access (used by the DataLoader's fetcher): one call per batch."""
@@ -181,96 +166,8 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             dataset = self.dataset
             samples = [dataset[i] for i in indices]
         if self.mask != "none":
-            samples = self._masked_all(samples, modalities)
+            samples = self.masker.mask_mixed(samples, modalities)
         return list(zip(samples, indices, modalities))
-
-    def _masked_all(self, samples: list[Any], modalities: list[int]) -> list[Any]:
-        first = modalities[0] if modalities else ALL
-        if modalities.count(first) != len(modalities):  # mixed keys: item by item
-            return [s if m == ALL else self._masked(s, m) for s, m in zip(samples, modalities)]
-        if first == ALL:
-            return list(samples)
-        return self._masked_batch(samples, first)
-
-    def _masked_batch(self, samples: list[Any], modality: int) -> list[Any]:
-        """:meth:`_masked` of samples that share one active modality, a batch at once."""
-        kind = tuple if self.tuple_samples else dict
-        if len(samples) < 2 or not all(type(s) is kind for s in samples):
-            return [self._masked(s, modality) for s in samples]  # lists, mappings, errors
-        others = [(m, slot) for m, slot in enumerate(self._slots) if m != modality]
-        if self.mask == "drop":  # dict samples only
-            dropped = [dict(s) for s in samples]
-            for _, name in others:
-                for d in dropped:
-                    d.pop(name, None)
-            return dropped
-        copy = list if kind is tuple else dict
-        outs: list[Any] = [copy(s) for s in samples]
-        for m, slot in others:
-            values = [o[slot] for o in outs] if kind is tuple else [o.get(slot) for o in outs]
-            for o, zero in zip(outs, self._zeros_many(m, values)):
-                o[slot] = zero
-        return [tuple(o) for o in outs] if kind is tuple else outs
-
-    def _zeros_many(self, m: int, values: list[Any]) -> list[Any]:
-        """:meth:`_zeros` of each value of one batch, cheaply for tensors of one kind.
-
-        Plain strided tensors of one shape, dtype and device all get the same
-        zero-stride view of one zero element, made per batch (never cached
-        across batches): collated, it gives exactly what fresh zeros would, at
-        no allocation per item (``zeros_like`` is ~2.5 us, most of a tiny
-        item's cost). Arithmetic in-place writes to it (``add_``, ``x[i] = v``,
-        ``copy_``) raise, as for any expanded tensor, rather than leak into the
-        other samples of the batch. Anything else gets ``zeros_like``.
-        """
-        first = values[0]
-        if type(first) is torch.Tensor and first.layout is torch.strided:
-            shape, dtype, device = first.shape, first.dtype, first.device
-            # Type, shape and dtype per item (each tensor attribute read costs ~0.1 us);
-            # layout and device are checked on the first item only: a stray sparse
-            # or other-device tensor in one batch makes ``collate`` fail loudly anyway.
-            if all(
-                type(v) is torch.Tensor and v.shape == shape and v.dtype is dtype for v in values
-            ):
-                zero = torch.zeros((), dtype=dtype, device=device).expand(shape)
-                return [zero] * len(values)
-        return [self._zeros(m, v) for v in values]
-
-    def _masked(self, sample: Any, modality: int) -> Any:
-        if self.tuple_samples:
-            if not isinstance(sample, (tuple, list)):
-                raise TypeError(
-                    f"positional modalities need tuple or list samples, but got "
-                    f"{type(sample).__name__}"
-                )
-            out = list(sample)
-            for m, pos in enumerate(self._slots):
-                if m != modality:
-                    out[pos] = self._zeros(m, out[pos])
-            return type(sample)(out) if isinstance(sample, tuple) else out
-        if not isinstance(sample, Mapping):
-            raise TypeError(
-                f"named modalities need dict samples, but got {type(sample).__name__}; "
-                "pass modalities as {name: position} for tuple samples"
-            )
-        active = self._slots[modality]
-        if self.mask == "drop":
-            return {k: v for k, v in sample.items() if k == active or k not in self._slots}
-        out_dict = dict(sample)
-        for m, name in enumerate(self._slots):
-            if m != modality:
-                out_dict[name] = self._zeros(m, sample.get(name))
-        return out_dict
-
-    def _zeros(self, m: int, value: Any) -> Any:
-        if value is not None:
-            return _zeros_like(value)
-        template = self._templates.get(m)
-        if template is None:  # partial loading left it out: learn its shape once
-            full = self.dataset[0]
-            template = _zeros_like(full[self._slots[m]])
-            self._templates[m] = template
-        return _zeros_like(template)
 
     def __repr__(self) -> str:
         return (

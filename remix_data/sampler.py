@@ -41,6 +41,7 @@ from ._checks import (
 from .distributed import world_info
 from .filter import HardSampleFilter
 from .seeds import PLAN, epoch_generator
+from .states import snapshot_rule
 from .vocabulary import ALL, Batch
 
 __all__ = ["ALL", "TAILS", "BatchSplit", "ReassemblingBatchSampler", "split_batches"]
@@ -519,7 +520,12 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         Raises ``ValueError`` naming the key and both values when the state was
         saved with another dataset size, modality list, world size
         (``num_replicas``), batch size, accumulation, seed, warm-up, order or
-        ``drop_last``.
+        ``drop_last``; and when the filter's state comes from another point of
+        the run: a remix epoch resumed after its first batch needs the filter's
+        snapshot of that epoch, and a filter snapshot of a later epoch is only
+        right after the saved epoch was fully handed out (``epoch + 1``). The
+        filter is checked now if it was already restored, else when it is
+        restored or, failing that, at its next snapshot.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
@@ -553,6 +559,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
                     f"but got yielded={yielded}"
                 )
             expected = (batches, counts)
+        self._pair_with_filter(epoch, yielded, batches)
         finished = expected is not None and yielded == expected[0]
         if finished and self.epoch > epoch:
             self._resume = self._expected = None
@@ -570,6 +577,21 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         self._yielded = yielded
         self._resume = yielded
         self._expected = expected
+
+    def _pair_with_filter(self, epoch: int, yielded: int, batches: int | None) -> None:
+        """Check that the filter's snapshot belongs to the restored position.
+
+        A filter already restored from a state is checked now; otherwise the
+        check waits for the filter's ``load_state_dict`` or, if the filter is
+        never restored, for its next snapshot (so either load order works).
+        """
+        check = snapshot_rule(epoch, yielded, batches, self.warmup_epochs)
+        if self.filter._restored:
+            problem = check(self.filter.snapshot_epoch)
+            if problem is not None:
+                raise ValueError(problem)
+        else:
+            self.filter._pair_check = check
 
     def __repr__(self) -> str:
         return (

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ._checks import check_choice, check_modalities
-from .sampler import ALL
+from .vocabulary import ALL, Key, ModalitySpec
 
 __all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
 
@@ -31,8 +31,6 @@ __all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
 PARTIAL_LOADER = "load_modalities"
 
 _MASKS = ("zeros", "drop", "none")
-
-Key = int | tuple[int, int]
 
 
 def _zeros_like(value: Any) -> Any:
@@ -79,7 +77,7 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
     def __init__(
         self,
         dataset: Any,
-        modalities: Sequence[str] | Mapping[str, int],
+        modalities: ModalitySpec,
         *,
         mask: str = "zeros",
     ) -> None:
@@ -130,14 +128,14 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             modality = int(modality)
         if isinstance(index, torch.Tensor):
             index = int(index)
-        if not -1 <= modality < len(self.modalities):
+        if not ALL <= modality < len(self.modalities):
             raise ValueError(
-                f"modality should be ALL (-1) or lie in [0, {len(self.modalities)}) "
+                f"modality should be ALL ({ALL}) or lie in [0, {len(self.modalities)}) "
                 f"for modalities={self.modalities}, but got modality={modality!r}"
             )
         return index, modality
 
-    def _split_keys(self, keys: list[Key]) -> tuple[list[int], list[int]]:
+    def _split_keys(self, keys: list[Key | int]) -> tuple[list[int], list[int]]:
         """Indices and modalities of a batch of keys, validated like :meth:`_split_key`.
 
         Fast path for what the sampler yields, ``(int, int)`` tuples: a few
@@ -148,13 +146,13 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             indices, modalities = (list(column) for column in zip(*pairs))
             count = len(self.modalities)
             if set(map(type, indices)) == {int} and all(
-                type(m) is int and -1 <= m < count for m in set(modalities)
+                type(m) is int and ALL <= m < count for m in set(modalities)
             ):
                 return indices, modalities
         split = [self._split_key(k) for k in keys]  # converts tensors, raises on bad keys
         return [i for i, _ in split], [m for _, m in split]
 
-    def __getitem__(self, key: Key) -> tuple[Any, int, int]:
+    def __getitem__(self, key: Key | int) -> tuple[Any, int, int]:
         index, modality = self._split_key(key)
         return self._get(index, modality), index, modality
 
@@ -167,7 +165,7 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             sample = self.dataset[index]
         return self._masked(sample, modality)
 
-    def __getitems__(self, keys: list[Key]) -> list[tuple[Any, int, int]]:
+    def __getitems__(self, keys: list[Key | int]) -> list[tuple[Any, int, int]]:
         """Batch access (used by the DataLoader's fetcher): one call per batch."""
         if not isinstance(keys, list):
             keys = list(keys)

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from .sampler import ALL
+from .vocabulary import ALL
 
 __all__ = ["remix_loss"]
 

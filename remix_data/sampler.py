@@ -29,14 +29,20 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ._checks import check_choice, check_fraction, check_nonnegative_int, check_positive_int
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_nonnegative_int,
+    check_positive_int,
+)
 from .distributed import world_info
 from .filter import HardSampleFilter
+from .seeds import PLAN, epoch_generator
+from .vocabulary import ALL, Batch
 
 __all__ = ["ALL", "ReassemblingBatchSampler"]
-
-#: Modality id of a joint (all-modality) batch: warm-up epochs and unmasked keys.
-ALL = -1
 
 _ORDERS = ("sequential", "interleave", "random")
 # State keys that must match between the saved and the loading sampler.
@@ -55,12 +61,6 @@ _CONFIG_KEYS = (
 logger = logging.getLogger("remix_data")
 # Batches converted from tensor to Python ints at a time (amortises ``tolist``).
 _CHUNK_BATCHES = 64
-
-
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """Mix seed and epoch into one 63-bit generator seed (distinct per pair)."""
-    mixed = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB
-    return mixed % (2**63 - 1)
 
 
 def _randperm(n: int, gen: torch.Generator) -> torch.Tensor:
@@ -93,7 +93,7 @@ class _Plan:
         return sum(g.batches for g in self.groups)
 
 
-class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
+class ReassemblingBatchSampler(Sampler[Batch]):
     r"""Yield unimodal batches of ``(index, modality)`` keys from a filter's assignment.
 
     Args:
@@ -158,26 +158,11 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.warmup_epochs = check_nonnegative_int("warmup_epochs", warmup_epochs)
         self.order = check_choice("order", order, _ORDERS)
-        if not isinstance(drop_last, bool):
-            raise ValueError(
-                f"drop_last should be a boolean value, but got drop_last={drop_last!r}"
-            )
-        self.drop_last = drop_last
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed should be an integer, but got seed={seed!r}")
-        self.seed = seed
+        self.drop_last = check_bool("drop_last", drop_last)
+        self.seed = check_int("seed", seed)
         self.accumulation_steps = check_positive_int("accumulation_steps", accumulation_steps)
         self.joint_fraction = check_fraction("joint_fraction", joint_fraction, allow_zero=True)
-        if num_replicas is not None:
-            check_positive_int("num_replicas", num_replicas)
-        if rank is not None:
-            check_nonnegative_int("rank", rank)
         self.num_replicas, self.rank = world_info(num_replicas, rank, filter.process_group)
-        if self.rank >= self.num_replicas:
-            raise ValueError(
-                f"rank should lie in [0, num_replicas={self.num_replicas}), "
-                f"but got rank={self.rank}"
-            )
         self.epoch = 0
         self._plan: _Plan | None = None
         # (batches on this rank, distinct samples per group) of ``_plan``.
@@ -261,8 +246,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         # Only ``randperm`` runs in torch (its stream defines the plan); the rest
         # is numpy: single-threaded, where torch's intra-op threads stall on a
         # busy 2-core machine (10-100x slower per op measured there).
-        gen = torch.Generator()
-        gen.manual_seed(_epoch_seed(self.seed, epoch))
+        gen = epoch_generator(self.seed, epoch, PLAN)
         n = self.filter.num_samples
         filtered = 0
         if snapshot is None:
@@ -337,14 +321,14 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return len(self._current_plan())
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[Batch]:
         # The position restarts now; a pending resume offset is consumed only at
         # the first ``next()`` (DataLoader and torchdata call ``iter`` more than
         # once per epoch, and torchdata loads the state in between).
         self._yielded = self._resume or 0
         return self._iterate()
 
-    def _iterate(self) -> Iterator[list[tuple[int, int]]]:
+    def _iterate(self) -> Iterator[Batch]:
         plan = self._current_plan()
         start = self._resume or 0
         self._resume = None
@@ -359,7 +343,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             self._yielded = t + 1
             yield batch
 
-    def _batches(self, group: _Group, start: int) -> Iterator[list[tuple[int, int]]]:
+    def _batches(self, group: _Group, start: int) -> Iterator[Batch]:
         """This rank's batches of one group from batch ``start`` on, as key lists."""
         b, m, idx = self.batch_size, group.modality, group.indices
         chunk = _CHUNK_BATCHES * b

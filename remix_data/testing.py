@@ -31,8 +31,10 @@ from typing import Any, NoReturn
 import torch
 from hypothesis import strategies as st
 
-from .filter import FILTERED, HardSampleFilter
-from .sampler import ALL, ReassemblingBatchSampler
+from ._checks import check_positive_int
+from .filter import HardSampleFilter
+from .sampler import ReassemblingBatchSampler
+from .vocabulary import ALL, FILTERED, Batch
 
 __all__ = [
     "logits",
@@ -43,8 +45,6 @@ __all__ = [
     "check_step_modalities",
     "naive_assignment",
 ]
-
-Batch = list[tuple[int, int]]
 
 
 @st.composite
@@ -307,13 +307,7 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     """
     if not ranks:
         raise ValueError("ranks should hold the batches of at least one rank, but got none")
-    if isinstance(accumulation_steps, bool) or not (
-        isinstance(accumulation_steps, int) and accumulation_steps > 0
-    ):
-        raise ValueError(
-            "accumulation_steps should be a positive integer value, "
-            f"but got accumulation_steps={accumulation_steps!r}"
-        )
+    check_positive_int("accumulation_steps", accumulation_steps)
     per_rank: list[list[int]] = []
     for r, batches in enumerate(ranks):
         mods = []

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from torch.utils.data import default_collate
 
 from remix_data import ALL, HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
-from remix_data.sampler import _epoch_seed
+from remix_data.seeds import PLAN, SCORING, mix_seed
 
 NAMES = ("audio", "video")
 
@@ -107,7 +107,7 @@ def test_batch_zeros_are_shared_read_only_views() -> None:
 
 def torch_plan(sampler: ReassemblingBatchSampler, snapshot: torch.Tensor | None) -> list[list[Any]]:
     """The torch formulation of the plan (before the numpy port), one rank."""
-    gen = torch.Generator().manual_seed(_epoch_seed(sampler.seed, sampler.epoch))
+    gen = torch.Generator().manual_seed(mix_seed(sampler.seed, sampler.epoch, PLAN))
     n, b, a = sampler.filter.num_samples, sampler.batch_size, sampler.accumulation_steps
     if snapshot is None:
         sources = [(ALL, torch.randperm(n, generator=gen, dtype=torch.int32))]
@@ -196,3 +196,13 @@ def test_numpy_plan_matches_the_torch_formulation(
         sampler.set_epoch(epoch)
         snapshot = None if warmup else filt.snapshot(epoch)
         assert list(sampler) == torch_plan(sampler, snapshot)
+
+
+@given(st.integers(0, 2**63), st.integers(0, 10**6))
+def test_plan_seeds_are_those_the_sampler_always_used(seed: int, epoch: int) -> None:
+    # The mix before the seed scheme was shared: plans of existing seeds must not change.
+    before = (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) % (
+        2**63 - 1
+    )
+    assert mix_seed(seed, epoch, PLAN) == before
+    assert mix_seed(seed, epoch, SCORING) != before

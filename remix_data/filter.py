@@ -25,26 +25,20 @@ from ._checks import (
     as_index_tensor,
     check_choice,
     check_fraction,
-    check_modalities,
     check_nonnegative_int,
-    check_positive_int,
 )
-from .distributed import all_reduce_sum, is_distributed, world_size
+from .assignment import AssignmentRule
+from .distributed import average_written, is_distributed, world_size
 from .scores import _check_logits, confidence, cross_entropy
 from .states import PairCheck, check_config, gather_ranks, labels_digest, state_tensor
+from .vocabulary import ALL, FILTERED
 
 __all__ = ["HardSampleFilter", "FILTERED"]
 
-#: Assignment value of a sample that trains no modality this epoch.
-FILTERED = -1
-
 logger = logging.getLogger("remix_data")
 
-_SCORES = ("confidence", "loss")
-_UNSCORED = ("spread", "filter")
 _NONFINITE = ("raise", "ignore")
 _SYNC = ("auto", "never")
-_BALANCE = ("none", "class")
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -57,31 +51,6 @@ def _as_numpy(value: Any) -> np.ndarray:
             value = value.float()
         return np.asarray(value.numpy())
     return np.asarray(value)
-
-
-def _per_modality(
-    name: str, value: Any, modalities: tuple[str, ...], *, ratio: bool
-) -> list[float | None]:
-    """Expand a number or a ``{modality: number}`` mapping to one value per modality."""
-    if value is None:
-        return [None] * len(modalities)
-    if isinstance(value, Mapping):
-        unknown = set(value) - set(modalities)
-        if unknown:
-            raise ValueError(
-                f"{name} names unknown modalities {sorted(unknown)}; known: {modalities}"
-            )
-        values = [value.get(m) for m in modalities]
-    else:
-        values = [value] * len(modalities)
-    for v in values:
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{name} should hold finite numbers, but got {name}={value!r}")
-        if ratio and not 0 < v <= 1:
-            raise ValueError(f"{name} should lie in (0, 1], but got {name}={value!r}")
-    return [None if v is None else float(v) for v in values]
 
 
 # The configuration that shapes an assignment: a state records it, and loading
@@ -185,32 +154,25 @@ class HardSampleFilter:
         process_group: Any = None,
         sync: str = "auto",
     ) -> None:
-        self.num_samples = check_positive_int("num_samples", num_samples)
-        self.modalities = check_modalities("modalities", modalities)
-        self.score = check_choice("score", score, _SCORES)
-        self.unscored = check_choice("unscored", unscored, _UNSCORED)
+        self.rule = AssignmentRule(
+            num_samples,
+            modalities,
+            score=score,
+            unscored=unscored,
+            keep_ratio=keep_ratio,
+            threshold=threshold,
+            reweight=reweight,
+            labels=labels,
+            balance=balance,
+        )
+        self.num_samples = self.rule.num_samples
+        self.modalities = self.rule.modalities
         self.nonfinite = check_choice("nonfinite", nonfinite, _NONFINITE)
         self.sync_mode = check_choice("sync", sync, _SYNC)
-        self.keep_ratio = _per_modality("keep_ratio", keep_ratio, self.modalities, ratio=True)
-        self.threshold = _per_modality("threshold", threshold, self.modalities, ratio=False)
-        if not isinstance(reweight, bool):
-            raise TypeError(f"reweight should be a bool, but got reweight={reweight!r}")
-        self.reweight = reweight
         self.process_group = process_group
-        self.labels: torch.Tensor | None = None
-        if labels is not None:
-            self.labels = as_index_tensor("labels", labels, 2**62)
-            if self.labels.numel() != num_samples:
-                raise ValueError(
-                    f"labels should hold one label per sample ({num_samples}), "
-                    f"but got {self.labels.numel()} labels"
-                )
         self.smoothing = check_fraction("smoothing", smoothing, allow_zero=True)
         if self.smoothing == 1.0:
             raise ValueError("smoothing should be below 1 (1 never changes a score), got 1.0")
-        self.balance = check_choice("balance", balance, _BALANCE)
-        if self.balance == "class" and self.labels is None:
-            raise ValueError("balance='class' needs labels=..., but got labels=None")
         m, n = len(self.modalities), num_samples
         self._position = {name: i for i, name in enumerate(self.modalities)}
         self._values = torch.full((m, n), math.nan, dtype=torch.float32)
@@ -221,6 +183,42 @@ class HardSampleFilter:
         self._snapshot_epoch: int | None = None
         self._weights: torch.Tensor | None = None
         self.history: list[dict[str, Any]] = []
+
+    # The rule's configuration, read-only here: :attr:`rule` holds it.
+    @property
+    def score(self) -> str:
+        """``"confidence"`` or ``"loss"``."""
+        return self.rule.score
+
+    @property
+    def unscored(self) -> str:
+        """The policy for samples with no score: ``"spread"`` or ``"filter"``."""
+        return self.rule.unscored
+
+    @property
+    def keep_ratio(self) -> list[float | None]:
+        """The keep ratio per modality (``None``: keep all)."""
+        return self.rule.keep_ratio
+
+    @property
+    def threshold(self) -> list[float | None]:
+        """The threshold per modality (``None``: none)."""
+        return self.rule.threshold
+
+    @property
+    def reweight(self) -> bool:
+        """Whether filtering reweights the kept samples."""
+        return self.rule.reweight
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        """The int64 class label per sample, or ``None``."""
+        return self.rule.labels
+
+    @property
+    def balance(self) -> str:
+        """``"none"`` (the paper) or ``"class"``."""
+        return self.rule.balance
 
     # ------------------------------------------------------------------ updates
     def update(
@@ -271,7 +269,7 @@ class HardSampleFilter:
                     f"modality should have the shape of indices {tuple(idx.shape)}, "
                     f"but got {tuple(rows.shape)}"
                 )
-            keep = (rows[None, :] == pos[:, None]) | (rows < 0)[None, :]
+            keep = (rows[None, :] == pos[:, None]) | (rows == ALL)[None, :]
         finite = np.isfinite(values)
         if not finite.all():
             bad = ~finite if keep is None else ~finite & keep
@@ -297,6 +295,85 @@ class HardSampleFilter:
         table[table_rows, where] = values
         self._fresh.numpy()[table_rows, where] = True
         self._scored.numpy()[where] = True
+
+    def set_scores(self, scores: Any, *, modality: str | int | None = None) -> None:
+        """Replace the score table, or one modality's row of it, with ``scores``.
+
+        The public way to load scores computed elsewhere (a previous run, an
+        offline pass, a test). ``NaN`` means "not scored": such an entry is
+        cleared. Smoothing is not applied (the values replace the old ones), the
+        current epoch's snapshot stays frozen, and entries set to a number count
+        as written since the last :meth:`sync`; under ``torch.distributed`` call
+        it on every rank with the same scores.
+
+        Args:
+            scores: float ``[M, N]`` (every modality, ``modality=None``) or
+                ``[N]`` (one modality): a tensor (any device, any floating dtype)
+                or a numpy array, in the score kind of :attr:`score`.
+            modality: the name or id of the row to set; ``None`` sets the table.
+
+        Raises ``TypeError`` for anything but a floating tensor or array and for
+        a ``modality`` that is neither a name nor an int, ``ValueError`` for a
+        wrong shape, an unknown modality and any ``inf`` entry; nothing changes
+        then.
+
+        Example:
+            >>> import torch
+            >>> filt = HardSampleFilter(3, ("audio", "video"))
+            >>> filt.set_scores(torch.tensor([[0.1, 0.9, float("nan")], [0.5, 0.5, 0.5]]))
+            >>> filt.assignment().tolist()
+            [0, 1, 1]
+            >>> filt.set_scores(torch.zeros(3), modality="video")
+            >>> filt.assignment().tolist()
+            [1, 1, 1]
+        """
+        m, n = len(self.modalities), self.num_samples
+        row = None if modality is None else self._modality_id("modality", modality)
+        shape = (m, n) if row is None else (n,)
+        if isinstance(scores, torch.Tensor):
+            if not scores.is_floating_point():
+                raise TypeError(f"scores should have a floating dtype, but got {scores.dtype}")
+            values = scores.detach().to("cpu", torch.float32)
+        elif isinstance(scores, np.ndarray):
+            if scores.dtype.kind != "f":
+                raise TypeError(f"scores should have a floating dtype, but got {scores.dtype}")
+            values = torch.from_numpy(scores.astype(np.float32))
+        else:
+            raise TypeError(
+                f"scores should be a float tensor or array, but got {type(scores).__name__}"
+            )
+        if tuple(values.shape) != shape:
+            what = "[M, N]" if row is None else "[N]"
+            raise ValueError(
+                f"scores should have shape {what} = {shape}, but got {tuple(values.shape)}"
+            )
+        infinite = int(torch.isinf(values).sum())
+        if infinite:
+            raise ValueError(
+                f"scores should be finite or NaN (not scored), but got {infinite} inf entries"
+            )
+        target = self._values if row is None else self._values[row]
+        fresh = self._fresh if row is None else self._fresh[row]
+        target.copy_(values)
+        fresh.copy_(~torch.isnan(values))
+        self._scored.copy_(~torch.isnan(self._values).all(0))
+
+    def _modality_id(self, name: str, value: Any) -> int:
+        """A modality given by name or id as its id, validated."""
+        if isinstance(value, str):
+            if value not in self._position:
+                raise ValueError(
+                    f"{name} should be one of {self.modalities}, but got {name}={value!r}"
+                )
+            return self._position[value]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} should be a modality name or id, but got {name}={value!r}")
+        if not 0 <= value < len(self.modalities):
+            raise ValueError(
+                f"{name} should lie in [0, {len(self.modalities)}) for modalities="
+                f"{self.modalities}, but got {name}={value!r}"
+            )
+        return int(value)
 
     def _scores(
         self, outputs: Mapping[str, Any], targets: torch.Tensor | None, batch: int
@@ -345,128 +422,14 @@ class HardSampleFilter:
     def assignment(self) -> torch.Tensor:
         """Return the assignment of the current table: int64 ``[num_samples]``.
 
-        Value ``m`` means the sample trains ``modalities[m]``; ``-1`` means it is
+        Value ``m`` means the sample trains ``modalities[m]``; ``FILTERED`` means it is
         filtered out. Computed from this process's table (no collective).
         """
         return self._assign()[0].to(torch.int64)
 
-    def _hardest(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample: the hardest modality (int8) and its score.
-
-        Samples with no score anywhere get an arbitrary value here; the caller
-        applies the ``unscored`` policy. The score is only exact when filtering
-        needs it: the last comparison skips it, as planning is a hot path. Runs in
-        numpy (single-threaded, no per-op stalls on a busy machine).
-        """
-        values = self._values.numpy()
-        loss = self.score == "loss"
-        row = values[0]
-        best = np.where(np.isnan(row), -math.inf if loss else math.inf, row)
-        assign = np.zeros(self.num_samples, dtype=np.int8)
-        last = len(self.modalities) - 1
-        need_best = self._filters()
-        for m in range(1, last + 1):
-            row = values[m]
-            # ``>=`` / ``<=`` send ties to the later modality; NaN never compares true.
-            take = row >= best if loss else row <= best
-            if m < last or need_best:
-                best = np.where(take, row, best)
-            assign = take.astype(np.int8) if m == 1 else np.where(take, np.int8(m), assign)
-        return torch.from_numpy(assign), torch.from_numpy(best)
-
     def _assign(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """Return (int8 assignment, optional weights, number of unscored samples)."""
-        assign, best = self._hardest()
-        scored = self._scored.numpy()
-        unscored = self.num_samples - int(np.count_nonzero(scored))
-        unscored_mask = torch.from_numpy(~scored) if unscored else torch.zeros(0, dtype=torch.bool)
-        if unscored:
-            if self.unscored == "spread":
-                spread = (np.arange(self.num_samples) % len(self.modalities)).astype(np.int8)
-                assign = torch.from_numpy(np.where(~scored, spread, assign.numpy()))
-            else:
-                assign.masked_fill_(unscored_mask, FILTERED)
-        if self.balance == "class":
-            self._balance_classes(assign, unscored_mask if unscored else None)
-            best = self._values.gather(0, assign.clamp(min=0).long().unsqueeze(0)).squeeze(0)
-        weights = None
-        if self._filters():
-            weights = self._filter_hard(assign, best, unscored_mask if unscored else None)
-        return assign, weights, unscored
-
-    def _balance_classes(self, assign: torch.Tensor, unscored: torch.Tensor | None) -> None:
-        """Re-split every class in the overall modality shares, by relative hardness.
-
-        Quotas per class follow the shares of the paper's rule over all scored
-        samples (largest remainder rounding). Within a class, modality ``m`` (in
-        order, the last takes the rest) gets the samples where it is hardest
-        relative to the best remaining alternative. Unscored samples keep their
-        ``unscored`` policy. Works in place on ``assign``.
-        """
-        assert self.labels is not None
-        m_count = len(self.modalities)
-        # ``hard``: lower is harder for every score kind; a missing score is never hard.
-        hard = -self._values if self.score == "loss" else self._values.clone()
-        hard = torch.nan_to_num(hard, nan=math.inf)
-        scored = self._scored if unscored is None else ~unscored
-        shares = torch.bincount(assign[scored].long(), minlength=m_count).double()
-        if shares.sum() == 0:
-            return
-        shares /= shares.sum()
-        for c in torch.unique(self.labels[scored]).tolist():
-            members = ((self.labels == c) & scored).nonzero().squeeze(1)
-            exact = shares * members.numel()
-            quota = exact.floor().long()
-            short = members.numel() - int(quota.sum())
-            if short:
-                quota[torch.argsort(exact - quota, descending=True, stable=True)[:short]] += 1
-            remaining, alternatives = members, list(range(m_count))
-            for m in range(m_count - 1):
-                alternatives.remove(m)
-                sub = hard[:, remaining]
-                margin = sub[m] - sub[alternatives].amin(0)
-                order = torch.argsort(margin, stable=True)
-                q = int(quota[m])
-                assign[remaining[order[:q]]] = m
-                remaining = remaining[order[q:]]
-            assign[remaining] = m_count - 1
-
-    def _filters(self) -> bool:
-        return any(r is not None for r in self.keep_ratio) or any(
-            t is not None for t in self.threshold
-        )
-
-    def _filter_hard(
-        self, assign: torch.Tensor, best: torch.Tensor, unscored: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """Apply keep ratio / threshold in place on ``assign``; return weights if asked."""
-        loss = self.score == "loss"
-        weights = torch.ones(self.num_samples, dtype=torch.float32) if self.reweight else None
-        for m in range(len(self.modalities)):
-            ratio, limit = self.keep_ratio[m], self.threshold[m]
-            if ratio is None and limit is None:
-                continue
-            mine = assign == m
-            if unscored is not None:
-                mine &= ~unscored
-            members = mine.nonzero().squeeze(1)
-            if members.numel() == 0:
-                continue
-            scores = best[members]
-            keep = torch.ones(members.numel(), dtype=torch.bool)
-            if limit is not None:
-                keep &= scores > limit if loss else scores < limit
-            if ratio is not None:
-                k = math.ceil(ratio * members.numel())
-                order = torch.sort(scores, descending=loss, stable=True).indices
-                ranked = torch.zeros_like(keep)
-                ranked[order[:k]] = True
-                keep &= ranked
-            assign[members[~keep]] = FILTERED
-            kept = int(keep.sum())
-            if weights is not None and kept:
-                weights[members[keep]] = members.numel() / kept
-        return weights
+        return self.rule(self._values, self._scored.numpy())
 
     # ---------------------------------------------------------------- snapshots
     def snapshot(self, epoch: int) -> torch.Tensor:
@@ -508,11 +471,8 @@ class HardSampleFilter:
 
         Called by :meth:`snapshot` once per epoch; call it yourself only to sync
         more often (every rank must then call it too). One ``all_reduce`` of a
-        packed float32 tensor (4 + 4 bytes per sample and modality): for every
-        table entry, the sum of the values that ranks wrote since the last sync
-        and the number of ranks that wrote it (a small count, exact in float32),
-        plus a three-number header checking that every rank passed the same
-        ``epoch``. No sample index travels: entries are matched by position.
+        packed float32 tensor, 4 + 4 bytes per sample and modality, matched by
+        position (:func:`remix_data.distributed.average_written`).
 
         An entry written on several ranks becomes the mean of their values, one
         written on a single rank takes that rank's value, and every other entry
@@ -528,28 +488,7 @@ class HardSampleFilter:
         """
         if self.sync_mode == "never" or not is_distributed(self.process_group):
             return
-        m, n = self._values.shape
-        size = m * n
-        packed = torch.empty(2 * size + 3, dtype=torch.float32)
-        total, count = packed[:size].view(m, n), packed[size : 2 * size].view(m, n)
-        count.copy_(self._fresh)
-        # Branch-free masking (much faster than ``where`` on a random mask): the
-        # table holds only finite values or NaN, NaN -> 0, then keep fresh entries.
-        torch.nan_to_num(self._values, nan=0.0, out=total).mul_(count)
-        code = 0 if epoch is None else epoch % 64 + 1
-        packed[2 * size :] = torch.tensor([1.0, code, code * code], dtype=torch.float32)
-        all_reduce_sum(packed, self.process_group)
-        ranks, codes, squares = packed[2 * size :].tolist()
-        # All codes are equal iff ranks * sum(c^2) == sum(c)^2 (Cauchy-Schwarz); the
-        # sums are exact in float32 for any realistic world size.
-        if ranks * squares != codes * codes:
-            raise RuntimeError(
-                f"HardSampleFilter.sync: the ranks synced different epochs (this rank: "
-                f"epoch={epoch}); call set_epoch / snapshot with the same epoch on every rank"
-            )
-        seen = count > 0
-        total.div_(count.clamp_(min=1))
-        torch.where(seen, total, self._values, out=self._values)
+        seen = average_written(self._values, self._fresh, self.process_group, epoch=epoch)
         for row in seen:  # row by row: ``seen.any(0)`` is ~50x slower on [M, N]
             self._scored |= row
         self._fresh.zero_()

@@ -195,7 +195,9 @@ def train_step(
     """Loss of one batch (:func:`~remix_data.remix_loss`) and the unimodal logits
     computed on it, for ``filter.update(index, logits, modality=modality)``.
 
-    Joint, unimodal and mixed batches share this path. An encoder no row needs
+    ``sample`` lives on the model's device, ``modality`` where the loader put it
+    (the CPU: the choice of encoders reads it without a device sync). Joint,
+    unimodal and mixed batches share this path. An encoder no row needs
     (every row trains another modality) is skipped with ``skip_encoder`` (its
     features are zeros), run in eval mode with ``masked_encoder_eval``, or run
     as usual; :func:`~remix_data.mask_features` then zeroes the features of
@@ -205,13 +207,14 @@ def train_step(
     """
     names: tuple[str, ...] = cfg["modalities"]
     y = sample["label"]
-    joint_rows = modality == ALL
+    joint_rows = modality == ALL  # decisions on the loader's CPU ids: no device sync
     all_joint = bool(joint_rows.all())
     used = {m: all_joint or bool((joint_rows | (modality == i)).any()) for i, m in enumerate(names)}
+    modality = modality.to(y.device, non_blocking=True)
     feats: dict[str, torch.Tensor] = {}
     for m in names:
         if not used[m] and cfg["skip_encoder"]:
-            feats[m] = torch.zeros(y.shape[0], model.feature_dim)  # skipped encoder
+            feats[m] = torch.zeros(y.shape[0], model.feature_dim, device=y.device)  # skipped
         elif not used[m] and cfg["masked_encoder_eval"]:
             encoder = model.encoders[m]
             encoder.eval()  # its BatchNorm neither uses nor updates batch statistics

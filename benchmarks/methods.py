@@ -5,7 +5,9 @@ come from :mod:`remix_data.presets` through :func:`from_preset`, so a preset
 and the method of the same name cannot drift apart: ``remix`` is
 :data:`~remix_data.presets.PAPER`, ``remix-skip+all`` is
 :data:`~remix_data.presets.RECOMMENDED`, the others are those presets with one
-field changed. ``skip_encoder`` is the preset's ``masked_encoder == "skip"``;
+field changed. ``skip_encoder`` is the preset's ``masking == "drop"`` (the
+model does not run the masked encoder; ``"features"`` runs it and zeroes its
+features, as the jobs do for every method);
 ``masked_encoder_eval`` (the masked encoder runs in eval mode, so its
 BatchNorm sees no masked batch) is a diagnostic no preset carries.
 
@@ -76,24 +78,25 @@ METHOD_DEFAULTS: dict[str, Any] = {
 }
 
 _SCORINGS = ("pass", "online")
-_MASKED_ENCODERS = {"run": False, "skip": True}
+_SKIP_ENCODER = {"features": False, "drop": True}  # preset masking -> skip_encoder
 
 
 def from_preset(preset: Preset, **overrides: Any) -> dict[str, Any]:
     """The method config of a :class:`~remix_data.presets.Preset` (partial; see
     :func:`method_config`): the filter and sampler arguments, scoring, order, and
-    ``skip_encoder`` from ``masked_encoder``."""
-    if preset.masked_encoder not in _MASKED_ENCODERS:
+    ``skip_encoder`` from ``masking``. The jobs mask features, so a preset that
+    zeroes inputs (``masking="zeros"``) has no method here."""
+    if preset.masking not in _SKIP_ENCODER:
         raise ValueError(
-            f"masked_encoder should be one of {tuple(_MASKED_ENCODERS)}, "
-            f"but got masked_encoder={preset.masked_encoder!r} in preset {preset.name!r}"
+            f"masking should be one of {tuple(_SKIP_ENCODER)} for a benchmark method, "
+            f"but got masking={preset.masking!r} in preset {preset.name!r}"
         )
     sampler = dict(preset.sampler)
     order = sampler.pop("order", METHOD_DEFAULTS["order"])
     cfg = {
         "remix": True,
         "scoring": preset.scoring,
-        "skip_encoder": _MASKED_ENCODERS[preset.masked_encoder],
+        "skip_encoder": _SKIP_ENCODER[preset.masking],
         "order": order,
         "filter": dict(preset.filter),
         "sampler": sampler,
@@ -103,7 +106,7 @@ def from_preset(preset: Preset, **overrides: Any) -> dict[str, Any]:
 
 
 _ONLINE = dataclasses.replace(PAPER, scoring="online")
-_SKIP = dataclasses.replace(_ONLINE, masked_encoder="skip")
+_SKIP = dataclasses.replace(_ONLINE, masking="drop")
 
 #: Named methods; :func:`method_config` fills in :data:`METHOD_DEFAULTS`.
 METHODS: dict[str, dict[str, Any]] = {
@@ -195,7 +198,9 @@ def train_step(
     """Loss of one batch (:func:`~remix_data.remix_loss`) and the unimodal logits
     computed on it, for ``filter.update(index, logits, modality=modality)``.
 
-    Joint, unimodal and mixed batches share this path. An encoder no row needs
+    ``sample`` lives on the model's device, ``modality`` where the loader put it
+    (the CPU: the choice of encoders reads it without a device sync). Joint,
+    unimodal and mixed batches share this path. An encoder no row needs
     (every row trains another modality) is skipped with ``skip_encoder`` (its
     features are zeros), run in eval mode with ``masked_encoder_eval``, or run
     as usual; :func:`~remix_data.mask_features` then zeroes the features of
@@ -205,13 +210,14 @@ def train_step(
     """
     names: tuple[str, ...] = cfg["modalities"]
     y = sample["label"]
-    joint_rows = modality == ALL
+    joint_rows = modality == ALL  # decisions on the loader's CPU ids: no device sync
     all_joint = bool(joint_rows.all())
     used = {m: all_joint or bool((joint_rows | (modality == i)).any()) for i, m in enumerate(names)}
+    modality = modality.to(y.device, non_blocking=True)
     feats: dict[str, torch.Tensor] = {}
     for m in names:
         if not used[m] and cfg["skip_encoder"]:
-            feats[m] = torch.zeros(y.shape[0], model.feature_dim)  # skipped encoder
+            feats[m] = torch.zeros(y.shape[0], model.feature_dim, device=y.device)  # skipped
         elif not used[m] and cfg["masked_encoder_eval"]:
             encoder = model.encoders[m]
             encoder.eval()  # its BatchNorm neither uses nor updates batch statistics

@@ -19,7 +19,8 @@ Levels (``--levels``, comma-separated):
   workers (goal >= 0.99x); ``partial`` adds the same dataset with
   ``load_modalities``, so remixing skips the masked modality's decode (no goal);
 - ``train``: load + host-to-device copy + a small two-encoder training step on
-  ``--device`` (``cuda`` when given and available; goal >= 0.99x).
+  ``--device``, the remix side with ``filter.update`` every step (goal >= 0.99x;
+  ``benchmarks/gpu.py`` is the full GPU benchmark).
 
 Run: ``python -m benchmarks.throughput`` (``--quick`` for a smoke run,
 ``--device cuda --levels train`` for the GPU level alone).
@@ -35,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
@@ -52,7 +52,8 @@ from benchmarks._common import (
     spin,
     write_json,
 )
-from remix_data import ALL, ModalityDecoupler, ReassemblingBatchSampler
+from benchmarks.training import TinyNet, compare_training
+from remix_data import ModalityDecoupler, ReassemblingBatchSampler
 
 LEVELS = ("sampler", "zeros", "drop", "decode", "partial", "train")
 
@@ -152,77 +153,17 @@ def loader_level(
     )
 
 
-class TwoEncoderNet(nn.Module):
-    """Audio and video encoders, a fused head and one unimodal head per modality."""
-
-    def __init__(self, classes: int = 10, width: int = 256) -> None:
-        super().__init__()
-        self.audio = nn.Sequential(nn.Linear(40, width), nn.ReLU(), nn.Linear(width, width))
-        self.video = nn.Sequential(
-            nn.Flatten(), nn.Linear(768, width), nn.ReLU(), nn.Linear(width, width)
-        )
-        self.fused = nn.Linear(2 * width, classes)
-        self.heads = nn.ModuleList([nn.Linear(width, classes), nn.Linear(width, classes)])
-
-    def forward(
-        self, audio: torch.Tensor, video: torch.Tensor
-    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        a, v = self.audio(audio), self.video(video)
-        return self.fused(torch.cat((a, v), 1)), [self.heads[0](a), self.heads[1](v)]
-
-
 def train_level(args: argparse.Namespace) -> dict[str, Any]:
+    """Load + host-to-device copy + the training step, with online scoring on the remix
+    side (:func:`benchmarks.training.compare_training`, masked input zeros, both
+    encoders run)."""
     device = torch.device(args.device)
-    cuda = device.type == "cuda"
-    dataset = Pairs(args.train_n, seed=args.seed)
-    kwargs: dict[str, Any] = {
-        "num_workers": args.train_workers,
-        "persistent_workers": args.train_workers > 0,
-        "pin_memory": cuda,
-    }
-    plain, remix, sampler = loaders(dataset, "zeros", args.batch_size, args.seed, **kwargs)
-    model = TwoEncoderNet(width=args.width).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    ce = nn.CrossEntropyLoss()
-
-    def step(sample: dict[str, Any], m: int) -> None:
-        audio = sample["audio"].to(device, non_blocking=True)
-        video = sample["video"].to(device, non_blocking=True)
-        y = sample["label"].to(device, non_blocking=True)
-        fused, heads = model(audio, video)
-        if m == ALL:  # joint training: CE(fused) + 0.5 CE(audio) + 0.5 CE(video)
-            loss = ce(fused, y) + 0.5 * (ce(heads[0], y) + ce(heads[1], y))
-        else:  # remixed unimodal batch: CE(fused) + CE(head of its modality)
-            loss = ce(fused, y) + ce(heads[m], y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    def run_plain() -> None:
-        for sample in plain:
-            step(sample, ALL)
-        if cuda:
-            torch.cuda.synchronize()
-
-    def run_remix() -> None:
-        for sample, _, modality in remix:
-            step(sample, int(modality[0]))
-        if cuda:
-            torch.cuda.synchronize()
-
-    return compare(
-        "train step",
-        run_plain,
-        _epochs(run_remix, sampler),
-        work=len(dataset),
-        unit="samples/s",
-        goal=0.99,
-        reps=args.reps,
-        warmup=args.warmup,
-        mask="zeros",
-        num_workers=args.train_workers,
-        device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if cuda else ""),
-    )
+    return compare_training(
+        "train step", TinyNet(width=args.width), Pairs(args.train_n, seed=args.seed),
+        method="remix-online", mask="zeros", device=device, batch_size=args.batch_size,
+        num_workers=args.train_workers, amp=device.type == "cuda", reps=args.reps,
+        warmup=args.warmup, seed=args.seed, goal=0.99,
+    )  # fmt: skip
 
 
 def sampler_level(args: argparse.Namespace) -> dict[str, Any]:

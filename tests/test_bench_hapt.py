@@ -186,14 +186,12 @@ def test_methods_are_built_from_the_presets() -> None:
 
     assert resolved("remix") == resolved(methods.from_preset(PAPER))
     assert resolved("remix-skip+all") == resolved(methods.from_preset(RECOMMENDED))
-    assert methods.METHODS["remix"]["skip_encoder"] is (PAPER.masked_encoder == "skip")
-    assert methods.METHODS["remix-skip+all"]["skip_encoder"] is (
-        RECOMMENDED.masked_encoder == "skip"
-    )
+    for name, preset in (("remix", PAPER), ("remix-skip+all", RECOMMENDED)):
+        assert methods.METHODS[name]["skip_encoder"] is (preset.masking == "drop")
     assert resolved("remix-skip+all")["order"] == RECOMMENDED.sampler["order"]
     assert resolved("remix-skip+all")["filter"] == dict(RECOMMENDED.filter)
-    with pytest.raises(ValueError, match="masked_encoder"):
-        methods.from_preset(Preset(name="odd", masked_encoder="sometimes"))
+    with pytest.raises(ValueError, match="masking"):
+        methods.from_preset(Preset(name="odd", warmup=1, masking="zeros"))
 
 
 def test_interleaved_jobs_give_the_results_of_separate_runs(data: Splits) -> None:

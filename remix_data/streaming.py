@@ -212,10 +212,15 @@ def step_schedule(
     return np.asarray(ids, dtype=np.int64)[micro], out_sizes
 
 
+def _shared(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` moved to shared memory (seen by forked and pickled workers alike)."""
+    tensor.share_memory_()  # type: ignore[no-untyped-call]
+    return tensor
+
+
 def _as_id(value: Any, num_samples: int) -> int:
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
-        value = int(value)
-    elif isinstance(value, np.integer):
+    tensor_int = isinstance(value, torch.Tensor) and not value.is_floating_point()
+    if (tensor_int and value.numel() == 1) or isinstance(value, np.integer):
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"sample id should be an integer, but got {value!r}")
@@ -311,7 +316,9 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         self.warmup_epochs = check_nonnegative_int("warmup_epochs", warmup_epochs)
         self.order = check_choice("order", order, _ORDERS)
         if not isinstance(drop_last, bool):
-            raise ValueError(f"drop_last should be a boolean value, but got drop_last={drop_last!r}")
+            raise ValueError(
+                f"drop_last should be a boolean value, but got drop_last={drop_last!r}"
+            )
         self.drop_last = drop_last
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed should be an integer, but got seed={seed!r}")
@@ -339,10 +346,10 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         m = len(self.modalities)
         # Shared with DataLoader workers (forked or pickled): the assignment, the
         # epoch header [epoch, warm-up, count per modality] and the counters.
-        self._table = torch.full((self.num_samples,), FILTERED, dtype=torch.int8).share_memory_()
-        self._header = torch.zeros(2 + m, dtype=torch.int64).share_memory_()
+        self._table = _shared(torch.full((self.num_samples,), FILTERED, dtype=torch.int8))
+        self._header = _shared(torch.zeros(2 + m, dtype=torch.int64))
         width = _PER_SLOT * (m + 1) + 2
-        self._counters = torch.zeros((MAX_WORKERS, width), dtype=torch.int64).share_memory_()
+        self._counters = _shared(torch.zeros((MAX_WORKERS, width), dtype=torch.int64))
         self._live: _WorkerEpoch | None = None
         self._pending: dict[str, Any] | None = None
         self.set_epoch(0)
@@ -455,7 +462,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
                 raise ValueError(
                     f"sample_id={key!r} should name the id in every sample, but a sample "
                     f"of type {type(sample).__name__} has none"
-                    + (f" (keys: {sorted(map(str, sample))})" if isinstance(sample, Mapping) else "")
+                    + (f" (keys: {sorted(map(str, sample))})" if isinstance(sample, dict) else "")
                 ) from None
         return _as_id(value, self.num_samples)
 
@@ -630,7 +637,8 @@ class _WorkerEpoch(Iterator[Plan]):
         else:
             self.counters[:] = 0
         self.it: Iterator[Any] | None = None if self.finished else iter(source)
-        for _ in range(skip if self.it is not None else 0):  # replay a source that cannot restore its position
+        # Replay a source that cannot restore its position.
+        for _ in range(skip if self.it is not None else 0):
             if next(self.it, _END) is _END:  # type: ignore[arg-type]
                 raise ValueError(
                     f"the source ended after fewer than the {skip} samples the resumed "

@@ -17,7 +17,9 @@ from remix_data.integrations.nodes import batch_node, stream_node
 from remix_data.streaming import StreamingRemixer
 
 N, NAMES = 40, ("audio", "video")
-BASE = [{"audio": torch.full((2,), float(i)), "video": torch.full((3,), float(i))} for i in range(N)]
+BASE = [
+    {"audio": torch.full((2,), float(i)), "video": torch.full((3,), float(i))} for i in range(N)
+]
 
 
 def scored(seed: int = 0) -> HardSampleFilter:
@@ -47,9 +49,7 @@ def test_batch_node_yields_the_dataloaders_batches_epoch_after_epoch(workers: in
         got = list(loader)
         assert sampler.epoch == epoch  # set_epoch driven by the graph
         assert keys(got) == keys(expected)
-        assert all(
-            torch.equal(g[0][m], e[0][m]) for g, e in zip(got, expected) for m in NAMES
-        )
+        assert all(torch.equal(g[0][m], e[0][m]) for g, e in zip(got, expected) for m in NAMES)
 
 
 def test_batch_node_resumes_exactly() -> None:
@@ -101,7 +101,9 @@ def decoded_source() -> Loader[Any]:
 @pytest.mark.parametrize("make_source", [lambda: [stream(i) for i in range(N)], decoded_source])
 def test_stream_node_resumes_exactly(make_source: Any) -> None:
     def build() -> Loader[Any]:
-        return Loader(stream_node(remixer_of(make_source(), scored(1)), num_workers=2, initial_epoch=1))
+        return Loader(
+            stream_node(remixer_of(make_source(), scored(1)), num_workers=2, initial_epoch=1)
+        )
 
     full = keys(build())
     for cut in (1, 5):

@@ -159,7 +159,9 @@ def test_every_rank_follows_one_schedule_and_every_sample_is_counted(c: dict[str
         assert filtered == sum(1 for x in assign if x == FILTERED)  # type: ignore[union-attr]
     # bounded buffers
     limit = remixers[0].buffer_size
-    assert all(p <= max(limit, int(sizes.max(initial=0))) for s in stats for p in s["peak"].values())
+    assert all(
+        p <= max(limit, int(sizes.max(initial=0))) for s in stats for p in s["peak"].values()
+    )
     # every sample's own data travels with its id
     for batches in ranks:
         for _, ids, samples in batches:
@@ -271,7 +273,10 @@ class WorkerShards(IterableDataset[dict[str, Any]]):
 def rescore(filt: HardSampleFilter, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     n = filt.num_samples
-    filt.update(torch.arange(n), {"audio": torch.rand(n, generator=gen), "video": torch.rand(n, generator=gen)})
+    filt.update(
+        torch.arange(n),
+        {"audio": torch.rand(n, generator=gen), "video": torch.rand(n, generator=gen)},
+    )
 
 
 @pytest.mark.parametrize("persistent", [False, True])

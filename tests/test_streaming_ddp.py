@@ -50,7 +50,10 @@ def _rank_main(rank: int, store: str, out_dir: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD))
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=WORLD,
         timeout=timedelta(seconds=60),
     )
     try:
@@ -74,7 +77,7 @@ def _rank_main(rank: int, store: str, out_dir: str) -> None:
         for epoch in range(EPOCHS):
             remixer.set_epoch(epoch)  # after warm-up: the synced snapshot (a collective)
             seen = []
-            for batch, index, modality in loader:
+            for _, index, modality in loader:
                 seen.append((modality.tolist(), index.tolist()))
                 # online scoring from this rank's own batches only: the sync merges them
                 losses = torch.rand(len(index), generator=torch.Generator().manual_seed(epoch))
@@ -94,7 +97,10 @@ def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("stream-gloo")
     _write(tmp)
     ctx = mp.start_processes(
-        _rank_main, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=False,
+        _rank_main,
+        args=(str(tmp / "store"), str(tmp)),
+        nprocs=WORLD,
+        join=False,
         start_method="spawn",
     )
     deadline = time.monotonic() + 120.0

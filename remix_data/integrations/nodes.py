@@ -63,7 +63,7 @@ class FetchBatch:
         self.data = data
         self.collate_fn = default_collate if collate_fn is None else collate_fn
 
-    def __call__(self, keys: list[tuple[int, int]]) -> Any:
+    def __call__(self, keys: list[Any]) -> Any:
         return self.collate_fn(self.data.__getitems__(keys))
 
 
@@ -103,14 +103,17 @@ def _graph(
     num_workers: int,
     method: Literal["thread", "process"],
 ) -> Any:
-    from torchdata.nodes import ParallelMapper, SamplerWrapper
+    from torchdata.nodes import ParallelMapper, SamplerWrapper  # type: ignore[import-untyped]
 
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise ValueError(
-            f"num_workers should be a non-negative integer value, but got num_workers={num_workers!r}"
+            "num_workers should be a non-negative integer value, "
+            f"but got num_workers={num_workers!r}"
         )
     if method not in ("thread", "process"):
-        raise ValueError(f"method should be one of ('thread', 'process'), but got method={method!r}")
+        raise ValueError(
+            f"method should be one of ('thread', 'process'), but got method={method!r}"
+        )
     source = SamplerWrapper(sampler, initial_epoch=initial_epoch)
     return ParallelMapper(source, map_fn, num_workers=num_workers, in_order=True, method=method)
 

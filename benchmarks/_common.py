@@ -1,4 +1,7 @@
-"""Shared pieces of the benchmarks: fair A/B timing, machine info, tables and JSON.
+"""Shared pieces of the benchmarks: fair A/B timing, statistics, machine info, tables, JSON.
+
+Every benchmark takes its median, mean ± std, table printing, machine
+description and JSON writer from here.
 
 Fairness rules every benchmark follows: the same dataset object and the same
 ``DataLoader`` keyword arguments on both sides, warm-up runs of each side
@@ -17,7 +20,8 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,8 +36,11 @@ __all__ = [
     "add_common_args",
     "alternate",
     "compare",
+    "finite",
     "machine_info",
+    "mean_std",
     "median",
+    "num_threads",
     "print_table",
     "realistic_filter",
     "setup",
@@ -89,7 +96,32 @@ def spin(seconds: float) -> None:
 
 
 def median(values: Sequence[float]) -> float:
+    """The median, as a float."""
     return float(statistics.median(values))
+
+
+def mean_std(values: Sequence[float]) -> dict[str, float]:
+    """Mean, sample standard deviation (0 for a single value) and count.
+
+    Example:
+        >>> mean_std([1.0, 3.0])
+        {'mean': 2.0, 'std': 1.4142135623730951, 'n': 2}
+    """
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+@contextmanager
+def num_threads(threads: int | None) -> Iterator[None]:
+    """``torch.set_num_threads(threads)`` inside the block (``None``: unchanged)."""
+    old = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def alternate(
@@ -201,9 +233,25 @@ def print_table(
         )
 
 
-def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> Path:
-    """Write ``payload`` as indented JSON, creating parent folders."""
+def finite(obj: Any) -> Any:
+    """``obj`` with every NaN / inf float replaced by ``None`` (tuples become lists).
+
+    Example:
+        >>> finite({"a": [1.0, float("nan")], "b": (float("inf"),)})
+        {'a': [1.0, None], 'b': [None]}
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any], *, indent: int = 1) -> Path:
+    """Write ``payload`` as strict JSON (NaN / inf become ``null``), creating parent folders."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    out.write_text(json.dumps(finite(payload), indent=indent, allow_nan=False) + "\n")
     return out

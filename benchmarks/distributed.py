@@ -1,7 +1,7 @@
 """Distributed cost of remixing: the per-epoch score sync and the per-step path.
 
-Two real ranks (``torch.multiprocessing`` spawn, gloo over a file store on
-loopback, one intra-op thread each, so the two ranks share this machine's cores
+Two real ranks (:func:`remix_data.gloo.run_ranks`: spawn, gloo over a file
+store on loopback, one intra-op thread each, so the two ranks share the cores
 the way two single-threaded trainers would) measure:
 
 - ``sync``: :meth:`~remix_data.HardSampleFilter.sync`, the one collective per
@@ -26,46 +26,39 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._common import NAMES, machine_info, median, print_table, write_json
 from remix_data import HardSampleFilter, ReassemblingBatchSampler
+from remix_data.gloo import run_ranks
 
 __all__ = ["main", "run"]
 
 WORLD = 2
-NAMES = ("audio", "video")
 CLASSES = 10
 
 
-def _median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))
-
-
 def _scored_filter(n: int, rank: int, *, sync: str = "auto") -> HardSampleFilter:
-    """Every sample scored once (identically on all ranks), then this rank's half fresh."""
+    """Every sample scored once, identically on all ranks, then synced: the same table on
+    every rank and nothing fresh (a collective: every rank calls this)."""
     filt = HardSampleFilter(n, NAMES, score="loss", sync=sync)
     gen = torch.Generator().manual_seed(0)
     filt.update(
         torch.arange(n),
         {"audio": torch.rand(n, generator=gen), "video": torch.rand(n, generator=gen)},
     )
-    filt._fresh.zero_()  # as after a sync: the same table on every rank, nothing fresh
+    filt.sync()
     return filt
 
 
@@ -102,9 +95,9 @@ def _time_sync(n: int, rank: int, reps: int) -> dict[str, Any]:
         "n": n,
         "modalities": len(NAMES),
         "bytes": bare.numel() * bare.element_size(),
-        "sync_s": _median(sync),
-        "snapshot_s": _median(snapshot),
-        "all_reduce_s": _median(floor),
+        "sync_s": median(sync),
+        "snapshot_s": median(snapshot),
+        "all_reduce_s": median(floor),
         "sync_seconds": sync,
         "snapshot_seconds": snapshot,
         "all_reduce_seconds": floor,
@@ -154,7 +147,7 @@ def _time_steps(n: int, batch: int, steps: int, reps: int) -> list[dict[str, Any
                 times["update"].append(t_update)
     rows = []
     for mode, (_, sampler, times) in sides.items():
-        t_next, t_update = _median(times["next"]), _median(times["update"])
+        t_next, t_update = median(times["next"]), median(times["update"])
         rows.append(
             {
                 "mode": mode,
@@ -172,48 +165,27 @@ def _time_steps(n: int, batch: int, steps: int, reps: int) -> list[dict[str, Any
     return rows
 
 
-def _rank(rank: int, store: str, out_dir: str, config: dict[str, Any]) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=600),
-    )
-    try:
-        steps = _time_steps(config["step_n"], config["batch_size"], config["steps"], config["reps"])
-        syncs = [_time_sync(n, rank, config["reps"]) for n in config["sizes"]]
-        result = {"rank": rank, "step": steps, "sync": syncs}
-        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int, out_dir: str, config: dict[str, Any]) -> None:
+    steps = _time_steps(config["step_n"], config["batch_size"], config["steps"], config["reps"])
+    syncs = [_time_sync(n, rank, config["reps"]) for n in config["sizes"]]
+    result = {"rank": rank, "step": steps, "sync": syncs}
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
 
 
 def run(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Run both ranks with ``config``; return each rank's results."""
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(
-            _rank,
-            args=(str(Path(tmp) / "store"), tmp, config),
-            nprocs=WORLD,
-            join=True,
-            start_method="spawn",
-        )
+        run_ranks(_rank, WORLD, tmp, tmp, config, timeout=3600, group_timeout=600)
         return [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 
-def _table(title: str, rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
-    cells = [
-        [format(row[key], fmt) if fmt else str(row[key]) for key, fmt in columns] for row in rows
-    ]
-    heads = [key for key, _ in columns]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
-    line = "  ".join(h.rjust(w) for h, w in zip(heads, widths))
-    print(f"\n{title}\n{line}\n{'-' * len(line)}")
-    for c in cells:
-        print("  ".join(v.rjust(w) for v, w in zip(c, widths)))
+SYNC_COLUMNS = (
+    ("n", ",d"), ("MB", ".1f"), ("all_reduce_s", ".3f"), ("sync_s", ".3f"), ("snapshot_s", ".3f")
+)  # fmt: skip
+STEP_COLUMNS = (
+    ("mode", ""), ("num_replicas", "d"), ("next_us", ".1f"), ("update_us", ".1f"),
+    ("step_us", ".1f"),
+)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -243,45 +215,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "config": config,
         "world_size": WORLD,
         "backend": "gloo",
-        "machine": {
-            "torch": torch.__version__,
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "threads_per_rank": 1,
-            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "argv": sys.argv,
-            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        },
+        "machine": {**machine_info(), "threads_per_rank": 1},
         "sync": ranks[0]["sync"],
         "step": ranks[0]["step"],
         "ranks": ranks,
         "seconds": time.perf_counter() - start,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
-    _table(
+    out = write_json(args.out, payload)
+    print_table(
         f"Score sync per remix epoch, {WORLD} gloo ranks, {len(NAMES)} modalities (rank 0)",
         [{**r, "MB": r["bytes"] / 1e6} for r in payload["sync"]],
-        [
-            ("n", ",d"),
-            ("MB", ".1f"),
-            ("all_reduce_s", ".3f"),
-            ("sync_s", ".3f"),
-            ("snapshot_s", ".3f"),
-        ],
+        [(key, key, fmt) for key, fmt in SYNC_COLUMNS],
     )
-    _table(
+    print_table(
         f"Per step (rank 0, batch {config['batch_size']}, N={config['step_n']:,})",
         payload["step"],
-        [
-            ("mode", ""),
-            ("num_replicas", "d"),
-            ("next_us", ".1f"),
-            ("update_us", ".1f"),
-            ("step_us", ".1f"),
-        ],
+        [(key, key, fmt) for key, fmt in STEP_COLUMNS],
     )
     print(f"\nwrote {out}")
     return payload

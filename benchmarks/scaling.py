@@ -7,7 +7,8 @@
 - planning one epoch (the filter's assignment snapshot + the sampler's batch
   plan) for N = 10^4 .. 10^7 samples, and how it grows with N (goal: 10^7 in
   under 1 s on a 2-core machine);
-- bytes per sample held by the filter and by the sampler's plan;
+- bytes per sample held by the filter (the tensors of its state) and by the
+  sampler's plan (what planning an epoch allocates and keeps, traced);
 - the same assignment the way the paper's reference code computes it (softmax
   per batch, then a Python loop per sample over numpy copies: clip, log2 KL
   to the uniform, compare, append), against ours (``update`` per batch +
@@ -22,6 +23,7 @@ import argparse
 import math
 import sys
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
@@ -46,15 +48,24 @@ from benchmarks._common import (
 from remix_data import HardSampleFilter, ReassemblingBatchSampler
 
 
-def _tensor_bytes(obj: Any) -> int:
-    """Bytes of the tensors and arrays an object holds directly (one level deep)."""
-    total = 0
-    for value in vars(obj).values():
-        if isinstance(value, torch.Tensor):
-            total += value.numel() * value.element_size()
-        elif isinstance(value, np.ndarray):
-            total += value.nbytes
-    return total
+def _state_bytes(filt: HardSampleFilter) -> int:
+    """Bytes of the tensors of the filter's state: its score table, flags and snapshot."""
+    state = filt.state_dict()
+    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
+
+
+def _plan_bytes(filt: HardSampleFilter, batch_size: int, epoch: int) -> int:
+    """Bytes a fresh sampler keeps after planning ``epoch`` (the filter's snapshot of that
+    epoch already taken): the memory allocated by ``set_epoch`` and still held, traced by
+    :mod:`tracemalloc` (which sees numpy's allocations)."""
+    sampler = ReassemblingBatchSampler(filt, batch_size, seed=0)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        sampler.set_epoch(epoch)
+        return tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
 
 
 def _per_call_us(update: Callable[..., None], indices: list[torch.Tensor], reps: int) -> float:
@@ -105,9 +116,6 @@ def planning_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
             plan.append(time.perf_counter() - middle)
             assign.append(middle - start)
         total = median([a + p for a, p in zip(assign, plan)])
-        held = sampler._plan
-        assert held is not None
-        sampler_bytes = sum(g.indices.nbytes for g in held.groups) + sys.getsizeof(held.order)
         row = {
             "n": n,
             "assignment_s": median(assign),
@@ -115,14 +123,14 @@ def planning_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
             "total_s": total,
             "ns_per_sample": total / n * 1e9,
             "growth": None,
-            "filter_bytes_per_sample": _tensor_bytes(filt) / n,
-            "sampler_bytes_per_sample": sampler_bytes / n,
+            "filter_bytes_per_sample": _state_bytes(filt) / n,
+            "sampler_bytes_per_sample": _plan_bytes(filt, args.batch_size, args.reps - 1) / n,
         }
         if rows:  # exponent k of total ~ N^k between this size and the previous one
             prev = rows[-1]
             row["growth"] = math.log(total / prev["total_s"]) / math.log(n / prev["n"])
         rows.append(row)
-        del filt, sampler, held
+        del filt, sampler
     return rows
 
 

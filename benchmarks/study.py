@@ -1,10 +1,10 @@
-"""Issue 6: robust remixing variants, chosen on validation data, reported on test.
+"""Robust remixing variants, chosen on validation data, reported on test.
 
 Two tasks, each with a strong and a weak modality:
 
-- ``hapt``: UCI HAPT (:mod:`benchmarks.hapt`), accelerometer (strong) and
-  gyroscope (weak); subjects 1-16 train, 17-21 validation, 22-30 test;
-- ``mfeat``: UCI mfeat (:mod:`benchmarks._mfeat`), views ``fac`` (strong) and
+- ``hapt``: UCI HAPT (:func:`benchmarks.hapt.prepare_data`), accelerometer
+  (strong) and gyroscope (weak); subjects 1-16 train, 17-21 validation, 22-30 test;
+- ``mfeat``: UCI mfeat (:mod:`benchmarks.mfeat`), views ``fac`` (strong) and
   ``mor`` (weak); a fixed stratified 60/20/20 train / validation / test split.
 
 Every run trains on the training part and records the *final* epoch's
@@ -21,7 +21,7 @@ Two stages, the second built on the first's validation numbers only:
    (masked encoder in eval mode); :func:`choose` picks the better base.
 2. The base ``+ class`` (class-aware decoupling), ``+ ema`` (score smoothing
    0.5), ``+ joint25`` (a quarter of every subset in joint batches),
-   ``+ interleave`` and ``+ all`` (:data:`benchmarks.hapt.VARIANTS`), with
+   ``+ interleave`` and ``+ all`` (:data:`benchmarks.methods.VARIANTS`), with
    ``joint`` again as the time reference.
 
 Selection rule, fixed before any run (:data:`CRITERION`): among the remix
@@ -46,24 +46,23 @@ and with ``--small-plot docs/study.png`` a small copy of the figure.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import torch
-
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import hapt
-from benchmarks._mfeat import MfeatJob, MfeatSplits, prepare_mfeat
+from benchmarks._common import machine_info, mean_std, write_json
+from benchmarks.hapt import prepare_data
+from benchmarks.harness import Splits, run_interleaved
+from benchmarks.methods import VARIANTS
+from benchmarks.mfeat import prepare_mfeat
 from remix_data.datasets import HaptData, MfeatData
 
 __all__ = [
@@ -71,7 +70,6 @@ __all__ = [
     "CRITERION",
     "SCHEMA",
     "STAGE1",
-    "Task",
     "choose",
     "goal_check",
     "main",
@@ -98,8 +96,8 @@ CRITERION = (
 
 
 def stage2_methods(base: str) -> list[str]:
-    """``joint`` (time reference) and the variants of ``base`` (:data:`hapt.VARIANTS`)."""
-    return [REFERENCE, *(f"{base}+{suffix}" for suffix in hapt.VARIANTS)]
+    """``joint`` (time reference) and the variants of ``base`` (:data:`VARIANTS`)."""
+    return [REFERENCE, *(f"{base}+{suffix}" for suffix in VARIANTS)]
 
 
 # --------------------------------------------------------------------------- #
@@ -107,31 +105,12 @@ def stage2_methods(base: str) -> list[str]:
 # --------------------------------------------------------------------------- #
 
 
-@dataclass
-class Task:
-    """A data set with a strong and a weak modality, and how to make a job on it."""
-
-    name: str
-    strong: str
-    weak: str
-    data: Any
-    make_job: Callable[..., Any]
-    info: dict[str, Any]
+def _generic(acc: Mapping[str, float], data: Splits) -> dict[str, float]:
+    fused, strong, weak = data.task.keys
+    return {"fused": acc[fused], "strong": acc[strong], "weak": acc[weak]}
 
 
-def hapt_task(data: hapt.HaptSplits) -> Task:
-    return Task("hapt", "acc", "gyro", data, hapt.Job, dict(data.info))
-
-
-def mfeat_task(data: MfeatSplits) -> Task:
-    return Task("mfeat", data.info["strong"], data.info["weak"], data, MfeatJob, dict(data.info))
-
-
-def _generic(acc: Mapping[str, float], task: Task) -> dict[str, float]:
-    return {"fused": acc["fused"], "strong": acc[task.strong], "weak": acc[task.weak]}
-
-
-def _normalize(result: Mapping[str, Any], task: Task, stage: int) -> dict[str, Any]:
+def _normalize(result: Mapping[str, Any], data: Splits, stage: int) -> dict[str, Any]:
     """A run in task-independent terms: ``val`` / ``test`` hold fused, strong, weak."""
     epochs = result["epochs"]
     return {
@@ -139,31 +118,27 @@ def _normalize(result: Mapping[str, Any], task: Task, stage: int) -> dict[str, A
         "seed": result["seed"],
         "stage": stage,
         "method": result["method"],
-        "val": _generic(result["final_val"], task),
-        "test": _generic(result["final"], task),
+        "val": _generic(result["final_val"], data),
+        "test": _generic(result["final"], data),
         "train_time_s": result["train_time_s"],
         "train_cpu_s": result["train_cpu_s"],
         "curves": {
-            split: {k: [_generic(e[split], task)[k] for e in epochs] for k in KEYS}
+            split: {k: [_generic(e[split], data)[k] for e in epochs] for k in KEYS}
             for split in ("val", "test")
         },
-        "weak_share": [e["shares"][task.weak] if "shares" in e else None for e in epochs],
+        "weak_share": [e["shares"][data.task.weak] if "shares" in e else None for e in epochs],
     }
 
 
 def train_seed(
-    task: Task, methods: Sequence[str], seed: int, stage: int, options: Mapping[str, Any]
+    data: Splits, methods: Sequence[str], seed: int, stage: int, options: Mapping[str, Any]
 ) -> list[dict[str, Any]]:
     """Train ``methods`` for one seed, epoch by epoch in turns, one torch thread."""
-    torch.set_num_threads(1)
-    jobs = [task.make_job(m, seed, task.data, **options) for m in methods]
-    while not all(job.done for job in jobs):
-        for job in jobs:
-            job.train_epoch()
-    return [_normalize(job.result(), task, stage) for job in jobs]
+    results = run_interleaved(methods, seed, data, threads=1, **options)
+    return [_normalize(result, data, stage) for result in results]
 
 
-_WORKER_TASK: Task | None = None  # inherited by forked workers
+_WORKER_TASK: Splits | None = None  # inherited by forked workers
 
 
 def _worker(args: tuple[Sequence[str], int, int, Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -172,7 +147,7 @@ def _worker(args: tuple[Sequence[str], int, int, Mapping[str, Any]]) -> list[dic
 
 
 def _train_stage(
-    task: Task,
+    data: Splits,
     methods: Sequence[str],
     seeds: Sequence[int],
     stage: int,
@@ -185,9 +160,9 @@ def _train_stage(
     t0 = time.perf_counter()
     work = [(list(methods), seed, stage, dict(options)) for seed in seeds]
     if jobs <= 1 or len(seeds) <= 1:
-        per_seed = [train_seed(task, *w) for w in work]
+        per_seed = [train_seed(data, *w) for w in work]
     else:
-        _WORKER_TASK = task
+        _WORKER_TASK = data
         try:
             ctx = get_context("fork")
             with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
@@ -198,11 +173,11 @@ def _train_stage(
     _add_time_ratios(runs)
     for r in runs:
         log(
-            f"  {task.name} stage {stage} {r['name']:<26} seed {r['seed']}: val fused "
+            f"  {data.task.name} stage {stage} {r['name']:<26} seed {r['seed']}: val fused "
             f"{r['val']['fused']:.3f} weak {r['val']['weak']:.3f} | train {r['train_time_s']:.1f}s "
             f"({r['time_vs_joint']:.2f}x)"
         )
-    log(f"  {task.name} stage {stage}: {time.perf_counter() - t0:.0f}s wall")
+    log(f"  {data.task.name} stage {stage}: {time.perf_counter() - t0:.0f}s wall")
     return runs
 
 
@@ -217,12 +192,6 @@ def _add_time_ratios(runs: list[dict[str, Any]]) -> None:
 # --------------------------------------------------------------------------- #
 # Selection (validation only) and report                                       #
 # --------------------------------------------------------------------------- #
-
-
-def _mean_std(values: Sequence[float]) -> dict[str, float]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return {"mean": mean, "std": std, "n": len(values)}
 
 
 def _accuracy_runs(runs: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
@@ -244,7 +213,7 @@ def validation_table(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, f
     for name, mine in _accuracy_runs(runs).items():
         row: dict[str, float] = {}
         for key in KEYS:
-            stats = _mean_std([r["val"][key] for r in mine])
+            stats = mean_std([r["val"][key] for r in mine])
             row[key], row[f"{key}_std"] = stats["mean"], stats["std"]
         row["time_vs_joint"] = statistics.fmean(r["time_vs_joint"] for r in mine)
         row["n"] = len(mine)
@@ -298,11 +267,11 @@ def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
             "seeds": [r["seed"] for r in mine],
             "stage": mine[0]["stage"],
             **{
-                split: {k: _mean_std([r[split][k] for r in mine]) for k in KEYS}
+                split: {k: mean_std([r[split][k] for r in mine]) for k in KEYS}
                 for split in ("val", "test")
             },
             **{
-                key: _mean_std([r[key] for r in mine])
+                key: mean_std([r[key] for r in mine])
                 for key in ("train_time_s", "time_vs_joint", "cpu_vs_joint")
             },
         }
@@ -320,9 +289,9 @@ def goal_check(
     out: dict[str, Any] = {"method": chosen, "budget": budget}
     met = True
     for key in ("fused", "weak"):
-        a = _mean_std([r["test"][key] for r in mine])
-        b = _mean_std([ref[r["seed"]]["test"][key] for r in mine])
-        paired = _mean_std([r["test"][key] - ref[r["seed"]]["test"][key] for r in mine])
+        a = mean_std([r["test"][key] for r in mine])
+        b = mean_std([ref[r["seed"]]["test"][key] for r in mine])
+        paired = mean_std([r["test"][key] - ref[r["seed"]]["test"][key] for r in mine])
         spread = max(a["std"], b["std"])
         beats = a["mean"] - b["mean"] > spread
         out[key] = {
@@ -392,7 +361,7 @@ def format_test(
 
 
 def study_task(
-    task: Task,
+    data: Splits,
     seeds: Sequence[int],
     options: Mapping[str, Any],
     *,
@@ -402,12 +371,12 @@ def study_task(
 ) -> dict[str, Any]:
     """Both stages on one task; the JSON-ready section of the report."""
     t0 = time.perf_counter()
-    runs = _train_stage(task, STAGE1, seeds, 1, options, jobs, log)
+    runs = _train_stage(data, STAGE1, seeds, 1, options, jobs, log)
     base_selection = choose(validation_table(runs), BASES, budget=budget)
     base = base_selection["chosen"]
-    log(f"  {task.name}: base chosen on validation: {base}")
+    log(f"  {data.task.name}: base chosen on validation: {base}")
     second = stage2_methods(base)
-    runs += _train_stage(task, second, seeds, 2, options, jobs, log)
+    runs += _train_stage(data, second, seeds, 2, options, jobs, log)
     table = validation_table(runs)
     candidates = [PAPER, *BASES, *second[1:]]
     selection = choose(table, candidates, budget=budget)
@@ -422,9 +391,9 @@ def study_task(
         if r["name"] == REFERENCE and r["stage"] == 2
     )
     return {
-        "data": task.info,
-        "strong": task.strong,
-        "weak": task.weak,
+        "data": dict(data.info),
+        "strong": data.task.strong,
+        "weak": data.task.weak,
         "stages": {"1": list(STAGE1), "2": second},
         "base_selection": base_selection,
         "selection": selection,
@@ -581,29 +550,25 @@ def main(
             "weight_decay": 1e-4,
             "decay_epoch": epochs // 2,
             "threads_per_run": 1,
-            "variants": hapt.VARIANTS,
+            "variants": VARIANTS,
         },
-        "environment": hapt._environment(1),
+        "environment": {**machine_info(), "torch_threads": 1},
         "tasks": {},
     }
     for name in args.tasks:
         if name == "hapt":
-            task = hapt_task(
-                hapt.prepare_data(hapt_data, val_users=args.val_users, quick=args.quick)
-            )
+            data = prepare_data(hapt_data, val_users=args.val_users, quick=args.quick)
         else:
-            task = mfeat_task(prepare_mfeat(mfeat_data, quick=args.quick))
+            data = prepare_mfeat(mfeat_data, quick=args.quick)
         log(
-            f"{name}: {task.info['n_train']} train / {task.info['n_val']} val / "
-            f"{task.info['n_test']} test; seeds {seeds}, {epochs} epochs ({warmup} warm-up)"
+            f"{name}: {data.info['n_train']} train / {data.info['n_val']} val / "
+            f"{data.info['n_test']} test; seeds {seeds}, {epochs} epochs ({warmup} warm-up)"
         )
         report["tasks"][name] = study_task(
-            task, seeds, options, jobs=args.jobs, budget=args.budget, log=log
+            data, seeds, options, jobs=args.jobs, budget=args.budget, log=log
         )
     report["total_time_s"] = time.perf_counter() - t0
-    out: Path = args.out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(hapt.finite_json(report), indent=1) + "\n")
+    out = write_json(args.out, report)
     plots = []
     try:
         plots.append(plot(report, args.plot or out.with_suffix(".png")))

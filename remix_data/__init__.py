@@ -19,11 +19,12 @@ Example:
 """
 
 from .decoupler import PARTIAL_LOADER, ModalityDecoupler, mask_features
-from .filter import FILTERED, HardSampleFilter
+from .filter import HardSampleFilter
 from .losses import remix_loss
-from .sampler import ALL, ReassemblingBatchSampler
+from .sampler import ReassemblingBatchSampler
 from .scores import confidence, cross_entropy
 from .scoring import scoring_pass
+from .vocabulary import ALL, FILTERED
 
 __all__ = [
     "ALL",

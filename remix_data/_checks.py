@@ -4,6 +4,23 @@ Every check raises at the call that received the bad value, with a message that
 names the argument and shows the value, in the style of torch's own
 ``BatchSampler`` ("batch_size should be a positive integer value, but got
 batch_size=0").
+
+One rule decides the error type everywhere in the package:
+
+- ``TypeError`` when the value has the wrong *type*: a float or a bool where an
+  int is needed (``batch_size=2.0``), a non-bool flag (``drop_last="yes"``), a
+  non-string choice, a float index tensor;
+- ``ValueError`` when the type is right but the *value* is not: ``batch_size=0``,
+  an unknown choice (``order="video_first"``), a fraction above 1, an index out
+  of range, a wrong shape.
+
+Example:
+    >>> check_positive_int("batch_size", 0)
+    Traceback (most recent call last):
+    ValueError: batch_size should be a positive integer value, but got batch_size=0
+    >>> check_positive_int("batch_size", 2.0)
+    Traceback (most recent call last):
+    TypeError: batch_size should be a positive integer value, but got batch_size=2.0
 """
 
 from __future__ import annotations
@@ -17,6 +34,8 @@ import torch
 __all__ = [
     "as_index_array",
     "as_index_tensor",
+    "check_bool",
+    "check_int",
     "check_modalities",
     "check_positive_int",
     "check_nonnegative_int",
@@ -25,36 +44,58 @@ __all__ = [
 ]
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value: Any, *, what: str = "an integer") -> int:
+    """Return ``value`` if it is an ``int`` (not a bool), else raise ``TypeError``."""
+    if not _is_int(value):
+        raise TypeError(f"{name} should be {what}, but got {name}={value!r}")
+    return int(value)
+
+
 def check_positive_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an ``int`` > 0, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} should be a positive integer value, but got {name}={value!r}")
-    return value
+    """Return ``value`` if it is an ``int`` > 0 (``TypeError`` / ``ValueError`` otherwise)."""
+    what = "a positive integer value"
+    if check_int(name, value, what=what) <= 0:
+        raise ValueError(f"{name} should be {what}, but got {name}={value!r}")
+    return int(value)
 
 
 def check_nonnegative_int(name: str, value: Any) -> int:
-    """Return ``value`` if it is an ``int`` >= 0, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} should be a non-negative integer value, but got {name}={value!r}")
+    """Return ``value`` if it is an ``int`` >= 0 (``TypeError`` / ``ValueError`` otherwise)."""
+    what = "a non-negative integer value"
+    if check_int(name, value, what=what) < 0:
+        raise ValueError(f"{name} should be {what}, but got {name}={value!r}")
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` if it is a ``bool``, else raise ``TypeError``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} should be a boolean value, but got {name}={value!r}")
     return value
 
 
 def check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
-    """Return ``value`` if it is one of ``choices``, else raise naming ``name``."""
+    """Return ``value`` if it is one of ``choices`` (``TypeError`` for a non-string)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{name} should be one of {tuple(choices)}, but got {name}={value!r}")
     if value not in choices:
         raise ValueError(f"{name} should be one of {tuple(choices)}, but got {name}={value!r}")
-    return str(value)
+    return value
 
 
 def check_fraction(name: str, value: Any, *, allow_zero: bool = False) -> float:
     """Return ``value`` as a float in (0, 1] (or [0, 1] with ``allow_zero``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ok:
-        low_ok = value >= 0 if allow_zero else value > 0
-        ok = bool(low_ok and value <= 1)
-    if not ok:
-        interval = "[0, 1]" if allow_zero else "(0, 1]"
-        raise ValueError(f"{name} should be a number in {interval}, but got {name}={value!r}")
+    interval = "[0, 1]" if allow_zero else "(0, 1]"
+    message = f"{name} should be a number in {interval}, but got {name}={value!r}"
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(message)
+    low_ok = value >= 0 if allow_zero else value > 0
+    if not (low_ok and value <= 1):  # also rejects NaN
+        raise ValueError(message)
     return float(value)
 
 

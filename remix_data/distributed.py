@@ -12,7 +12,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-__all__ = ["is_distributed", "world_info", "world_size", "all_reduce_sum"]
+from ._checks import check_nonnegative_int, check_positive_int
+
+__all__ = [
+    "is_distributed",
+    "world_info",
+    "world_size",
+    "all_reduce_sum",
+    "average_written",
+]
 
 
 def _initialised() -> bool:
@@ -30,15 +38,25 @@ def world_size(group: Any = None) -> int:
 
 
 def world_info(num_replicas: int | None, rank: int | None, group: Any = None) -> tuple[int, int]:
-    """Resolve ``(num_replicas, rank)``: given values win, else ``torch.distributed``'s.
+    """Validate and resolve ``(num_replicas, rank)``; given values win over the group's.
 
     Without an initialised process group the defaults are one replica, rank 0.
+    Raises ``TypeError`` for a non-int and ``ValueError`` for ``num_replicas <
+    1``, ``rank < 0`` or ``rank >= num_replicas``, naming the argument.
     """
+    if num_replicas is not None:
+        check_positive_int("num_replicas", num_replicas)
+    if rank is not None:
+        check_nonnegative_int("rank", rank)
     initialised = _initialised()
     if num_replicas is None:
         num_replicas = dist.get_world_size(group) if initialised else 1
     if rank is None:
         rank = dist.get_rank(group) if initialised else 0
+    if rank >= num_replicas:
+        raise ValueError(
+            f"rank should lie in [0, num_replicas={num_replicas}), but got rank={rank}"
+        )
     return num_replicas, rank
 
 
@@ -58,3 +76,46 @@ def all_reduce_sum(tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
     else:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=group)
     return tensor
+
+
+def average_written(
+    values: torch.Tensor, written: torch.Tensor, group: Any = None, *, epoch: int | None = None
+) -> torch.Tensor:
+    """Average, over the ranks that wrote it, every entry of ``values`` written on some rank.
+
+    ``values`` (float32, finite or ``NaN``) and ``written`` (bool, same shape)
+    are this rank's table and the entries it wrote since the last call. One
+    ``all_reduce`` of a packed float32 tensor (4 + 4 bytes per entry): the sum
+    of the values the ranks wrote and the number of ranks that wrote each entry
+    (a small count, exact in float32), plus a three-number header checking that
+    every rank passed the same ``epoch``. No index travels: entries are matched
+    by position. An entry written on some rank becomes the mean of the written
+    values, in place; every other entry keeps its value. Returns the bool mask
+    of entries written on some rank.
+
+    If the ranks pass different epochs (compared modulo 64), every rank raises
+    a ``RuntimeError`` after the collective, so none is left waiting.
+    """
+    size = values.numel()
+    packed = torch.empty(2 * size + 3, dtype=torch.float32)
+    total = packed[:size].view(values.shape)
+    count = packed[size : 2 * size].view(values.shape)
+    count.copy_(written)
+    # Branch-free masking (much faster than ``where`` on a random mask): the
+    # table holds only finite values or NaN, NaN -> 0, then keep written entries.
+    torch.nan_to_num(values, nan=0.0, out=total).mul_(count)
+    code = 0 if epoch is None else epoch % 64 + 1
+    packed[2 * size :] = torch.tensor([1.0, code, code * code], dtype=torch.float32)
+    all_reduce_sum(packed, group)
+    ranks, codes, squares = packed[2 * size :].tolist()
+    # All codes are equal iff ranks * sum(c^2) == sum(c)^2 (Cauchy-Schwarz); the
+    # sums are exact in float32 for any realistic world size.
+    if ranks * squares != codes * codes:
+        raise RuntimeError(
+            f"HardSampleFilter.sync: the ranks synced different epochs (this rank: "
+            f"epoch={epoch}); call set_epoch / snapshot with the same epoch on every rank"
+        )
+    seen = count > 0
+    total.div_(count.clamp_(min=1))
+    torch.where(seen, total, values, out=values)
+    return seen

@@ -18,31 +18,27 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ._checks import (
     as_index_array,
     as_index_tensor,
     check_choice,
     check_fraction,
-    check_modalities,
     check_nonnegative_int,
-    check_positive_int,
 )
-from .distributed import all_reduce_sum, is_distributed, world_size
+from .assignment import AssignmentRule
+from .distributed import average_written, is_distributed, world_size
 from .scores import _check_logits, confidence, cross_entropy
+from .states import PairCheck, check_config, gather_ranks, labels_digest, state_tensor
+from .vocabulary import ALL, FILTERED
 
 __all__ = ["HardSampleFilter", "FILTERED"]
 
-#: Assignment value of a sample that trains no modality this epoch.
-FILTERED = -1
-
 logger = logging.getLogger("remix_data")
 
-_SCORES = ("confidence", "loss")
-_UNSCORED = ("spread", "filter")
 _NONFINITE = ("raise", "ignore")
 _SYNC = ("auto", "never")
-_BALANCE = ("none", "class")
 
 
 def _as_numpy(value: Any) -> np.ndarray:
@@ -57,36 +53,23 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-def _per_modality(
-    name: str, value: Any, modalities: tuple[str, ...], *, ratio: bool
-) -> list[float | None]:
-    """Expand a number or a ``{modality: number}`` mapping to one value per modality."""
-    if value is None:
-        return [None] * len(modalities)
-    if isinstance(value, Mapping):
-        unknown = set(value) - set(modalities)
-        if unknown:
-            raise ValueError(
-                f"{name} names unknown modalities {sorted(unknown)}; known: {modalities}"
-            )
-        values = [value.get(m) for m in modalities]
-    else:
-        values = [value] * len(modalities)
-    for v in values:
-        if v is None:
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"{name} should hold finite numbers, but got {name}={value!r}")
-        if ratio and not 0 < v <= 1:
-            raise ValueError(f"{name} should lie in (0, 1], but got {name}={value!r}")
-    return [None if v is None else float(v) for v in values]
-
-
-_STATE_KEYS = (
+# The configuration that shapes an assignment: a state records it, and loading
+# it into a filter configured otherwise is refused.
+_CONFIG_KEYS = (
     "num_samples",
     "modalities",
     "score",
+    "unscored",
+    "keep_ratio",
+    "threshold",
+    "reweight",
+    "labels",
+    "smoothing",
+    "balance",
     "world_size",
+)
+_STATE_KEYS = (
+    *_CONFIG_KEYS,
     "values",
     "fresh",
     "scored",
@@ -95,24 +78,8 @@ _STATE_KEYS = (
     "snapshot_epoch",
     "weights",
     "history",
+    "ranks",
 )
-
-
-def _state_tensor(
-    state: Mapping[str, Any], key: str, shape: tuple[int, ...], *, floating: bool
-) -> torch.Tensor:
-    """``state[key]`` as a CPU tensor of ``shape``; floating iff ``floating``."""
-    value = state[key]
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"state[{key!r}] should be a tensor, but got {type(value).__name__}")
-    if tuple(value.shape) != shape:
-        raise ValueError(
-            f"state[{key!r}] should have shape {shape}, but got shape {tuple(value.shape)}"
-        )
-    if value.is_floating_point() != floating or value.is_complex():
-        kind = "a floating" if floating else "an integer or bool"
-        raise ValueError(f"state[{key!r}] should have {kind} dtype, but got {value.dtype}")
-    return value.detach().cpu()
 
 
 class HardSampleFilter:
@@ -187,32 +154,25 @@ class HardSampleFilter:
         process_group: Any = None,
         sync: str = "auto",
     ) -> None:
-        self.num_samples = check_positive_int("num_samples", num_samples)
-        self.modalities = check_modalities("modalities", modalities)
-        self.score = check_choice("score", score, _SCORES)
-        self.unscored = check_choice("unscored", unscored, _UNSCORED)
+        self.rule = AssignmentRule(
+            num_samples,
+            modalities,
+            score=score,
+            unscored=unscored,
+            keep_ratio=keep_ratio,
+            threshold=threshold,
+            reweight=reweight,
+            labels=labels,
+            balance=balance,
+        )
+        self.num_samples = self.rule.num_samples
+        self.modalities = self.rule.modalities
         self.nonfinite = check_choice("nonfinite", nonfinite, _NONFINITE)
         self.sync_mode = check_choice("sync", sync, _SYNC)
-        self.keep_ratio = _per_modality("keep_ratio", keep_ratio, self.modalities, ratio=True)
-        self.threshold = _per_modality("threshold", threshold, self.modalities, ratio=False)
-        if not isinstance(reweight, bool):
-            raise TypeError(f"reweight should be a bool, but got reweight={reweight!r}")
-        self.reweight = reweight
         self.process_group = process_group
-        self.labels: torch.Tensor | None = None
-        if labels is not None:
-            self.labels = as_index_tensor("labels", labels, 2**62)
-            if self.labels.numel() != num_samples:
-                raise ValueError(
-                    f"labels should hold one label per sample ({num_samples}), "
-                    f"but got {self.labels.numel()} labels"
-                )
         self.smoothing = check_fraction("smoothing", smoothing, allow_zero=True)
         if self.smoothing == 1.0:
             raise ValueError("smoothing should be below 1 (1 never changes a score), got 1.0")
-        self.balance = check_choice("balance", balance, _BALANCE)
-        if self.balance == "class" and self.labels is None:
-            raise ValueError("balance='class' needs labels=..., but got labels=None")
         m, n = len(self.modalities), num_samples
         self._position = {name: i for i, name in enumerate(self.modalities)}
         self._values = torch.full((m, n), math.nan, dtype=torch.float32)
@@ -223,6 +183,42 @@ class HardSampleFilter:
         self._snapshot_epoch: int | None = None
         self._weights: torch.Tensor | None = None
         self.history: list[dict[str, Any]] = []
+
+    # The rule's configuration, read-only here: :attr:`rule` holds it.
+    @property
+    def score(self) -> str:
+        """``"confidence"`` or ``"loss"``."""
+        return self.rule.score
+
+    @property
+    def unscored(self) -> str:
+        """The policy for samples with no score: ``"spread"`` or ``"filter"``."""
+        return self.rule.unscored
+
+    @property
+    def keep_ratio(self) -> list[float | None]:
+        """The keep ratio per modality (``None``: keep all)."""
+        return self.rule.keep_ratio
+
+    @property
+    def threshold(self) -> list[float | None]:
+        """The threshold per modality (``None``: none)."""
+        return self.rule.threshold
+
+    @property
+    def reweight(self) -> bool:
+        """Whether filtering reweights the kept samples."""
+        return self.rule.reweight
+
+    @property
+    def labels(self) -> torch.Tensor | None:
+        """The int64 class label per sample, or ``None``."""
+        return self.rule.labels
+
+    @property
+    def balance(self) -> str:
+        """``"none"`` (the paper) or ``"class"``."""
+        return self.rule.balance
 
     # ------------------------------------------------------------------ updates
     def update(
@@ -273,7 +269,7 @@ class HardSampleFilter:
                     f"modality should have the shape of indices {tuple(idx.shape)}, "
                     f"but got {tuple(rows.shape)}"
                 )
-            keep = (rows[None, :] == pos[:, None]) | (rows < 0)[None, :]
+            keep = (rows[None, :] == pos[:, None]) | (rows == ALL)[None, :]
         finite = np.isfinite(values)
         if not finite.all():
             bad = ~finite if keep is None else ~finite & keep
@@ -299,6 +295,85 @@ class HardSampleFilter:
         table[table_rows, where] = values
         self._fresh.numpy()[table_rows, where] = True
         self._scored.numpy()[where] = True
+
+    def set_scores(self, scores: Any, *, modality: str | int | None = None) -> None:
+        """Replace the score table, or one modality's row of it, with ``scores``.
+
+        The public way to load scores computed elsewhere (a previous run, an
+        offline pass, a test). ``NaN`` means "not scored": such an entry is
+        cleared. Smoothing is not applied (the values replace the old ones), the
+        current epoch's snapshot stays frozen, and entries set to a number count
+        as written since the last :meth:`sync`; under ``torch.distributed`` call
+        it on every rank with the same scores.
+
+        Args:
+            scores: float ``[M, N]`` (every modality, ``modality=None``) or
+                ``[N]`` (one modality): a tensor (any device, any floating dtype)
+                or a numpy array, in the score kind of :attr:`score`.
+            modality: the name or id of the row to set; ``None`` sets the table.
+
+        Raises ``TypeError`` for anything but a floating tensor or array and for
+        a ``modality`` that is neither a name nor an int, ``ValueError`` for a
+        wrong shape, an unknown modality and any ``inf`` entry; nothing changes
+        then.
+
+        Example:
+            >>> import torch
+            >>> filt = HardSampleFilter(3, ("audio", "video"))
+            >>> filt.set_scores(torch.tensor([[0.1, 0.9, float("nan")], [0.5, 0.5, 0.5]]))
+            >>> filt.assignment().tolist()
+            [0, 1, 1]
+            >>> filt.set_scores(torch.zeros(3), modality="video")
+            >>> filt.assignment().tolist()
+            [1, 1, 1]
+        """
+        m, n = len(self.modalities), self.num_samples
+        row = None if modality is None else self._modality_id("modality", modality)
+        shape = (m, n) if row is None else (n,)
+        if isinstance(scores, torch.Tensor):
+            if not scores.is_floating_point():
+                raise TypeError(f"scores should have a floating dtype, but got {scores.dtype}")
+            values = scores.detach().to("cpu", torch.float32)
+        elif isinstance(scores, np.ndarray):
+            if scores.dtype.kind != "f":
+                raise TypeError(f"scores should have a floating dtype, but got {scores.dtype}")
+            values = torch.from_numpy(scores.astype(np.float32))
+        else:
+            raise TypeError(
+                f"scores should be a float tensor or array, but got {type(scores).__name__}"
+            )
+        if tuple(values.shape) != shape:
+            what = "[M, N]" if row is None else "[N]"
+            raise ValueError(
+                f"scores should have shape {what} = {shape}, but got {tuple(values.shape)}"
+            )
+        infinite = int(torch.isinf(values).sum())
+        if infinite:
+            raise ValueError(
+                f"scores should be finite or NaN (not scored), but got {infinite} inf entries"
+            )
+        target = self._values if row is None else self._values[row]
+        fresh = self._fresh if row is None else self._fresh[row]
+        target.copy_(values)
+        fresh.copy_(~torch.isnan(values))
+        self._scored.copy_(~torch.isnan(self._values).all(0))
+
+    def _modality_id(self, name: str, value: Any) -> int:
+        """A modality given by name or id as its id, validated."""
+        if isinstance(value, str):
+            if value not in self._position:
+                raise ValueError(
+                    f"{name} should be one of {self.modalities}, but got {name}={value!r}"
+                )
+            return self._position[value]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise TypeError(f"{name} should be a modality name or id, but got {name}={value!r}")
+        if not 0 <= value < len(self.modalities):
+            raise ValueError(
+                f"{name} should lie in [0, {len(self.modalities)}) for modalities="
+                f"{self.modalities}, but got {name}={value!r}"
+            )
+        return int(value)
 
     def _scores(
         self, outputs: Mapping[str, Any], targets: torch.Tensor | None, batch: int
@@ -347,128 +422,14 @@ class HardSampleFilter:
     def assignment(self) -> torch.Tensor:
         """Return the assignment of the current table: int64 ``[num_samples]``.
 
-        Value ``m`` means the sample trains ``modalities[m]``; ``-1`` means it is
+        Value ``m`` means the sample trains ``modalities[m]``; ``FILTERED`` means it is
         filtered out. Computed from this process's table (no collective).
         """
         return self._assign()[0].to(torch.int64)
 
-    def _hardest(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per sample: the hardest modality (int8) and its score.
-
-        Samples with no score anywhere get an arbitrary value here; the caller
-        applies the ``unscored`` policy. The score is only exact when filtering
-        needs it: the last comparison skips it, as planning is a hot path. Runs in
-        numpy (single-threaded, no per-op stalls on a busy machine).
-        """
-        values = self._values.numpy()
-        loss = self.score == "loss"
-        row = values[0]
-        best = np.where(np.isnan(row), -math.inf if loss else math.inf, row)
-        assign = np.zeros(self.num_samples, dtype=np.int8)
-        last = len(self.modalities) - 1
-        need_best = self._filters()
-        for m in range(1, last + 1):
-            row = values[m]
-            # ``>=`` / ``<=`` send ties to the later modality; NaN never compares true.
-            take = row >= best if loss else row <= best
-            if m < last or need_best:
-                best = np.where(take, row, best)
-            assign = take.astype(np.int8) if m == 1 else np.where(take, np.int8(m), assign)
-        return torch.from_numpy(assign), torch.from_numpy(best)
-
     def _assign(self) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """Return (int8 assignment, optional weights, number of unscored samples)."""
-        assign, best = self._hardest()
-        scored = self._scored.numpy()
-        unscored = self.num_samples - int(np.count_nonzero(scored))
-        unscored_mask = torch.from_numpy(~scored) if unscored else torch.zeros(0, dtype=torch.bool)
-        if unscored:
-            if self.unscored == "spread":
-                spread = (np.arange(self.num_samples) % len(self.modalities)).astype(np.int8)
-                assign = torch.from_numpy(np.where(~scored, spread, assign.numpy()))
-            else:
-                assign.masked_fill_(unscored_mask, FILTERED)
-        if self.balance == "class":
-            self._balance_classes(assign, unscored_mask if unscored else None)
-            best = self._values.gather(0, assign.clamp(min=0).long().unsqueeze(0)).squeeze(0)
-        weights = None
-        if self._filters():
-            weights = self._filter_hard(assign, best, unscored_mask if unscored else None)
-        return assign, weights, unscored
-
-    def _balance_classes(self, assign: torch.Tensor, unscored: torch.Tensor | None) -> None:
-        """Re-split every class in the overall modality shares, by relative hardness.
-
-        Quotas per class follow the shares of the paper's rule over all scored
-        samples (largest remainder rounding). Within a class, modality ``m`` (in
-        order, the last takes the rest) gets the samples where it is hardest
-        relative to the best remaining alternative. Unscored samples keep their
-        ``unscored`` policy. Works in place on ``assign``.
-        """
-        assert self.labels is not None
-        m_count = len(self.modalities)
-        # ``hard``: lower is harder for every score kind; a missing score is never hard.
-        hard = -self._values if self.score == "loss" else self._values.clone()
-        hard = torch.nan_to_num(hard, nan=math.inf)
-        scored = self._scored if unscored is None else ~unscored
-        shares = torch.bincount(assign[scored].long(), minlength=m_count).double()
-        if shares.sum() == 0:
-            return
-        shares /= shares.sum()
-        for c in torch.unique(self.labels[scored]).tolist():
-            members = ((self.labels == c) & scored).nonzero().squeeze(1)
-            exact = shares * members.numel()
-            quota = exact.floor().long()
-            short = members.numel() - int(quota.sum())
-            if short:
-                quota[torch.argsort(exact - quota, descending=True, stable=True)[:short]] += 1
-            remaining, alternatives = members, list(range(m_count))
-            for m in range(m_count - 1):
-                alternatives.remove(m)
-                sub = hard[:, remaining]
-                margin = sub[m] - sub[alternatives].amin(0)
-                order = torch.argsort(margin, stable=True)
-                q = int(quota[m])
-                assign[remaining[order[:q]]] = m
-                remaining = remaining[order[q:]]
-            assign[remaining] = m_count - 1
-
-    def _filters(self) -> bool:
-        return any(r is not None for r in self.keep_ratio) or any(
-            t is not None for t in self.threshold
-        )
-
-    def _filter_hard(
-        self, assign: torch.Tensor, best: torch.Tensor, unscored: torch.Tensor | None
-    ) -> torch.Tensor | None:
-        """Apply keep ratio / threshold in place on ``assign``; return weights if asked."""
-        loss = self.score == "loss"
-        weights = torch.ones(self.num_samples, dtype=torch.float32) if self.reweight else None
-        for m in range(len(self.modalities)):
-            ratio, limit = self.keep_ratio[m], self.threshold[m]
-            if ratio is None and limit is None:
-                continue
-            mine = assign == m
-            if unscored is not None:
-                mine &= ~unscored
-            members = mine.nonzero().squeeze(1)
-            if members.numel() == 0:
-                continue
-            scores = best[members]
-            keep = torch.ones(members.numel(), dtype=torch.bool)
-            if limit is not None:
-                keep &= scores > limit if loss else scores < limit
-            if ratio is not None:
-                k = math.ceil(ratio * members.numel())
-                order = torch.sort(scores, descending=loss, stable=True).indices
-                ranked = torch.zeros_like(keep)
-                ranked[order[:k]] = True
-                keep &= ranked
-            assign[members[~keep]] = FILTERED
-            kept = int(keep.sum())
-            if weights is not None and kept:
-                weights[members[keep]] = members.numel() / kept
-        return weights
+        return self.rule(self._values, self._scored.numpy())
 
     # ---------------------------------------------------------------- snapshots
     def snapshot(self, epoch: int) -> torch.Tensor:
@@ -482,6 +443,7 @@ class HardSampleFilter:
         collective, which is what makes a resumed epoch replay the same plan
         (the snapshot is part of :meth:`state_dict`).
         """
+        self._confirm_pair()
         if self._snapshot is not None and self._snapshot_epoch == epoch:
             return self._snapshot
         self.sync(epoch=epoch)
@@ -509,11 +471,8 @@ class HardSampleFilter:
 
         Called by :meth:`snapshot` once per epoch; call it yourself only to sync
         more often (every rank must then call it too). One ``all_reduce`` of a
-        packed float32 tensor (4 + 4 bytes per sample and modality): for every
-        table entry, the sum of the values that ranks wrote since the last sync
-        and the number of ranks that wrote it (a small count, exact in float32),
-        plus a three-number header checking that every rank passed the same
-        ``epoch``. No sample index travels: entries are matched by position.
+        packed float32 tensor, 4 + 4 bytes per sample and modality, matched by
+        position (:func:`remix_data.distributed.average_written`).
 
         An entry written on several ranks becomes the mean of their values, one
         written on a single rank takes that rank's value, and every other entry
@@ -529,28 +488,7 @@ class HardSampleFilter:
         """
         if self.sync_mode == "never" or not is_distributed(self.process_group):
             return
-        m, n = self._values.shape
-        size = m * n
-        packed = torch.empty(2 * size + 3, dtype=torch.float32)
-        total, count = packed[:size].view(m, n), packed[size : 2 * size].view(m, n)
-        count.copy_(self._fresh)
-        # Branch-free masking (much faster than ``where`` on a random mask): the
-        # table holds only finite values or NaN, NaN -> 0, then keep fresh entries.
-        torch.nan_to_num(self._values, nan=0.0, out=total).mul_(count)
-        code = 0 if epoch is None else epoch % 64 + 1
-        packed[2 * size :] = torch.tensor([1.0, code, code * code], dtype=torch.float32)
-        all_reduce_sum(packed, self.process_group)
-        ranks, codes, squares = packed[2 * size :].tolist()
-        # All codes are equal iff ranks * sum(c^2) == sum(c)^2 (Cauchy-Schwarz); the
-        # sums are exact in float32 for any realistic world size.
-        if ranks * squares != codes * codes:
-            raise RuntimeError(
-                f"HardSampleFilter.sync: the ranks synced different epochs (this rank: "
-                f"epoch={epoch}); call set_epoch / snapshot with the same epoch on every rank"
-            )
-        seen = count > 0
-        total.div_(count.clamp_(min=1))
-        torch.where(seen, total, self._values, out=self._values)
+        seen = average_written(self._values, self._fresh, self.process_group, epoch=epoch)
         for row in seen:  # row by row: ``seen.any(0)`` is ~50x slower on [M, N]
             self._scored |= row
         self._fresh.zero_()
@@ -598,29 +536,60 @@ class HardSampleFilter:
         return self._describe(assign, unscored, None)
 
     # -------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
+    # Set by a restored sampler until the snapshot epoch it needs is confirmed.
+    _pair_check: PairCheck | None = None
+    _restored = False
+
+    def state_dict(self, *, gather: bool = True) -> dict[str, Any]:
         """Everything needed to resume: the score table, the epoch snapshot and history.
 
-        Keys: ``num_samples``, ``modalities``, ``score`` and ``world_size`` (the
-        ranks of :attr:`process_group`, 1 without ``torch.distributed``), which
-        :meth:`load_state_dict` checks; ``values`` (float32 ``[M, N]``),
-        ``fresh`` (bool ``[M, N]``, entries written since the last :meth:`sync`),
-        ``scored`` (bool ``[N]``), ``ignored``, ``snapshot`` (the int8 assignment
-        of ``snapshot_epoch``, or ``None``), ``weights`` and ``history``. All
-        tensors are copies on the CPU, so the state can be ``torch.save``-d and
-        loaded with ``weights_only=True``.
+        Keys: the configuration that shapes the assignment (``num_samples``,
+        ``modalities``, ``score``, ``unscored``, ``keep_ratio``, ``threshold``,
+        ``reweight``, ``labels`` as a digest, ``smoothing``, ``balance``) and
+        ``world_size`` (the ranks of :attr:`process_group`, 1 without
+        ``torch.distributed``), which :meth:`load_state_dict` checks;
+        ``values`` (float32 ``[M, N]``), ``fresh`` (bool ``[M, N]``, entries
+        written since the last :meth:`sync`), ``scored`` (bool ``[N]``),
+        ``ignored``, ``snapshot`` (the int8 assignment of ``snapshot_epoch``,
+        or ``None``), ``weights``, ``history`` and ``ranks``. All tensors are
+        copies on the CPU, so the state can be ``torch.save``-d and loaded with
+        ``weights_only=True``.
 
-        Under ``torch.distributed`` the entries written since the last sync
-        differ between ranks: save every rank's state for an exact resume.
-        Loading one rank's state on every rank still keeps the ranks consistent
-        (they all hold the same table and snapshot), but forgets the other
-        ranks' unsynced updates.
+        Under ``torch.distributed`` (more than one rank, ``sync="auto"``) the
+        entries written since the last sync differ between ranks, and
+        ``gather=True`` (the default) makes this call a **collective: call it
+        on every rank**, at the same point of the loop (Lightning's
+        ``Trainer.save_checkpoint`` and Accelerate's ``save_state`` call state
+        hooks on every rank). ``ranks`` then holds every rank's ``values``,
+        ``fresh`` and ``scored`` (``[W, ...]``, or ``None`` when no rank wrote
+        anything since the last sync) and ``ignored`` (int64 ``[W]``), so the
+        state of any one rank restores every rank exactly. ``gather=False``
+        (and one process, or ``sync="never"``) returns this rank's state alone,
+        without a collective (``ranks`` is ``None``): restoring every rank
+        exactly from such states needs each rank's own.
+
+        Example:
+            >>> filt = HardSampleFilter(3, ("a", "b"), score="loss", smoothing=0.5)
+            >>> state = filt.state_dict()
+            >>> state["smoothing"], state["ranks"] is None
+            (0.5, True)
+            >>> HardSampleFilter(3, ("a", "b"), score="loss").load_state_dict(state)
+            Traceback (most recent call last):
+            ...
+            ValueError: state was saved with smoothing=0.5, but this filter has smoothing=0.0
         """
+        ranks = None
+        if gather and self.sync_mode == "auto" and is_distributed(self.process_group):
+            ranks = gather_ranks(
+                self._values,
+                self._fresh,
+                self._scored,
+                self._ignored,
+                self._snapshot_epoch,
+                self.process_group,
+            )
         return {
-            "num_samples": self.num_samples,
-            "modalities": list(self.modalities),
-            "score": self.score,
-            "world_size": world_size(self.process_group),
+            **self._config(),
             "values": self._values.clone(),
             "fresh": self._fresh.clone(),
             "scored": self._scored.clone(),
@@ -629,42 +598,60 @@ class HardSampleFilter:
             "snapshot_epoch": self._snapshot_epoch,
             "weights": None if self._weights is None else self._weights.clone(),
             "history": copy.deepcopy(self.history),
+            "ranks": ranks,
+        }
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_samples": self.num_samples,
+            "modalities": list(self.modalities),
+            "score": self.score,
+            "unscored": self.unscored,
+            "keep_ratio": list(self.keep_ratio),
+            "threshold": list(self.threshold),
+            "reweight": self.reweight,
+            "labels": labels_digest(self.labels),
+            "smoothing": self.smoothing,
+            "balance": self.balance,
+            "world_size": world_size(self.process_group),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`.
+        """Restore :meth:`state_dict` (no collective: every rank loads a state).
+
+        A state gathered under ``torch.distributed`` restores this rank's own
+        unsynced entries from its ``ranks`` (the rank of :attr:`process_group`),
+        so loading rank 0's state on every rank resumes exactly.
 
         Raises ``ValueError`` naming the key and both values when the state was
-        saved for another dataset size, modality list, score kind or world size,
-        and when a table has the wrong shape, dtype or values (so a damaged state
-        never yields a silent wrong plan). Nothing changes unless every check
-        passes. No collective: every rank loads its own state.
+        saved with another configuration (dataset size, modalities, score kind,
+        ``unscored``, ``keep_ratio``, ``threshold``, ``reweight``, labels,
+        ``smoothing``, ``balance``) or world size; when a table has the wrong
+        shape, dtype (float32 values and weights, bool flags, int8 snapshot) or
+        device, or impossible values; and when a sampler restored from the same
+        run resumes an epoch this state's snapshot does not belong to (see
+        :meth:`ReassemblingBatchSampler.load_state_dict
+        <remix_data.ReassemblingBatchSampler.load_state_dict>`). Nothing changes
+        unless every check passes.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
+        check_config(state, self._config(), _CONFIG_KEYS, "filter")
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"state should contain {missing[0]!r}; got keys {sorted(state)}")
-        for key, mine in (
-            ("num_samples", self.num_samples),
-            ("modalities", list(self.modalities)),
-            ("score", self.score),
-            ("world_size", world_size(self.process_group)),
-        ):
-            theirs = list(state[key]) if key == "modalities" else state[key]
-            if theirs != mine:
-                raise ValueError(
-                    f"state was saved with {key}={state[key]!r}, but this filter has {key}={mine!r}"
-                )
         m, n = len(self.modalities), self.num_samples
-        values = _state_tensor(state, "values", (m, n), floating=True)
+        values = state_tensor(state, "values", (m, n), torch.float32)
+        fresh = state_tensor(state, "fresh", (m, n), torch.bool)
+        scored = state_tensor(state, "scored", (n,), torch.bool)
+        ignored = check_nonnegative_int("state['ignored']", state["ignored"])
+        if state["ranks"] is not None:
+            values, fresh, scored, ignored = self._own_rank(state["ranks"], values, fresh, scored)
         if bool(torch.isinf(values).any()):
             raise ValueError("state['values'] should hold finite scores or NaN, but holds inf")
-        fresh = _state_tensor(state, "fresh", (m, n), floating=False)
-        scored = _state_tensor(state, "scored", (n,), floating=False)
         snap = state["snapshot"]
         if snap is not None:
-            snap = _state_tensor(state, "snapshot", (n,), floating=False)
+            snap = state_tensor(state, "snapshot", (n,), torch.int8)
             if snap.numel() and (int(snap.min()) < FILTERED or int(snap.max()) >= m):
                 raise ValueError(
                     f"state['snapshot'] should hold modality ids in [{FILTERED}, {m}), "
@@ -681,16 +668,61 @@ class HardSampleFilter:
             check_nonnegative_int("state['snapshot_epoch']", snapshot_epoch)
         weights = state["weights"]
         if weights is not None:
-            weights = _state_tensor(state, "weights", (n,), floating=True)
-        ignored = check_nonnegative_int("state['ignored']", state["ignored"])
-        self._values = values.to(torch.float32, copy=True)
-        self._fresh = fresh.to(torch.bool, copy=True)
-        self._scored = scored.to(torch.bool, copy=True)
+            weights = state_tensor(state, "weights", (n,), torch.float32)
+        history = state["history"]
+        if not isinstance(history, list):
+            raise TypeError(f"state['history'] should be a list, but got {type(history).__name__}")
+        if self._pair_check is not None:
+            problem = self._pair_check(snapshot_epoch)
+            if problem is not None:
+                raise ValueError(problem)
+            self._pair_check = None
+        self._values = values.clone()
+        self._fresh = fresh.clone()
+        self._scored = scored.clone()
         self._ignored = ignored
-        self._snapshot = None if snap is None else snap.to(torch.int8, copy=True)
+        self._snapshot = None if snap is None else snap.clone()
         self._snapshot_epoch = snapshot_epoch
-        self._weights = None if weights is None else weights.to(torch.float32, copy=True)
-        self.history = copy.deepcopy(list(state["history"]))
+        self._weights = None if weights is None else weights.clone()
+        self.history = copy.deepcopy(history)
+        self._restored = True
+
+    def _own_rank(
+        self,
+        ranks: Any,
+        values: torch.Tensor,
+        fresh: torch.Tensor,
+        scored: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """This rank's ``(values, fresh, scored, ignored)`` from a gathered ``ranks`` entry."""
+        if not isinstance(ranks, Mapping):
+            raise TypeError(
+                f"state['ranks'] should be a mapping or None, but got {type(ranks).__name__}"
+            )
+        for key in ("ignored", "values", "fresh", "scored"):
+            if key not in ranks:
+                raise ValueError(f"state['ranks'] should contain {key!r}; got {sorted(ranks)}")
+        w = world_size(self.process_group)  # equal to the saved world_size (checked)
+        me = dist.get_rank(self.process_group) if is_distributed(self.process_group) else 0
+        counts = state_tensor(ranks, "ignored", (w,), torch.int64)
+        if bool((counts < 0).any()):
+            raise ValueError(f"state['ranks']['ignored'] should be non-negative, got {counts}")
+        ignored = int(counts[me])
+        if ranks["values"] is None:  # nothing was written since the last sync
+            return values, fresh, scored, ignored
+        m, n = values.shape
+        every = state_tensor(ranks, "values", (w, m, n), torch.float32)
+        flags = state_tensor(ranks, "fresh", (w, m, n), torch.bool)
+        seen = state_tensor(ranks, "scored", (w, n), torch.bool)
+        return every[me], flags[me], seen[me], ignored
+
+    def _confirm_pair(self) -> None:
+        """Run a restored sampler's snapshot-epoch check before the next snapshot."""
+        if self._pair_check is None:
+            return
+        problem, self._pair_check = self._pair_check(self._snapshot_epoch), None
+        if problem is not None:
+            raise ValueError(problem)
 
     def __repr__(self) -> str:
         return (

@@ -1,109 +1,320 @@
-"""Named settings: the paper's recipe and the one our measurements recommend.
+"""Named recipes: the paper's and the one our measurements recommend.
 
-A :class:`Preset` holds keyword arguments for the filter and the sampler, plus
-two settings that live in your loop and model, which the library cannot apply
-for you: how scores are fed back (``scoring``) and what happens to the masked
-modality's encoder (``masked_encoder``). :func:`build` makes the filter and the
-sampler from a preset.
+A :class:`Preset` states the whole recipe: keyword arguments of the filter and
+of the sampler, the warm-up, how the masked modality is hidden (``masking``),
+how scores are fed back (``scoring``) and what happens to a modality's short
+last batch (``drop_last``). :func:`build` turns a preset and your dataset into
+the three parts, wired to each other: ``parts.filter``, ``parts.sampler`` and
+``parts.data`` (the :class:`~remix_data.ModalityDecoupler`).
 
-- :data:`PAPER` — the reference: scoring pass every epoch, sequential order,
-  every sample trains exactly one modality, the masked encoder still runs
-  (feature masking). The library's defaults *are* this preset.
-- :data:`RECOMMENDED` — chosen on validation subjects of UCI HAPT (and checked
-  on the mfeat views): online scoring, class-aware decoupling, a quarter of each
-  subset in joint batches, score smoothing, the interleaved order, and the masked
-  encoder skipped. On the HAPT test subjects it stayed within about one point of
-  joint training's fused accuracy (94.4 ± 0.5 vs 95.0 ± 0.2) at 0.81x its time,
-  where the paper's recipe fell to 83.8 ± 9.2 at 1.22x; it did *not* beat joint
-  training (README, "When remixing helps and when it hurts").
+- :data:`PAPER` -- the reference: a sixth of the run as joint warm-up (10 of 60
+  epochs in the reference code), a scoring pass before every remix epoch,
+  sequential order, every sample trains exactly one modality, feature masking
+  (the masked encoder still runs; its pooled features are zeroed). Filter and
+  sampler keep the library's defaults.
+- :data:`RECOMMENDED` -- chosen on validation subjects of UCI HAPT (and checked
+  on the mfeat views, README "When remixing helps and when it hurts"): the same
+  warm-up, online scoring, class-aware decoupling, a quarter of each subset in
+  joint batches, score smoothing, the interleaved order, and the masked
+  modality dropped from the sample so that the model skips its encoder. It is a
+  "do no harm, faster" setting, not an accuracy gain over joint training.
+
+What the loop does per mode (the parts cannot do it for you):
+
+- ``masking="zeros"``: nothing; the decoupler zeroes the other modalities' inputs.
+- ``masking="drop"``: ``forward`` skips the encoder of a modality missing from
+  the batch (its features are zeros).
+- ``masking="features"``: run every encoder, then
+  ``mask_features(feats, modality, parts.modalities)`` before the fused head.
+- ``scoring="online"``: ``parts.filter.update(index, heads, modality=modality)``
+  after each step.
+- ``scoring="pass"``: ``scoring_pass(fn, parts.data, parts.filter, epoch=e)``
+  before ``parts.sampler.set_epoch(e)`` of every remix epoch.
 
 Example:
+    >>> import torch
     >>> from remix_data.presets import RECOMMENDED, build
-    >>> filt, sampler = build(RECOMMENDED, 100, ("audio", "video"), 8, labels=[0, 1] * 50)
-    >>> filt.balance, sampler.joint_fraction, sampler.order, RECOMMENDED.masked_encoder
-    ('class', 0.25, 'interleave', 'skip')
+    >>> train_set = [{"audio": torch.randn(3), "video": torch.randn(2), "label": i % 2}
+    ...              for i in range(100)]
+    >>> parts = build(RECOMMENDED, train_set, modalities=("audio", "video"),
+    ...               batch_size=8, epochs=30, labels=[i % 2 for i in range(100)])
+    >>> parts.warmup_epochs, parts.sampler.warmup_epochs, parts.data.mask
+    (5, 5, 'drop')
+    >>> parts.filter.balance, parts.sampler.joint_fraction, parts.scoring
+    ('class', 0.25, 'online')
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
+from torch.utils.data import DataLoader
+
+from ._checks import check_positive_int
+from .decoupler import ModalityDecoupler
 from .filter import HardSampleFilter
 from .sampler import ReassemblingBatchSampler
 
-__all__ = ["Preset", "PAPER", "RECOMMENDED", "build"]
+__all__ = ["MASKINGS", "PAPER", "RECOMMENDED", "SCORINGS", "Preset", "RemixParts", "build"]
+
+#: ``Preset.masking`` values and the :class:`ModalityDecoupler` ``mask`` each uses.
+MASKINGS: Mapping[str, str] = MappingProxyType(
+    {"zeros": "zeros", "drop": "drop", "features": "none"}
+)
+#: ``Preset.scoring`` values.
+SCORINGS = ("pass", "online")
+
+_FILTER_KEYS = frozenset(inspect.signature(HardSampleFilter).parameters) - {
+    "num_samples",
+    "modalities",
+    "labels",
+}
+_SAMPLER_KEYS = frozenset(inspect.signature(ReassemblingBatchSampler).parameters) - {
+    "filter",
+    "batch_size",
+}
+# Fields of the preset itself, or arguments of build: never in ``Preset.sampler``.
+_OWN_SAMPLER_KEYS = frozenset({"warmup_epochs", "drop_last", "seed"})
+
+
+def _check_kwargs(what: str, value: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"{what} should be a mapping of keyword arguments, but got {what}={value!r}"
+        )
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise ValueError(
+            f"{what} has unknown keys {unknown} (allowed: {sorted(allowed)}), "
+            f"got {what}={dict(value)!r}"
+        )
+    return MappingProxyType(dict(value))
 
 
 @dataclass(frozen=True)
 class Preset:
-    """A named remix setting.
+    """A named remix recipe; every field is checked at construction.
 
     Attributes:
-        name: short name.
-        filter: keyword arguments for :class:`HardSampleFilter`.
-        sampler: keyword arguments for :class:`ReassemblingBatchSampler`.
-        scoring: ``"pass"`` (call :func:`~remix_data.scoring_pass` before each
-            remix epoch) or ``"online"`` (``filter.update(..., modality=...)`` in
-            the training step).
-        masked_encoder: ``"run"`` (run it, zero its features: the reference code)
-            or ``"skip"`` (do not run it on unimodal batches: its features are
-            zeros, and its BatchNorm statistics never see the other modality's
-            subset; use ``mask="drop"`` or skip it in ``forward``).
+        name: short name (a non-empty string).
+        warmup: joint warm-up before remixing, either an ``int`` number of
+            epochs (``0`` only if you mean it: epoch 0 is then a remix epoch of
+            unscored samples) or a ``float`` fraction of the run in ``(0, 1)``,
+            which :func:`build` turns into ``max(1, round(warmup * epochs))``
+            epochs and for which it therefore needs ``epochs``.
+        masking: ``"zeros"`` (the decoupler zeroes the other modalities' inputs),
+            ``"drop"`` (it removes them from the sample; the model skips their
+            encoders) or ``"features"`` (the sample stays whole; the model zeroes
+            the masked encoders' features with :func:`~remix_data.mask_features`,
+            as the reference code does).
+        scoring: ``"pass"`` (:func:`~remix_data.scoring_pass` before every remix
+            epoch) or ``"online"`` (``filter.update(..., modality=...)`` in the
+            training step).
+        drop_last: batch tail policy of each modality's subset: ``False`` keeps
+            the short last batch (padded to a full global step under DDP),
+            ``True`` drops it (counted in ``sampler.stats()["dropped"]``).
+        filter: extra keyword arguments of :class:`HardSampleFilter`.
+        sampler: extra keyword arguments of :class:`ReassemblingBatchSampler`
+            (not ``warmup_epochs``, ``drop_last`` or ``seed``, which have their
+            own field or :func:`build` argument).
+
+    Example:
+        >>> Preset("mine", warmup=0.25, masking="zeros").warmup
+        0.25
+        >>> Preset("mine", warmup=0.25, masking="input")
+        Traceback (most recent call last):
+        ...
+        ValueError: masking should be one of ['zeros', 'drop', 'features'], but got masking='input'
     """
 
     name: str
+    warmup: int | float
+    masking: str = "features"
+    scoring: str = "pass"
+    drop_last: bool = False
     filter: Mapping[str, Any] = field(default_factory=dict)
     sampler: Mapping[str, Any] = field(default_factory=dict)
-    scoring: str = "pass"
-    masked_encoder: str = "run"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError(f"name should be a non-empty string, but got name={self.name!r}")
+        w = self.warmup
+        if isinstance(w, bool) or not isinstance(w, (int, float)):
+            raise TypeError(
+                f"warmup should be an int (epochs) or a float (fraction of the run), "
+                f"but got warmup={w!r}"
+            )
+        if isinstance(w, int) and w < 0:
+            raise ValueError(f"warmup should be >= 0 epochs, but got warmup={w!r}")
+        if isinstance(w, float) and not 0.0 < w < 1.0:
+            raise ValueError(
+                f"warmup as a fraction of the run should lie in (0, 1), but got warmup={w!r} "
+                "(use an int for a number of epochs)"
+            )
+        if self.masking not in MASKINGS:
+            raise ValueError(
+                f"masking should be one of {list(MASKINGS)}, but got masking={self.masking!r}"
+            )
+        if self.scoring not in SCORINGS:
+            raise ValueError(
+                f"scoring should be one of {list(SCORINGS)}, but got scoring={self.scoring!r}"
+            )
+        if not isinstance(self.drop_last, bool):
+            raise ValueError(
+                f"drop_last should be a boolean value, but got drop_last={self.drop_last!r}"
+            )
+        filt = _check_kwargs("filter", self.filter, _FILTER_KEYS)
+        sampler = _check_kwargs("sampler", self.sampler, _SAMPLER_KEYS - _OWN_SAMPLER_KEYS)
+        object.__setattr__(self, "filter", filt)
+        object.__setattr__(self, "sampler", sampler)
+
+    def warmup_epochs(self, epochs: int | None = None) -> int:
+        """The number of joint warm-up epochs in a run of ``epochs`` epochs.
+
+        Example:
+            >>> PAPER.warmup_epochs(60), PAPER.warmup_epochs(30), PAPER.warmup_epochs(3)
+            (10, 5, 1)
+        """
+        if epochs is not None:
+            check_positive_int("epochs", epochs)
+        if isinstance(self.warmup, int):
+            warmup = self.warmup
+        elif epochs is None:
+            raise ValueError(
+                f"preset {self.name!r} states its warm-up as a fraction of the run "
+                f"(warmup={self.warmup!r}): pass epochs=..., but got epochs=None"
+            )
+        else:
+            # The decimal the user wrote, exactly: 1/6 of 30 epochs is 5.
+            exact = Fraction(repr(self.warmup)) * epochs
+            warmup = max(1, round(exact))
+        if epochs is not None and warmup >= epochs:
+            raise ValueError(
+                f"preset {self.name!r} (warmup={self.warmup!r}) leaves no remix epoch in a run "
+                f"of epochs={epochs}"
+            )
+        return warmup
 
 
 PAPER = Preset(
     name="paper",
-    filter=MappingProxyType({}),
-    sampler=MappingProxyType({"order": "sequential"}),
+    warmup=1 / 6,
+    masking="features",
     scoring="pass",
-    masked_encoder="run",
+    sampler={"order": "sequential"},
 )
 
 RECOMMENDED = Preset(
     name="recommended",
-    filter=MappingProxyType({"balance": "class", "smoothing": 0.5}),
-    sampler=MappingProxyType({"joint_fraction": 0.25, "order": "interleave"}),
+    warmup=1 / 6,
+    masking="drop",
     scoring="online",
-    masked_encoder="skip",
+    filter={"balance": "class", "smoothing": 0.5},
+    sampler={"joint_fraction": 0.25, "order": "interleave"},
 )
+
+
+@dataclass(frozen=True)
+class RemixParts:
+    """What :func:`build` returns: the three parts of one preset, wired together.
+
+    Attributes:
+        preset: the recipe.
+        filter: the score table.
+        sampler: the batch sampler reading ``filter``.
+        data: the dataset wrapper masking as ``preset.masking`` says.
+        warmup_epochs: joint epochs before the first remix epoch.
+    """
+
+    preset: Preset
+    filter: HardSampleFilter
+    sampler: ReassemblingBatchSampler
+    data: ModalityDecoupler
+    warmup_epochs: int
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """The modality names, in the filter's order."""
+        return self.filter.modalities
+
+    @property
+    def masking(self) -> str:
+        """``preset.masking``: what the model does on a unimodal batch."""
+        return self.preset.masking
+
+    @property
+    def scoring(self) -> str:
+        """``preset.scoring``: how scores reach the filter."""
+        return self.preset.scoring
+
+    def loader(self, **kwargs: Any) -> DataLoader[Any]:
+        """``DataLoader(self.data, batch_sampler=self.sampler, **kwargs)``."""
+        for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
+            if key in kwargs:
+                raise ValueError(f"{key} is set by the preset's sampler; got {key}={kwargs[key]!r}")
+        return DataLoader(self.data, batch_sampler=self.sampler, **kwargs)
 
 
 def build(
     preset: Preset,
-    num_samples: int,
-    modalities: Sequence[str],
-    batch_size: int,
+    dataset: Any,
     *,
+    modalities: Sequence[str] | Mapping[str, int],
+    batch_size: int,
+    epochs: int | None = None,
     labels: Any = None,
+    seed: int = 0,
+    filter_kwargs: Mapping[str, Any] | None = None,
     **sampler_kwargs: Any,
-) -> tuple[HardSampleFilter, ReassemblingBatchSampler]:
-    """Make the filter and the sampler of ``preset``.
+) -> RemixParts:
+    """Make the filter, the sampler and the dataset wrapper of ``preset``.
 
     Args:
         preset: :data:`PAPER`, :data:`RECOMMENDED` or your own :class:`Preset`.
-        num_samples, modalities, batch_size: as for the filter and sampler.
+        dataset: your map-style multimodal dataset.
+        modalities: the modality names (dict samples) or ``{name: position}``
+            (tuple samples), as for :class:`ModalityDecoupler`.
+        batch_size: samples per batch (per rank, per micro-batch).
+        epochs: length of the run; needed when ``preset.warmup`` is a fraction.
         labels: class labels per sample (needed by ``balance="class"``; adds
             per-class counts to the history otherwise).
-        **sampler_kwargs: further sampler arguments (``warmup_epochs``, ``seed``,
-            ``num_replicas``, ...), overriding the preset's.
+        seed: the sampler's seed.
+        filter_kwargs: further filter arguments (``process_group``, ...),
+            overriding the preset's.
+        **sampler_kwargs: further sampler arguments (``num_replicas``, ``rank``,
+            ``accumulation_steps``, ``order``, ...), overriding the preset's.
+            The warm-up and tail policy belong to the preset: change them with
+            ``dataclasses.replace(preset, warmup=..., drop_last=...)``.
     """
     if not isinstance(preset, Preset):
         raise TypeError(f"preset should be a Preset, but got preset={preset!r}")
-    filter_kwargs = dict(preset.filter)
-    if filter_kwargs.get("balance") == "class" and labels is None:
+    own = sorted(set(sampler_kwargs) & {"warmup_epochs", "drop_last"})
+    if own:
+        raise ValueError(
+            f"{own[0]} is part of the preset: use dataclasses.replace(preset, "
+            f"{'warmup' if own[0] == 'warmup_epochs' else own[0]}=...), "
+            f"but got {own[0]}={sampler_kwargs[own[0]]!r}"
+        )
+    warmup = preset.warmup_epochs(epochs)
+    extra_filter = _check_kwargs("filter_kwargs", filter_kwargs or {}, _FILTER_KEYS)
+    filter_options = {**preset.filter, **extra_filter}
+    if filter_options.get("balance") == "class" and labels is None:
         raise ValueError(
             f"preset {preset.name!r} decouples per class: pass labels=..., but got labels=None"
         )
-    filt = HardSampleFilter(num_samples, modalities, labels=labels, **filter_kwargs)
-    sampler = ReassemblingBatchSampler(filt, batch_size, **{**preset.sampler, **sampler_kwargs})
-    return filt, sampler
+    data = ModalityDecoupler(dataset, modalities, mask=MASKINGS[preset.masking])
+    filt = HardSampleFilter(len(data), data.modalities, labels=labels, **filter_options)
+    sampler = ReassemblingBatchSampler(
+        filt,
+        batch_size,
+        warmup_epochs=warmup,
+        drop_last=preset.drop_last,
+        seed=seed,
+        **{**preset.sampler, **sampler_kwargs},
+    )
+    return RemixParts(preset, filt, sampler, data, warmup)

@@ -14,7 +14,8 @@ modality's last, incomplete global step is completed by repeating samples of
 that modality (at most one step's worth, counted in :meth:`stats` as
 ``padded``), unless ``drop_last=True`` drops it instead (counted as
 ``dropped``). On one process without accumulation the last batch of a modality
-may be smaller than ``batch_size``, exactly like torch's ``BatchSampler``.
+may be smaller than ``batch_size``, as with torch's ``BatchSampler``, but by
+default never a batch of one sample (see :func:`split_batches`).
 """
 
 from __future__ import annotations
@@ -29,16 +30,25 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ._checks import check_choice, check_fraction, check_nonnegative_int, check_positive_int
+from ._checks import (
+    check_bool,
+    check_choice,
+    check_fraction,
+    check_int,
+    check_nonnegative_int,
+    check_positive_int,
+)
 from .distributed import world_info
 from .filter import HardSampleFilter
+from .seeds import PLAN, epoch_generator
+from .states import snapshot_rule
+from .vocabulary import ALL, Batch
 
-__all__ = ["ALL", "ReassemblingBatchSampler"]
-
-#: Modality id of a joint (all-modality) batch: warm-up epochs and unmasked keys.
-ALL = -1
+__all__ = ["ALL", "TAILS", "BatchSplit", "ReassemblingBatchSampler", "split_batches"]
 
 _ORDERS = ("sequential", "interleave", "random")
+#: How a subset's last batch is cut: see :func:`split_batches`.
+TAILS = ("merge", "keep")
 # State keys that must match between the saved and the loading sampler.
 _CONFIG_KEYS = (
     "num_samples",
@@ -57,16 +67,70 @@ logger = logging.getLogger("remix_data")
 _CHUNK_BATCHES = 64
 
 
-def _epoch_seed(seed: int, epoch: int) -> int:
-    """Mix seed and epoch into one 63-bit generator seed (distinct per pair)."""
-    mixed = seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB
-    return mixed % (2**63 - 1)
-
-
 def _randperm(n: int, gen: torch.Generator) -> torch.Tensor:
     """``randperm`` in int32 where it fits (about 1.5x faster than int64 here)."""
     dtype = torch.int32 if n < 2**31 else torch.int64
     return torch.randperm(n, generator=gen, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """How one subset of ``n`` samples is cut into consecutive batches.
+
+    Every batch holds ``batch_size`` samples except the last, which holds
+    ``last``; the batches cover the first ``kept`` samples of the subset.
+    """
+
+    batch_size: int
+    batches: int  # batches yielded
+    kept: int  # samples yielded: the first ``kept`` of the subset
+    dropped: int  # samples left out: drop_last's tail, or a lone sample under tail="merge"
+    merged: int  # samples that joined the previous batch instead of forming one alone
+
+    @property
+    def last(self) -> int:
+        """Samples in the last batch (0 when there is none)."""
+        return self.kept - (self.batches - 1) * self.batch_size if self.batches else 0
+
+    def sizes(self) -> list[int]:
+        """The size of every batch, in order."""
+        if not self.batches:
+            return []
+        return [self.batch_size] * (self.batches - 1) + [self.last]
+
+
+def split_batches(
+    n: int, batch_size: int, *, drop_last: bool = False, tail: str = "merge"
+) -> BatchSplit:
+    """The tail rule: cut a subset of ``n`` samples into batches of ``batch_size``.
+
+    ``drop_last=True`` drops the incomplete last batch (its samples are counted
+    in ``dropped``). Otherwise the last batch may be short, except that with
+    ``tail="merge"`` (the default) no batch of one sample is ever made when
+    ``batch_size > 1`` (it would crash BatchNorm in training mode): a lone
+    last sample joins the previous batch, which then holds ``batch_size + 1``
+    samples (counted in ``merged``); a subset of exactly one sample yields no
+    batch and is counted in ``dropped``. ``tail="keep"`` is torch's
+    ``BatchSampler`` (and the paper's code): the last batch keeps whatever is
+    left, one sample included.
+
+    Example:
+        >>> split_batches(9, 4).sizes(), split_batches(9, 4, tail="keep").sizes()
+        ([4, 5], [4, 4, 1])
+        >>> split_batches(9, 4, drop_last=True).sizes(), split_batches(1, 4).dropped
+        ([4, 4], 1)
+    """
+    check_nonnegative_int("n", n)
+    b = check_positive_int("batch_size", batch_size)
+    check_choice("tail", tail, TAILS)
+    full, rest = divmod(n, b)
+    if drop_last:
+        return BatchSplit(b, full, full * b, rest, 0)
+    if rest == 1 and b > 1 and tail == "merge":
+        if full:
+            return BatchSplit(b, full, n, 0, 1)
+        return BatchSplit(b, 0, 0, 1, 0)
+    return BatchSplit(b, full + (rest > 0), n, 0, 0)
 
 
 @dataclass
@@ -79,6 +143,7 @@ class _Group:
     samples: int  # distinct samples of the group on all ranks
     padded: int = 0
     dropped: int = 0
+    merged: int = 0
 
 
 @dataclass
@@ -93,7 +158,7 @@ class _Plan:
         return sum(g.batches for g in self.groups)
 
 
-class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
+class ReassemblingBatchSampler(Sampler[Batch]):
     r"""Yield unimodal batches of ``(index, modality)`` keys from a filter's assignment.
 
     Args:
@@ -118,6 +183,14 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             of every modality's subset is trained in joint batches (modality
             :data:`ALL`, all modalities visible) instead, placed like one more
             modality by ``order`` (first, for ``"sequential"``). 0 is the paper.
+        tail: the last batch of a subset on one process without accumulation
+            (:func:`split_batches`): ``"merge"`` (default) never yields a batch of
+            one sample when ``batch_size > 1`` (a lone last sample joins the
+            previous batch, counted in ``stats()["merged"]``; a subset of one
+            sample is counted in ``dropped``); ``"keep"`` is torch's
+            ``BatchSampler`` and the paper's code (a short last batch, one
+            sample included). Under distribution or accumulation every batch is
+            full (padded or dropped), so the tail rule does not apply.
 
     The assignment of a remix epoch is the filter's :meth:`~HardSampleFilter.snapshot`,
     taken at :meth:`set_epoch` (or at the first use of an epoch): updates made
@@ -128,13 +201,13 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         >>> from remix_data import HardSampleFilter
         >>> filt = HardSampleFilter(num_samples=10, modalities=("audio", "video"))
         >>> sampler = ReassemblingBatchSampler(filt, batch_size=4, warmup_epochs=1)
-        >>> [len(b) for b in sampler]                      # epoch 0: joint warm-up
-        [4, 4, 2]
-        >>> {m for b in sampler for _, m in b}
-        {-1}
+        >>> [(len(b), {m for _, m in b}) for b in sampler]   # epoch 0: joint warm-up
+        [(4, {-1}), (4, {-1}), (2, {-1})]
         >>> sampler.set_epoch(1)      # unscored samples are spread: even -> 0, odd -> 1
-        >>> [sorted({m for _, m in b}) for b in sampler]
-        [[0], [0], [1], [1]]
+        >>> [(len(b), {m for _, m in b}) for b in sampler]   # 4 + 1: no batch of one
+        [(5, {0}), (5, {1})]
+        >>> sampler.stats()["merged"]
+        {'audio': 1, 'video': 1}
     """
 
     def __init__(
@@ -150,6 +223,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         rank: int | None = None,
         accumulation_steps: int = 1,
         joint_fraction: float = 0.0,
+        tail: str = "merge",
     ) -> None:
         super().__init__()
         if not isinstance(filter, HardSampleFilter):
@@ -158,26 +232,12 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.warmup_epochs = check_nonnegative_int("warmup_epochs", warmup_epochs)
         self.order = check_choice("order", order, _ORDERS)
-        if not isinstance(drop_last, bool):
-            raise ValueError(
-                f"drop_last should be a boolean value, but got drop_last={drop_last!r}"
-            )
-        self.drop_last = drop_last
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed should be an integer, but got seed={seed!r}")
-        self.seed = seed
+        self.drop_last = check_bool("drop_last", drop_last)
+        self.seed = check_int("seed", seed)
         self.accumulation_steps = check_positive_int("accumulation_steps", accumulation_steps)
         self.joint_fraction = check_fraction("joint_fraction", joint_fraction, allow_zero=True)
-        if num_replicas is not None:
-            check_positive_int("num_replicas", num_replicas)
-        if rank is not None:
-            check_nonnegative_int("rank", rank)
+        self.tail = check_choice("tail", tail, TAILS)
         self.num_replicas, self.rank = world_info(num_replicas, rank, filter.process_group)
-        if self.rank >= self.num_replicas:
-            raise ValueError(
-                f"rank should lie in [0, num_replicas={self.num_replicas}), "
-                f"but got rank={self.rank}"
-            )
         self.epoch = 0
         self._plan: _Plan | None = None
         # (batches on this rank, distinct samples per group) of ``_plan``.
@@ -261,8 +321,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         # Only ``randperm`` runs in torch (its stream defines the plan); the rest
         # is numpy: single-threaded, where torch's intra-op threads stall on a
         # busy 2-core machine (10-100x slower per op measured there).
-        gen = torch.Generator()
-        gen.manual_seed(_epoch_seed(self.seed, epoch))
+        gen = epoch_generator(self.seed, epoch, PLAN)
         n = self.filter.num_samples
         filtered = 0
         if snapshot is None:
@@ -301,10 +360,11 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         n, b = idx.size, self.batch_size
         per_rank_step = self.accumulation_steps * b
         step = self.num_replicas * per_rank_step
-        if step == b:  # one process, no accumulation: torch BatchSampler semantics
-            keep = n - n % b if self.drop_last else n
-            batches = keep // b if self.drop_last else -(-n // b)
-            return _Group(modality, idx[:keep], batches, n, dropped=n - keep)
+        if step == b:  # one process, no accumulation: the tail rule of ``split_batches``
+            cut = split_batches(n, b, drop_last=self.drop_last, tail=self.tail)
+            return _Group(
+                modality, idx[: cut.kept], cut.batches, n, dropped=cut.dropped, merged=cut.merged
+            )
         rest = n % step
         padded = dropped = 0
         if rest and self.drop_last:
@@ -337,14 +397,14 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
     def __len__(self) -> int:
         return len(self._current_plan())
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[Batch]:
         # The position restarts now; a pending resume offset is consumed only at
         # the first ``next()`` (DataLoader and torchdata call ``iter`` more than
         # once per epoch, and torchdata loads the state in between).
         self._yielded = self._resume or 0
         return self._iterate()
 
-    def _iterate(self) -> Iterator[list[tuple[int, int]]]:
+    def _iterate(self) -> Iterator[Batch]:
         plan = self._current_plan()
         start = self._resume or 0
         self._resume = None
@@ -359,15 +419,20 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             self._yielded = t + 1
             yield batch
 
-    def _batches(self, group: _Group, start: int) -> Iterator[list[tuple[int, int]]]:
+    def _batches(self, group: _Group, start: int) -> Iterator[Batch]:
         """This rank's batches of one group from batch ``start`` on, as key lists."""
         b, m, idx = self.batch_size, group.modality, group.indices
+        if start >= group.batches:
+            return
         chunk = _CHUNK_BATCHES * b
-        for lo in range(start * b, idx.size, chunk):
-            values = idx[lo : lo + chunk].tolist()
+        last = (group.batches - 1) * b  # the last batch runs to the end (it may hold b + 1)
+        for lo in range(start * b, last, chunk):
+            values = idx[lo : min(lo + chunk, last)].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
                 yield list(zip(part, repeat(m, len(part))))
+        tail = idx[last:].tolist()
+        yield list(zip(tail, repeat(m, len(tail))))
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
@@ -390,6 +455,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
             "samples": {n: g.samples for n, g in zip(names, plan.groups)},
             "padded": {n: g.padded for n, g in zip(names, plan.groups)},
             "dropped": {n: g.dropped for n, g in zip(names, plan.groups)},
+            "merged": {n: g.merged for n, g in zip(names, plan.groups)},
             "filtered": plan.filtered,
         }
 
@@ -454,7 +520,12 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         Raises ``ValueError`` naming the key and both values when the state was
         saved with another dataset size, modality list, world size
         (``num_replicas``), batch size, accumulation, seed, warm-up, order or
-        ``drop_last``.
+        ``drop_last``; and when the filter's state comes from another point of
+        the run: a remix epoch resumed after its first batch needs the filter's
+        snapshot of that epoch, and a filter snapshot of a later epoch is only
+        right after the saved epoch was fully handed out (``epoch + 1``). The
+        filter is checked now if it was already restored, else when it is
+        restored or, failing that, at its next snapshot.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
@@ -488,6 +559,7 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
                     f"but got yielded={yielded}"
                 )
             expected = (batches, counts)
+        self._pair_with_filter(epoch, yielded, batches)
         finished = expected is not None and yielded == expected[0]
         if finished and self.epoch > epoch:
             self._resume = self._expected = None
@@ -506,11 +578,26 @@ class ReassemblingBatchSampler(Sampler[list[tuple[int, int]]]):
         self._resume = yielded
         self._expected = expected
 
+    def _pair_with_filter(self, epoch: int, yielded: int, batches: int | None) -> None:
+        """Check that the filter's snapshot belongs to the restored position.
+
+        A filter already restored from a state is checked now; otherwise the
+        check waits for the filter's ``load_state_dict`` or, if the filter is
+        never restored, for its next snapshot (so either load order works).
+        """
+        check = snapshot_rule(epoch, yielded, batches, self.warmup_epochs)
+        if self.filter._restored:
+            problem = check(self.filter.snapshot_epoch)
+            if problem is not None:
+                raise ValueError(problem)
+        else:
+            self.filter._pair_check = check
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(filter={self.filter!r}, batch_size={self.batch_size}, "
             f"warmup_epochs={self.warmup_epochs}, order={self.order!r}, "
             f"drop_last={self.drop_last}, seed={self.seed}, num_replicas={self.num_replicas}, "
             f"rank={self.rank}, accumulation_steps={self.accumulation_steps}, "
-            f"joint_fraction={self.joint_fraction})"
+            f"joint_fraction={self.joint_fraction}, tail={self.tail!r})"
         )

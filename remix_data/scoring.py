@@ -19,10 +19,17 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 
-from ._checks import check_fraction, check_nonnegative_int, check_positive_int
+from ._checks import (
+    check_bool,
+    check_fraction,
+    check_int,
+    check_nonnegative_int,
+    check_positive_int,
+)
 from .decoupler import ModalityDecoupler
 from .distributed import world_info
 from .filter import HardSampleFilter
+from .seeds import SCORING, epoch_generator
 
 __all__ = ["scoring_pass"]
 
@@ -86,13 +93,9 @@ def scoring_pass(
     check_positive_int("batch_size", batch_size)
     check_fraction("fraction", fraction)
     check_nonnegative_int("epoch", epoch)
-    if num_replicas is not None:
-        check_positive_int("num_replicas", num_replicas)
-    if rank is not None:
-        check_nonnegative_int("rank", rank)
+    check_int("seed", seed)
+    check_bool("progress", progress)
     world, me = world_info(num_replicas, rank, filter.process_group)
-    if me >= world:
-        raise ValueError(f"rank should lie in [0, num_replicas={world}), but got rank={me}")
     n = len(data)
     if n != filter.num_samples:
         raise ValueError(
@@ -100,8 +103,7 @@ def scoring_pass(
             "they must describe the same training set"
         )
     if fraction < 1.0:
-        gen = torch.Generator()
-        gen.manual_seed(seed * 1_000_003 + epoch)
+        gen = epoch_generator(seed, epoch, SCORING)
         count = max(1, round(fraction * n))
         chosen = torch.randperm(n, generator=gen)[:count].sort().values.tolist()
     else:

@@ -1,4 +1,4 @@
-"""Plumbing of the HAPT benchmark (``benchmarks/hapt.py``): not its numbers.
+"""Plumbing of the HAPT benchmark (``benchmarks/hapt.py`` on the shared harness): not its numbers.
 
 Most tests run on a tiny synthetic ``HaptData`` (short windows, few per
 subject) so they never skip; one smoke test runs ``--quick`` on the real file
@@ -17,9 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import hapt as bench
-from benchmarks._hapt_model import HaptNet
-from remix_data import ALL
+from benchmarks import methods
+from benchmarks.harness import Job, Splits, run, run_interleaved
+from benchmarks.models import HaptNet
+from remix_data import ALL, remix_loss
 from remix_data.datasets import HaptData, load_hapt
+from remix_data.presets import PAPER, RECOMMENDED, Preset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -41,20 +44,20 @@ def synthetic_hapt(per_user: int = 4, window: int = 32, seed: int = 0) -> HaptDa
 
 
 @pytest.fixture(scope="module")
-def data() -> bench.HaptSplits:
+def data() -> Splits:
     return bench.prepare_data(synthetic_hapt())
 
 
-def _run(method: Any, data: bench.HaptSplits, **kwargs: Any) -> dict[str, Any]:
+def _run(method: Any, data: Splits, **kwargs: Any) -> dict[str, Any]:
     options: dict[str, Any] = {"epochs": 2, "warmup": 1, "batch_size": 16, "width": 4}
     options.update(kwargs)
-    return bench.run(method, 0, data, **options)
+    return run(method, 0, data, **options)
 
 
-def test_prepare_data_splits_by_subject_and_normalises_on_train(data: bench.HaptSplits) -> None:
+def test_prepare_data_splits_by_subject_and_normalises_on_train(data: Splits) -> None:
     assert data.info["n_train"] == 21 * 4 and data.info["n_test"] == 9 * 4
     assert data.val is None
-    mean = data.train.acc.mean(dim=(0, 2))
+    mean = data.train.inputs["acc"].mean(dim=(0, 2))
     assert torch.allclose(mean, torch.zeros(3), atol=1e-4)
     val = bench.prepare_data(synthetic_hapt(), val_users=[20, 21])
     assert val.val is not None and len(val.val) == 8 and len(val.train) == 19 * 4
@@ -63,10 +66,8 @@ def test_prepare_data_splits_by_subject_and_normalises_on_train(data: bench.Hapt
         bench.prepare_data(synthetic_hapt(), val_users=[25])
 
 
-@pytest.mark.parametrize("method", list(bench.METHODS))
-def test_every_method_runs_one_warmup_and_one_remix_epoch(
-    method: str, data: bench.HaptSplits
-) -> None:
+@pytest.mark.parametrize("method", list(methods.METHODS))
+def test_every_method_runs_one_warmup_and_one_remix_epoch(method: str, data: Splits) -> None:
     result = _run(method, data)
     cfg = result["method"]
     assert cfg["name"] == method
@@ -93,7 +94,7 @@ def test_every_method_runs_one_warmup_and_one_remix_epoch(
 
 
 def test_skip_encoder_never_runs_the_masked_encoder(
-    data: bench.HaptSplits, monkeypatch: pytest.MonkeyPatch
+    data: Splits, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: dict[str, list[int]] = {"acc": [], "gyro": []}
     original = HaptNet.__init__
@@ -124,12 +125,12 @@ def test_skip_encoder_never_runs_the_masked_encoder(
 def test_step_losses_follow_the_recipe() -> None:
     torch.manual_seed(0)
     model = HaptNet(("gyro", "acc"), 6, width=4)
-    cfg = bench.method_config("remix")
+    cfg = methods.method_config("remix", bench.HAPT.modalities)
     x = {"acc": torch.randn(5, 3, 32), "gyro": torch.randn(5, 3, 32), "label": torch.arange(5)}
     y = x["label"]
     fa, fg = model.encoders["acc"](x["acc"]), model.encoders["gyro"](x["gyro"])
 
-    loss, logits = bench._step(model, cfg, x, torch.full((5,), ALL))
+    loss, logits = methods.train_step(model, cfg, x, torch.full((5,), ALL))
     fused = model.fused(torch.cat([fg, fa], 1))
     expected = F.cross_entropy(fused, y) + 0.5 * (
         F.cross_entropy(model.heads["acc"](fa), y) + F.cross_entropy(model.heads["gyro"](fg), y)
@@ -139,25 +140,73 @@ def test_step_losses_follow_the_recipe() -> None:
 
     acc_id = cfg["modalities"].index("acc")
     for skip in (False, True):
-        cfg_m = bench.method_config("remix", skip_encoder=skip)
-        loss, logits = bench._step(model, cfg_m, x, torch.full((5,), acc_id))
+        cfg_m = methods.method_config("remix", bench.HAPT.modalities, skip_encoder=skip)
+        loss, logits = methods.train_step(model, cfg_m, x, torch.full((5,), acc_id))
         fused = model.fused(torch.cat([torch.zeros_like(fg), fa], 1))
         expected = F.cross_entropy(fused, y) + F.cross_entropy(model.heads["acc"](fa), y)
         assert torch.allclose(loss, expected, atol=1e-5)
         assert set(logits) == {"acc"}
 
 
-def test_interleaved_jobs_give_the_results_of_separate_runs(data: bench.HaptSplits) -> None:
+def test_step_is_remix_loss_and_leaves_untrained_heads_without_gradient() -> None:
+    torch.manual_seed(0)
+    names = bench.HAPT.modalities
+    model = HaptNet(names, 6, width=4)
+    x = {"acc": torch.randn(6, 3, 32), "gyro": torch.randn(6, 3, 32), "label": torch.arange(6)}
+    mixed = torch.tensor([ALL, 0, 1, ALL, 1, 0])
+    cfg = methods.method_config("remix-skip+joint25", names, joint_head_weight=0.25)
+    loss, logits = methods.train_step(model, cfg, x, mixed)
+    feats = {m: model.encoders[m](x[m]) for m in names}
+    masked = {m: f * ((mixed == i) | (mixed == ALL)).float()[:, None] for i, (m, f) in
+              enumerate(feats.items())}  # fmt: skip
+    heads = {m: model.heads[m](masked[m]) for m in names}
+    expected = remix_loss(model.fuse(masked), heads, x["label"], mixed, names, joint_weight=0.25)
+    assert torch.allclose(loss, expected, atol=1e-6) and set(logits) == set(names)
+
+    for skip in (False, True):
+        model.zero_grad(set_to_none=True)
+        cfg = methods.method_config("remix", names, skip_encoder=skip)
+        loss, logits = methods.train_step(model, cfg, x, torch.full((6,), 1))
+        loss.backward()
+        assert set(logits) == {names[1]}
+        assert all(p.grad is None for p in model.heads[names[0]].parameters())
+        assert all(p.grad is not None for p in model.heads[names[1]].parameters())
+        encoder_grads = [p.grad for p in model.encoders[names[0]].parameters()]
+        if skip:  # the skipped encoder never ran
+            assert all(g is None for g in encoder_grads)
+        else:  # it ran, and its masked features carry zero gradient
+            assert all(g is not None and not g.any() for g in encoder_grads)
+
+
+def test_methods_are_built_from_the_presets() -> None:
+    names = bench.HAPT.modalities
+
+    def resolved(method: Any) -> dict[str, Any]:
+        return {k: v for k, v in methods.method_config(method, names).items() if k != "name"}
+
+    assert resolved("remix") == resolved(methods.from_preset(PAPER))
+    assert resolved("remix-skip+all") == resolved(methods.from_preset(RECOMMENDED))
+    assert methods.METHODS["remix"]["skip_encoder"] is (PAPER.masked_encoder == "skip")
+    assert methods.METHODS["remix-skip+all"]["skip_encoder"] is (
+        RECOMMENDED.masked_encoder == "skip"
+    )
+    assert resolved("remix-skip+all")["order"] == RECOMMENDED.sampler["order"]
+    assert resolved("remix-skip+all")["filter"] == dict(RECOMMENDED.filter)
+    with pytest.raises(ValueError, match="masked_encoder"):
+        methods.from_preset(Preset(name="odd", masked_encoder="sometimes"))
+
+
+def test_interleaved_jobs_give_the_results_of_separate_runs(data: Splits) -> None:
     options: dict[str, Any] = {"epochs": 2, "warmup": 1, "batch_size": 16, "width": 4}
-    methods = ["joint", "remix", "remix-online"]
-    together = bench.run_interleaved(methods, 1, data, **options)
-    for method, shared in zip(methods, together):
-        alone = bench.run(method, 1, data, **options)
+    names = ["joint", "remix", "remix-online"]
+    together = run_interleaved(names, 1, data, **options)
+    for method, shared in zip(names, together):
+        alone = run(method, 1, data, **options)
         assert shared["method"] == alone["method"]
         for a, b in zip(shared["epochs"], alone["epochs"]):
             assert a["test"] == b["test"] and a["train_loss"] == b["train_loss"]
             assert a.get("shares") == b.get("shares")
-    job = bench.Job("remix", 0, data, **options)
+    job = Job("remix", 0, data, **options)
     with pytest.raises(RuntimeError, match="no epoch"):
         job.result()
     job.train_epoch()
@@ -167,23 +216,26 @@ def test_interleaved_jobs_give_the_results_of_separate_runs(data: bench.HaptSpli
 
 
 def test_method_config_validation() -> None:
-    cfg = bench.method_config("remix-online", order="interleave")
+    names = bench.HAPT.modalities
+    cfg = methods.method_config("remix-online", names, order="interleave")
     assert cfg["order"] == "interleave" and cfg["scoring"] == "online"
     assert cfg["modalities"] == ("gyro", "acc")
-    custom = bench.method_config({"name": "ema", "remix": True, "filter": {"smoothing": 0.5}})
+    custom = methods.method_config(
+        {"name": "ema", "remix": True, "filter": {"smoothing": 0.5}}, names
+    )
     assert custom["filter"] == {"smoothing": 0.5} and custom["scoring"] == "pass"
     with pytest.raises(ValueError, match="unknown method"):
-        bench.method_config("nope")
+        methods.method_config("nope", names)
     with pytest.raises(ValueError, match="unknown keys"):
-        bench.method_config("remix", warmup=3)
+        methods.method_config("remix", names, warmup=3)
     with pytest.raises(ValueError, match="scoring"):
-        bench.method_config("remix", scoring="sometimes")
+        methods.method_config("remix", names, scoring="sometimes")
     with pytest.raises(ValueError, match="modalities"):
-        bench.method_config("remix", modalities=("acc", "audio"))
+        methods.method_config("remix", names, modalities=("acc", "audio"))
 
 
-def test_filter_options_reach_the_filter(data: bench.HaptSplits) -> None:
-    cfg = bench.method_config("remix", filter={"keep_ratio": 0.5})
+def test_filter_options_reach_the_filter(data: Splits) -> None:
+    cfg = methods.method_config("remix", bench.HAPT.modalities, filter={"keep_ratio": 0.5})
     result = _run(cfg, data)
     assert result["epochs"][1]["filtered"] > 0
 
@@ -209,10 +261,10 @@ def _check_report(report: dict[str, Any], methods: list[str], seeds: list[int]) 
         assert all(len(v) == config["epochs"] for v in curves["shares"].values())
     assert report["summary"]["joint"]["time_vs_joint"]["mean"] == pytest.approx(1.0)
     epoch_keys = {"epoch", "phase", "lr", "train_loss", "test", "time_s", "cpu_s"}
-    for run in report["runs"]:
-        assert {"method", "seed", "final", "train_time_s", "epochs", "filter_history"} <= set(run)
-        assert len(run["epochs"]) == config["epochs"]
-        for record in run["epochs"]:
+    for one in report["runs"]:
+        assert {"method", "seed", "final", "train_time_s", "epochs", "filter_history"} <= set(one)
+        assert len(one["epochs"]) == config["epochs"]
+        for record in one["epochs"]:
             assert epoch_keys <= set(record)
             assert set(record["test"]) == {"fused", "acc", "gyro"}
             if record["phase"] == "remix":
@@ -229,7 +281,7 @@ def test_main_writes_json_schema_plot_and_table(
     report = bench.main([*argv, "--val-users", "21"], hapt=synthetic_hapt())
     on_disk = json.loads(out.read_text())  # strict JSON: no NaN
     assert on_disk["summary"].keys() == report["summary"].keys()
-    _check_report(on_disk, list(bench.MAIN_METHODS), [0, 1])
+    _check_report(on_disk, list(methods.MAIN_METHODS), [0, 1])
     assert on_disk["config"]["schedule"] == "sequential"
     assert on_disk["data"]["n_val"] > 0 and "val" in on_disk["runs"][0]["epochs"][0]
     assert out.with_suffix(".png").read_bytes()[:8] == PNG_MAGIC

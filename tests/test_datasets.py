@@ -308,9 +308,14 @@ def test_cache_is_written_atomically_and_rebuilt_when_unusable(
     assert calls == [1, 1, 1]
 
 
-@pytest.mark.parametrize("kwargs", [{"window": 0}, {"step": -1}, {"window": 2.5}])
-def test_load_hapt_rejects_bad_parameters(tmp_path: Path, kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError, match="positive integer"):
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [({"window": 0}, ValueError), ({"step": -1}, ValueError), ({"window": 2.5}, TypeError)],
+)
+def test_load_hapt_rejects_bad_parameters(
+    tmp_path: Path, kwargs: dict[str, object], error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="positive integer"):
         load_hapt(tmp_path, **kwargs)  # type: ignore[arg-type]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -24,10 +25,7 @@ def _filter_with(table: dict, **kwargs) -> HardSampleFilter:
         if idx.numel():
             filt.update(idx, {name: values[m][ok]} if table["score"] == "loss" else {})
     if table["score"] == "confidence":  # confidence needs logits: write the table directly
-        state = filt.state_dict()
-        state["values"] = values.clone()
-        state["scored"] = ~torch.isnan(values).all(0)
-        filt.load_state_dict(state)
+        filt.set_scores(values)
     return filt
 
 
@@ -193,3 +191,37 @@ def test_update_accepts_other_devices_dtypes_and_detaches() -> None:
     values = filt.state_dict()["values"]
     assert values.dtype == torch.float32 and not values.requires_grad
     assert torch.allclose(values[0, [1, 3]], confidence(x).float())
+
+
+def test_set_scores_replaces_the_table_or_one_row_and_validates() -> None:
+    filt = HardSampleFilter(3, ("a", "b"), score="loss", smoothing=0.5)
+    filt.update([0, 1, 2], {"a": torch.tensor([1.0, 1.0, 1.0])})
+    table = torch.tensor([[0.0, 2.0, math.nan], [1.0, 1.0, math.nan]], dtype=torch.float64)
+    filt.set_scores(table)
+    values = filt.state_dict()["values"]
+    assert values.dtype == torch.float32
+    assert torch.equal(values.isnan(), table.isnan())  # NaN clears: no smoothing with the old 1.0
+    assert values[~values.isnan()].tolist() == [0.0, 2.0, 1.0, 1.0]
+    assert filt.stats()["unscored"] == 1 and filt.assignment().tolist() == [1, 0, 2 % 2]
+    assert filt.state_dict()["fresh"].tolist() == [[True, True, False], [True, True, False]]
+    filt.set_scores(np.array([5.0, 0.0, 3.0]), modality=1)
+    assert filt.assignment().tolist() == [1, 0, 1]
+    filt.set_scores(torch.full((3,), math.nan), modality="b")
+    assert filt.assignment().tolist() == [0, 0, 0] and filt.stats()["unscored"] == 1
+    before = filt.state_dict()
+    for kwargs, error, match in (
+        ({"scores": torch.zeros(3, dtype=torch.long)}, TypeError, "floating dtype"),
+        ({"scores": np.zeros((2, 3), dtype=np.int32)}, TypeError, "floating dtype"),
+        ({"scores": [[0.0] * 3] * 2}, TypeError, "float tensor or array"),
+        ({"scores": torch.zeros(3)}, ValueError, r"\[M, N\] = \(2, 3\).*\(3,\)"),
+        ({"scores": torch.zeros(2, 3), "modality": "a"}, ValueError, r"\[N\] = \(3,\)"),
+        ({"scores": torch.zeros(3), "modality": "c"}, ValueError, "modality='c'"),
+        ({"scores": torch.zeros(3), "modality": 2}, ValueError, "modality=2"),
+        ({"scores": torch.zeros(3), "modality": 1.0}, TypeError, "modality=1.0"),
+        ({"scores": torch.tensor([0.0, -math.inf, 1.0]), "modality": 0}, ValueError, "1 inf"),
+    ):
+        with pytest.raises(error, match=match):
+            filt.set_scores(**kwargs)
+    after = filt.state_dict()
+    assert torch.equal(after["values"].nan_to_num(-7), before["values"].nan_to_num(-7))
+    assert torch.equal(after["fresh"], before["fresh"])

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from benchmarks import hapt, study
-from benchmarks._mfeat import MfeatJob, prepare_mfeat
+from benchmarks.harness import Job
+from benchmarks.methods import VARIANTS, method_config
+from benchmarks.mfeat import prepare_mfeat
 from remix_data.datasets import HaptData, MfeatData
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -73,7 +75,7 @@ def test_quick_run_writes_the_schema(report: dict[str, Any]) -> None:
         assert sec["stages"]["2"] == study.stage2_methods(base)
         chosen = sec["selection"]["chosen"]
         assert sec["test_names"] == ["joint", "remix", chosen]
-        assert len(sec["runs"]) == len(saved["config"]["seeds"]) * (4 + 1 + len(hapt.VARIANTS))
+        assert len(sec["runs"]) == len(saved["config"]["seeds"]) * (4 + 1 + len(VARIANTS))
         for run in sec["runs"]:
             assert set(run["val"]) == set(run["test"]) == {"fused", "strong", "weak"}
             assert run["time_vs_joint"] > 0
@@ -168,20 +170,21 @@ def test_goal_check_needs_both_gains_beyond_the_spread_and_the_budget() -> None:
 
 
 def test_variant_presets_reach_the_filter_and_the_sampler() -> None:
-    cfg = hapt.method_config("remix-skip+all")
+    names = hapt.HAPT.modalities
+    cfg = method_config("remix-skip+all", names)
     assert cfg["skip_encoder"] and cfg["scoring"] == "online" and cfg["order"] == "interleave"
     assert cfg["filter"] == {"balance": "class", "smoothing": 0.5}
     assert cfg["sampler"] == {"joint_fraction": 0.25}
-    assert hapt.method_config("remix-online-evalbn+joint25")["masked_encoder_eval"]
-    assert hapt.method_config("joint")["sampler"] == {}
+    assert method_config("remix-online-evalbn+joint25", names)["masked_encoder_eval"]
+    assert method_config("joint", names)["sampler"] == {}
     with pytest.raises(TypeError, match="sampler"):
-        hapt.method_config({"remix": True, "sampler": 0.25})
-    job = hapt.Job("remix-skip+all", 0, hapt.prepare_data(synthetic_hapt()), epochs=2, warmup=1)
+        method_config({"remix": True, "sampler": 0.25}, names)
+    job = Job("remix-skip+all", 0, hapt.prepare_data(synthetic_hapt()), epochs=2, warmup=1)
     assert job.sampler is not None and job.sampler.joint_fraction == 0.25
     assert job.sampler.order == "interleave"
     assert job.filter is not None and job.filter.balance == "class"
     assert job.filter.smoothing == 0.5
-    mjob = MfeatJob("remix-skip+joint25", 0, prepare_mfeat(synthetic_mfeat()), epochs=2, warmup=1)
+    mjob = Job("remix-skip+joint25", 0, prepare_mfeat(synthetic_mfeat()), epochs=2, warmup=1)
     assert mjob.sampler is not None and mjob.sampler.joint_fraction == 0.25
 
 
@@ -191,4 +194,4 @@ def test_mfeat_split_is_stratified_60_20_20() -> None:
     for part in (data.train, data.val, data.test):
         counts = np.bincount(part.label.numpy(), minlength=10)
         assert counts.min() == counts.max()
-    assert abs(float(data.train.views["fac"].mean())) < 1e-5  # train statistics
+    assert abs(float(data.train.inputs["fac"].mean())) < 1e-5  # train statistics

@@ -56,10 +56,7 @@ def _balanced(table: dict) -> HardSampleFilter:
         labels=table["labels"],
         balance="class",
     )
-    state = filt.state_dict()
-    state["values"] = table["values"]
-    state["scored"] = ~torch.isnan(table["values"]).all(0)
-    filt.load_state_dict(state)
+    filt.set_scores(table["values"])
     return filt
 
 
@@ -108,10 +105,7 @@ def test_class_balance_fixes_a_skewed_subset() -> None:
     labels = torch.tensor([0] * 10 + [1] * 10)
     a = torch.cat([torch.zeros(10), torch.ones(10)]) + torch.linspace(0, 0.1, 20)
     filt = HardSampleFilter(20, ("a", "b"), score="confidence", labels=labels, balance="class")
-    state = filt.state_dict()
-    state["values"] = torch.stack([a, torch.full((20,), 0.5)])
-    state["scored"] = torch.ones(20, dtype=torch.bool)
-    filt.load_state_dict(state)
+    filt.set_scores(torch.stack([a, torch.full((20,), 0.5)]))
     filt.snapshot(0)
     counts = filt.stats()["class_counts"]
     assert counts == {"a": [5, 5], "b": [5, 5]}

@@ -74,6 +74,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from .._checks import check_positive_int
+
 __all__ = [
     "HAPT_ACTIVITIES",
     "HAPT_NUM_CLASSES",
@@ -499,12 +501,6 @@ def _write_atomic(path: Path, arrays: dict[str, NDArray[Any]]) -> None:
         raise
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} should be a positive integer value, but got {name}={value!r}")
-    return value
-
-
 def load_hapt(
     cache_dir: str | Path | None = None, *, window: int = 128, step: int = 64
 ) -> HaptData:
@@ -527,8 +523,8 @@ def load_hapt(
         >>> len(data), data.acc.shape[1:]  # doctest: +SKIP
         (10017, (3, 128))
     """
-    window = _check_positive_int("window", window)
-    step = _check_positive_int("step", step)
+    window = check_positive_int("window", window)
+    step = check_positive_int("step", step)
     root = default_cache_dir() if cache_dir is None else Path(cache_dir)
     path = root / _cache_name(window, step)
     cached = _load_cache(path, window, step)

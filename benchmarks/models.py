@@ -1,4 +1,9 @@
-"""The model of the HAPT benchmark: one small 1-D CNN per modality, late fusion.
+"""The models of the HAPT and mfeat jobs: one encoder and one head per modality, late fusion.
+
+Both have what :func:`benchmarks.methods.train_step` needs: ``encoders`` and
+``heads`` (``ModuleDict`` by modality), ``fuse`` and ``feature_dim``.
+
+:class:`HaptNet` (HAPT): one small 1-D CNN per modality.
 
 Each modality (accelerometer, gyroscope: 3 channels x 128 steps) has its own
 encoder, three strided ``Conv1d -> BatchNorm1d -> ReLU`` blocks and global
@@ -11,12 +16,20 @@ for a batch of 64 on one CPU thread (about 3.5x faster than a stride-1 + pool
 design of the same width, measured), so the four methods fit the benchmark's
 five-minute budget.
 
+:class:`MfeatNet` (mfeat): per view an MLP encoder (``Linear -> BatchNorm1d ->
+ReLU``, twice) and a linear head, and a fused linear head on the concatenated
+features.
+
 Example:
     >>> import torch
     >>> net = HaptNet(("gyro", "acc"), num_classes=6, width=8)
     >>> feats = net.features({"gyro": torch.zeros(2, 3, 128), "acc": torch.zeros(2, 3, 128)})
     >>> net.fuse(feats).shape, net.heads["acc"](feats["acc"]).shape
     (torch.Size([2, 6]), torch.Size([2, 6]))
+    >>> net = MfeatNet({"mor": 6, "fac": 216}, num_classes=10, width=8)
+    >>> fused, heads = net({"mor": torch.zeros(4, 6), "fac": torch.zeros(4, 216)})
+    >>> fused.shape, heads["mor"].shape
+    (torch.Size([4, 10]), torch.Size([4, 10]))
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["HaptNet", "make_encoder"]
+__all__ = ["HaptNet", "MfeatNet", "make_encoder"]
 
 
 def make_encoder(in_channels: int = 3, width: int = 32) -> nn.Sequential:
@@ -89,3 +102,40 @@ class HaptNet(nn.Module):
         """Fused logits and each unimodal head's logits, from all modalities."""
         feats = self.features(inputs)
         return self.fuse(feats), {m: self.heads[m](f) for m, f in feats.items()}
+
+
+class MfeatNet(nn.Module):
+    """One MLP encoder and linear head per view; a fused linear head on all features.
+
+    Args:
+        dims: view name -> input features, in the fused head's order.
+        num_classes: output classes.
+        width: features per view.
+    """
+
+    def __init__(self, dims: Mapping[str, int], num_classes: int, *, width: int = 32) -> None:
+        super().__init__()
+        self.modalities = tuple(dims)
+        self.feature_dim = width
+
+        def encoder(d: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Linear(d, 2 * width), nn.BatchNorm1d(2 * width), nn.ReLU(),
+                nn.Linear(2 * width, width), nn.BatchNorm1d(width), nn.ReLU(),
+            )  # fmt: skip
+
+        self.encoders = nn.ModuleDict({m: encoder(d) for m, d in dims.items()})
+        self.heads = nn.ModuleDict({m: nn.Linear(width, num_classes) for m in dims})
+        self.fused = nn.Linear(width * len(self.modalities), num_classes)
+
+    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Fused logits from ``{view: [B, width]}`` features (all views needed)."""
+        out: torch.Tensor = self.fused(torch.cat([features[m] for m in self.modalities], dim=1))
+        return out
+
+    def forward(
+        self, inputs: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Fused logits and each view's head logits, from all views."""
+        feats = {m: self.encoders[m](inputs[m]) for m in self.modalities}
+        return self.fuse(feats), {m: self.heads[m](feats[m]) for m in self.modalities}

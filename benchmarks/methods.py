@@ -1,0 +1,252 @@
+"""The training methods the jobs compare, and the one training step they share.
+
+A method is a dict (:data:`METHOD_DEFAULTS` lists every key). The remix methods
+come from :mod:`remix_data.presets` through :func:`from_preset`, so a preset
+and the method of the same name cannot drift apart: ``remix`` is
+:data:`~remix_data.presets.PAPER`, ``remix-skip+all`` is
+:data:`~remix_data.presets.RECOMMENDED`, the others are those presets with one
+field changed. ``skip_encoder`` is the preset's ``masked_encoder == "skip"``;
+``masked_encoder_eval`` (the masked encoder runs in eval mode, so its
+BatchNorm sees no masked batch) is a diagnostic no preset carries.
+
+:func:`train_step` computes the loss of one batch with
+:func:`remix_data.remix_loss` and masks features with
+:func:`remix_data.mask_features`; :func:`make_loader` builds the loader of a
+method from the library's public constructors.
+
+Adding a method: one entry in :data:`METHODS` (a preset through
+:func:`from_preset`, or a dict of :data:`METHOD_DEFAULTS` keys); a new kind of
+step: one key in :data:`METHOD_DEFAULTS` read by :func:`train_step`.
+
+Example:
+    >>> cfg = method_config("remix-skip", ("gyro", "acc"))
+    >>> cfg["scoring"], cfg["skip_encoder"], cfg["modalities"]
+    ('online', True, ('gyro', 'acc'))
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from remix_data import (
+    ALL,
+    HardSampleFilter,
+    ModalityDecoupler,
+    ReassemblingBatchSampler,
+    mask_features,
+    remix_loss,
+)
+from remix_data.presets import PAPER, RECOMMENDED, Preset
+
+__all__ = [
+    "MAIN_METHODS",
+    "METHODS",
+    "METHOD_DEFAULTS",
+    "VARIANTS",
+    "FusionModel",
+    "from_preset",
+    "make_loader",
+    "method_config",
+    "train_step",
+]
+
+#: Every key a method config may set, with its default. ``modalities`` (the
+#: task's order when ``None``) is also the sequential batch order, and ties in
+#: the filter go to the one listed last.
+METHOD_DEFAULTS: dict[str, Any] = {
+    "remix": False,  # False: joint training on shuffled multimodal batches
+    "scoring": "pass",  # "pass": scoring_pass before each remix epoch; "online"
+    "skip_encoder": False,  # unimodal batches: do not run the masked encoder
+    "masked_encoder_eval": False,  # run the masked encoder in eval mode (frozen BatchNorm)
+    "order": "sequential",  # ReassemblingBatchSampler order
+    "modalities": None,  # None: the task's order (weak first, like the reference's video)
+    "joint_head_weight": 0.5,  # weight of each unimodal head on joint rows
+    "remix_head_weight": 1.0,  # gamma: weight of the active head on unimodal rows
+    "scoring_batch_size": 256,
+    "scoring_fraction": 1.0,
+    "filter": {},  # extra HardSampleFilter keyword arguments (score, smoothing, ...)
+    "sampler": {},  # extra ReassemblingBatchSampler keyword arguments (joint_fraction, ...)
+}
+
+_SCORINGS = ("pass", "online")
+_MASKED_ENCODERS = {"run": False, "skip": True}
+
+
+def from_preset(preset: Preset, **overrides: Any) -> dict[str, Any]:
+    """The method config of a :class:`~remix_data.presets.Preset` (partial; see
+    :func:`method_config`): the filter and sampler arguments, scoring, order, and
+    ``skip_encoder`` from ``masked_encoder``."""
+    if preset.masked_encoder not in _MASKED_ENCODERS:
+        raise ValueError(
+            f"masked_encoder should be one of {tuple(_MASKED_ENCODERS)}, "
+            f"but got masked_encoder={preset.masked_encoder!r} in preset {preset.name!r}"
+        )
+    sampler = dict(preset.sampler)
+    order = sampler.pop("order", METHOD_DEFAULTS["order"])
+    cfg = {
+        "remix": True,
+        "scoring": preset.scoring,
+        "skip_encoder": _MASKED_ENCODERS[preset.masked_encoder],
+        "order": order,
+        "filter": dict(preset.filter),
+        "sampler": sampler,
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+_ONLINE = dataclasses.replace(PAPER, scoring="online")
+_SKIP = dataclasses.replace(_ONLINE, masked_encoder="skip")
+
+#: Named methods; :func:`method_config` fills in :data:`METHOD_DEFAULTS`.
+METHODS: dict[str, dict[str, Any]] = {
+    "joint": {"remix": False},
+    "remix": from_preset(PAPER),
+    "remix-online": from_preset(_ONLINE),
+    "remix-skip": from_preset(_SKIP),
+    # Diagnostics (not in the default --methods): the masked encoder still runs,
+    # but in eval mode, so its BatchNorm running statistics see no masked batch.
+    "remix-evalbn": from_preset(PAPER, masked_encoder_eval=True),
+    "remix-online-evalbn": from_preset(_ONLINE, masked_encoder_eval=True),
+}
+
+_RECOMMENDED = from_preset(RECOMMENDED)
+#: Robust variants, each on top of both online bases: class-aware decoupling,
+#: EMA of the scores, a quarter of every subset in joint batches, interleaved
+#: batches, and all four together (what :data:`~remix_data.presets.RECOMMENDED`
+#: adds to the online recipe).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "class": {"filter": {"balance": "class"}},
+    "ema": {"filter": {"smoothing": 0.5}},
+    "joint25": {"sampler": {"joint_fraction": 0.25}},
+    "interleave": {"order": "interleave"},
+    "all": {key: _RECOMMENDED[key] for key in ("filter", "sampler", "order")},
+}
+for _base in ("remix-skip", "remix-online-evalbn"):
+    for _suffix, _extra in VARIANTS.items():
+        METHODS[f"{_base}+{_suffix}"] = {**METHODS[_base], **copy.deepcopy(_extra)}
+
+#: The methods of the main table (``--methods`` default).
+MAIN_METHODS = ("joint", "remix", "remix-online", "remix-skip")
+
+
+def method_config(
+    method: str | Mapping[str, Any], task_modalities: Sequence[str], /, **overrides: Any
+) -> dict[str, Any]:
+    """Resolve a name of :data:`METHODS` or a partial dict to a full, checked config.
+
+    Args:
+        method: a name or a dict of :data:`METHOD_DEFAULTS` keys (``name``
+            optional).
+        task_modalities: the task's modality names, in the default order.
+        **overrides: keys replacing the method's.
+    """
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; presets: {sorted(METHODS)}")
+        cfg = {"name": method, **copy.deepcopy(METHODS[method])}
+    elif isinstance(method, Mapping):
+        cfg = dict(copy.deepcopy(dict(method)))
+    else:
+        raise TypeError(f"method should be a preset name or a dict, but got {method!r}")
+    cfg.update(overrides)
+    unknown = set(cfg) - set(METHOD_DEFAULTS) - {"name"}
+    if unknown:
+        raise ValueError(f"method config has unknown keys {sorted(unknown)}")
+    full = {"name": cfg.get("name", "custom"), **copy.deepcopy(METHOD_DEFAULTS)}
+    full.update(cfg)
+    if full["scoring"] not in _SCORINGS:
+        raise ValueError(f"scoring should be one of {_SCORINGS}, but got {full['scoring']!r}")
+    names = tuple(task_modalities)
+    order = names if full["modalities"] is None else tuple(full["modalities"])
+    if sorted(order) != sorted(names):
+        raise ValueError(f"modalities should order {names}, but got {full['modalities']!r}")
+    full["modalities"] = order
+    for key, kind in (("filter", "HardSampleFilter"), ("sampler", "ReassemblingBatchSampler")):
+        if not isinstance(full[key], Mapping):
+            raise TypeError(f"{key} should be a dict of {kind} kwargs: {full[key]!r}")
+    return full
+
+
+class FusionModel(Protocol):
+    """What :func:`train_step` needs: per-modality ``encoders`` and ``heads``, a
+    ``fuse`` of all features into fused logits, and ``feature_dim``."""
+
+    encoders: nn.ModuleDict
+    heads: nn.ModuleDict
+    feature_dim: int
+
+    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+def train_step(
+    model: FusionModel,
+    cfg: Mapping[str, Any],
+    sample: Mapping[str, torch.Tensor],
+    modality: torch.Tensor,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss of one batch (:func:`~remix_data.remix_loss`) and the unimodal logits
+    computed on it, for ``filter.update(index, logits, modality=modality)``.
+
+    Joint, unimodal and mixed batches share this path. An encoder no row needs
+    (every row trains another modality) is skipped with ``skip_encoder`` (its
+    features are zeros), run in eval mode with ``masked_encoder_eval``, or run
+    as usual; :func:`~remix_data.mask_features` then zeroes the features of
+    inactive modalities row by row. The head of a modality no row trains is not
+    run: it enters the loss as constant logits with weight 0, so its
+    parameters receive no gradient (and no optimiser update) on that batch.
+    """
+    names: tuple[str, ...] = cfg["modalities"]
+    y = sample["label"]
+    joint_rows = modality == ALL
+    all_joint = bool(joint_rows.all())
+    used = {m: all_joint or bool((joint_rows | (modality == i)).any()) for i, m in enumerate(names)}
+    feats: dict[str, torch.Tensor] = {}
+    for m in names:
+        if not used[m] and cfg["skip_encoder"]:
+            feats[m] = torch.zeros(y.shape[0], model.feature_dim)  # skipped encoder
+        elif not used[m] and cfg["masked_encoder_eval"]:
+            encoder = model.encoders[m]
+            encoder.eval()  # its BatchNorm neither uses nor updates batch statistics
+            feats[m] = encoder(sample[m])
+            encoder.train()
+        else:
+            feats[m] = model.encoders[m](sample[m])
+    if not all_joint:
+        feats = mask_features(feats, modality, names)
+    fused = model.fuse(feats)
+    logits = {m: model.heads[m](feats[m]) for m in names if used[m]}
+    constant = torch.zeros_like(fused.detach())
+    loss = remix_loss(
+        fused, {m: logits.get(m, constant) for m in names}, y, modality, names,
+        joint_weight=float(cfg["joint_head_weight"]), gamma=float(cfg["remix_head_weight"]),
+    )  # fmt: skip
+    return loss, logits
+
+
+def make_loader(
+    cfg: Mapping[str, Any],
+    dataset: ModalityDecoupler,
+    labels: Any,
+    batch_size: int,
+    warmup: int,
+    seed: int,
+) -> tuple[HardSampleFilter | None, ReassemblingBatchSampler | None, DataLoader[Any]]:
+    """The training loader of a method: remix parts, or a plain shuffled loader for joint."""
+    if not cfg["remix"]:
+        gen = torch.Generator()
+        gen.manual_seed(seed)
+        return None, None, DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=gen)
+    filt = HardSampleFilter(len(dataset), cfg["modalities"], labels=labels, **dict(cfg["filter"]))
+    sampler = ReassemblingBatchSampler(
+        filt, batch_size, warmup_epochs=warmup, order=cfg["order"], seed=seed,
+        **dict(cfg["sampler"]),
+    )  # fmt: skip
+    return filt, sampler, DataLoader(dataset, batch_sampler=sampler)

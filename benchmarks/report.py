@@ -1,0 +1,139 @@
+"""Summaries, tables and plots of job results (:meth:`benchmarks.harness.Job.result`).
+
+:func:`summarize` gives per method mean ± std over seeds of the final
+accuracies and of the time against ``joint``; :func:`format_table` prints it
+as Markdown, :func:`plot_runs` draws the per-epoch curves. A new metric is a
+key of the runs' ``final`` records passed in ``keys``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks._common import mean_std
+from benchmarks.harness import Task
+
+__all__ = ["format_shares", "format_table", "per_epoch", "plot_runs", "summarize"]
+
+
+def summarize(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per method: mean ± std over seeds of the final accuracies ``keys``, of the
+    time and of the time ratio to the ``joint`` run of the same seed (``None``
+    without one), the validation accuracies when every run has them, the seeds
+    and :func:`per_epoch` curves."""
+    joint = {r["seed"]: r for r in runs if r["method"]["name"] == "joint"}
+    out: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r["method"]["name"] for r in runs):
+        mine = [r for r in runs if r["method"]["name"] == name]
+        entry: dict[str, Any] = {key: mean_std([r["final"][key] for r in mine]) for key in keys}
+        for key, ratio in (("train_time_s", "time_vs_joint"), ("train_cpu_s", "cpu_vs_joint")):
+            entry[key] = mean_std([r[key] for r in mine])
+            ratios = [r[key] / joint[r["seed"]][key] for r in mine if r["seed"] in joint]
+            entry[ratio] = mean_std(ratios) if ratios else None
+        with_val = [r["final_val"] for r in mine if r.get("final_val")]
+        entry["val"] = (
+            {key: mean_std([v[key] for v in with_val]) for key in keys}
+            if len(with_val) == len(mine)
+            else None
+        )
+        entry["seeds"] = [r["seed"] for r in mine]
+        entry["per_epoch"] = per_epoch(mine, keys)
+        out[name] = entry
+    return out
+
+
+def per_epoch(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, Any]:
+    """Means over seeds, epoch by epoch: test accuracies ``keys``, and shares / class
+    skew of the remix epochs per modality (``None`` where an epoch had none)."""
+
+    def mean(values: list[Any]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.fmean(present) if present else None
+
+    epochs = min(len(r["epochs"]) for r in runs)
+    rows = [[r["epochs"][e] for r in runs] for e in range(epochs)]
+    out: dict[str, Any] = {
+        "test": {k: [mean([x["test"][k] for x in row]) for row in rows] for k in keys}
+    }
+    for key in ("shares", "class_tv"):
+        out[key] = {
+            m: [mean([x[key][m] if key in x else None for x in row]) for row in rows]
+            for m in keys[1:]
+        }
+    return out
+
+
+def format_shares(summary: Mapping[str, Mapping[str, Any]], modality: str) -> str:
+    """Per remix method, the share of ``modality`` in each remix epoch (mean over seeds)."""
+    lines = []
+    for name, s in summary.items():
+        shares = [v for v in s["per_epoch"]["shares"][modality] if v is not None]
+        if shares:
+            lines.append(f"{name:<20} " + " ".join(f"{v:.2f}" for v in shares))
+    return "\n".join(lines)
+
+
+def format_table(summary: Mapping[str, Mapping[str, Any]], task: Task, split: str = "test") -> str:
+    """Markdown: method | fused | strong head | weak head | time (s) | time vs joint.
+
+    A last column gives the CPU-time ratio, steadier than wall time on a shared
+    machine. ``split="val"`` shows the validation accuracies instead.
+    """
+
+    def pct(s: Mapping[str, float]) -> str:
+        return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+    def ratio(s: Mapping[str, float] | None) -> str:
+        return "—" if s is None else f"{s['mean']:.2f}x ± {s['std']:.2f}"
+
+    _, strong, weak = task.keys
+    lines = [
+        f"| method | fused | {strong} head | {weak} head | time (s) | time vs joint "
+        "| CPU time vs joint |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        t = s["train_time_s"]
+        acc = s if split == "test" else s["val"]
+        if acc is None:
+            continue
+        lines.append(
+            f"| {name} | {pct(acc['fused'])} | {pct(acc[strong])} | {pct(acc[weak])} "
+            f"| {t['mean']:.1f} ± {t['std']:.1f} | {ratio(s['time_vs_joint'])} "
+            f"| {ratio(s['cpu_vs_joint'])} |"
+        )
+    return "\n".join(lines)
+
+
+def plot_runs(
+    runs: Sequence[Mapping[str, Any]], path: Path, task: Task, title: str, dpi: int = 100
+) -> Path | None:
+    """Shares and unimodal test accuracy per epoch, one column per method (first seed);
+    ``None`` without matplotlib."""
+    try:
+        from remix_data.plotting import plot_history
+    except ImportError:  # pragma: no cover - plotting is optional
+        return None
+    names = task.keys[1:]
+    histories: dict[str, list[dict[str, Any]]] = {}
+    accuracy: dict[str, dict[str, list[float]]] = {}
+    for r in runs:
+        name = r["method"]["name"]
+        if name in histories:
+            continue  # first seed only
+        histories[name] = list(r["filter_history"])
+        accuracy[name] = {
+            f"{key} head" if key in names else key: [e["test"][key] for e in r["epochs"]]
+            for key in task.keys
+        }
+    try:
+        return plot_history(
+            histories, path, accuracy=accuracy, modalities=names, dpi=dpi, title=title
+        )
+    except ImportError as err:  # matplotlib missing
+        print(f"no plot: {err}", file=sys.stderr)
+        return None

@@ -104,11 +104,13 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
-from ._checks import check_choice, check_nonnegative_int, check_positive_int
+from ._checks import check_bool, check_choice, check_int, check_nonnegative_int, check_positive_int
 from .distributed import world_info
-from .filter import FILTERED, HardSampleFilter
-from .masking import Masker
-from .sampler import ALL, _epoch_seed
+from .filter import HardSampleFilter
+from .masking import Location, Masker
+from .sampler import TAILS, arrange_steps, split_batches
+from .seeds import epoch_generator
+from .vocabulary import ALL, FILTERED
 
 __all__ = ["StreamingRemixer", "step_schedule", "MAX_WORKERS"]
 
@@ -130,17 +132,12 @@ _CONFIG_KEYS = (
     "warmup_epochs",
     "order",
     "drop_last",
+    "tail",
     "buffer_size",
 )
 
 Plan = tuple[int, list[int], list[Any]]
 """One batch before masking: ``(modality, sample ids, samples)``."""
-
-
-def _tail_sizes(n: int, batch_size: int, drop_last: bool) -> list[int]:
-    """Batch sizes of a subset of ``n`` samples on one process (the tail rule)."""
-    full, rest = divmod(n, batch_size)
-    return [batch_size] * full + ([rest] if rest and not drop_last else [])
 
 
 def step_schedule(
@@ -151,6 +148,7 @@ def step_schedule(
     num_replicas: int = 1,
     accumulation_steps: int = 1,
     drop_last: bool = False,
+    tail: str = "merge",
     order: str = "interleave",
     seed: int = 0,
     epoch: int = 0,
@@ -165,7 +163,9 @@ def step_schedule(
         num_replicas, accumulation_steps: one optimiser step of a group takes
             ``num_replicas * accumulation_steps * batch_size`` of its samples; its
             last step is padded (or dropped with ``drop_last``). With both equal
-            to 1 the sizes follow the map-style sampler's tail rule.
+            to 1 the sizes follow the map-style sampler's tail rule,
+            :func:`~remix_data.sampler.split_batches` with ``drop_last`` and
+            ``tail`` (by default no batch of one).
         order: ``"interleave"`` (steps of each group spread evenly) or
             ``"random"`` (shuffled by a generator seeded from ``(seed, epoch)``).
 
@@ -175,13 +175,14 @@ def step_schedule(
 
     Example:
         >>> modality, size = step_schedule([5, 2], batch_size=2)
-        >>> modality.tolist(), size.tolist()
-        ([0, 0, 1, 0], [2, 2, 2, 1])
+        >>> modality.tolist(), size.tolist()     # 5 -> 2 + 3: no batch of one
+        ([0, 1, 0], [2, 2, 3])
     """
     check_positive_int("batch_size", batch_size)
     check_positive_int("num_replicas", num_replicas)
     check_positive_int("accumulation_steps", accumulation_steps)
     check_choice("order", order, _ORDERS)
+    check_choice("tail", tail, TAILS)
     ids = list(range(len(counts))) if groups is None else list(groups)
     if len(ids) != len(counts):
         raise ValueError(f"groups should have one id per count, but got {ids} for {counts}")
@@ -191,20 +192,11 @@ def step_schedule(
     for n in counts:
         check_nonnegative_int("counts", n)
         if step == batch_size:
-            sizes.append(_tail_sizes(n, batch_size, drop_last))
+            sizes.append(split_batches(n, batch_size, drop_last=drop_last, tail=tail).sizes())
         else:
             steps = n // step if drop_last else -(-n // step)
             sizes.append([batch_size] * (steps * k))
-    steps_of = [len(s) // k for s in sizes]
-    owner = np.repeat(np.arange(len(ids)), steps_of)
-    if order == "random" and owner.size:
-        gen = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
-        owner = owner[torch.randperm(owner.size, generator=gen).numpy()]
-    elif owner.size:
-        position = np.concatenate(
-            [(np.arange(s, dtype=np.float64) + 0.5) / s for s in steps_of if s]
-        )
-        owner = owner[np.argsort(position, kind="stable")]
+    owner = arrange_steps([len(s) // k for s in sizes], order, epoch_generator(seed, epoch))
     micro = np.repeat(owner, k)
     out_sizes = np.empty(micro.size, dtype=np.int64)
     for g, group_sizes in enumerate(sizes):
@@ -242,14 +234,18 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         sample_id: the key of the integer sample id in dict samples, or a
             function ``sample -> int`` (see the module notes for WebDataset and
             Hugging Face).
-        positions: for tuple/list samples, ``{modality name: position}``;
-            ``None`` for dict samples keyed by modality name.
+        locations: where modalities sit that are not top-level keys named
+            after them: ``{name: position}`` for tuple samples, ``{name:
+            "outer.inner"}`` for nested ones (as for the decoupler).
         mask: ``"zeros"``, ``"drop"`` or ``"none"``, as
             :class:`~remix_data.ModalityDecoupler` (the same
             :class:`~remix_data.masking.Masker`).
         warmup_epochs: epochs ``0 .. warmup_epochs-1`` yield joint batches.
         order: ``"interleave"`` or ``"random"`` (see :func:`step_schedule`).
         drop_last: drop each modality's incomplete last step instead of padding it.
+        tail: on one process without accumulation, the tail rule of
+            :func:`~remix_data.sampler.split_batches`: ``"merge"`` (default, no
+            batch of one) or ``"keep"`` (torch's and the paper's).
         seed: seeds ``order="random"``; the schedule depends on ``(seed, epoch)``.
         num_replicas, rank: the world (default: ``torch.distributed``'s).
         accumulation_steps: micro-batches per optimiser step, sharing a modality.
@@ -275,7 +271,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         [[-1, -1], [-1, -1], [-1, -1]]
         >>> remixer.set_epoch(1)       # unscored samples are spread: even -> audio
         >>> [(i.tolist(), m[0].item()) for _, i, m in DataLoader(remixer, batch_size=None)]
-        [([0, 2], 0), ([1, 3], 1), ([4], 0), ([5], 1)]
+        [([0, 2, 4], 0), ([1, 3, 5], 1)]
     """
 
     def __init__(
@@ -285,11 +281,12 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         batch_size: int,
         *,
         sample_id: str | Callable[[Any], Any] = "id",
-        positions: Mapping[str, int] | None = None,
+        locations: Mapping[str, Location] | None = None,
         mask: str = "zeros",
         warmup_epochs: int = 0,
         order: str = "interleave",
         drop_last: bool = False,
+        tail: str = "merge",
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
@@ -312,17 +309,12 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         self.num_samples = filter.num_samples
         self.batch_size = check_positive_int("batch_size", batch_size)
         self.sample_id = sample_id
-        self.masker = Masker(self.modalities, mask, positions=positions)
+        self.masker = Masker(self.modalities, mask, locations=locations)
         self.warmup_epochs = check_nonnegative_int("warmup_epochs", warmup_epochs)
         self.order = check_choice("order", order, _ORDERS)
-        if not isinstance(drop_last, bool):
-            raise ValueError(
-                f"drop_last should be a boolean value, but got drop_last={drop_last!r}"
-            )
-        self.drop_last = drop_last
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed should be an integer, but got seed={seed!r}")
-        self.seed = seed
+        self.drop_last = check_bool("drop_last", drop_last)
+        self.tail = check_choice("tail", tail, TAILS)
+        self.seed = check_int("seed", seed)
         if num_replicas is not None:
             check_positive_int("num_replicas", num_replicas)
         if rank is not None:
@@ -404,6 +396,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
             num_replicas=self.num_replicas,
             accumulation_steps=self.accumulation_steps,
             drop_last=self.drop_last,
+            tail=self.tail,
             order=self.order,
             seed=self.seed,
             epoch=header[0],
@@ -519,6 +512,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
             "warmup_epochs": self.warmup_epochs,
             "order": self.order,
             "drop_last": self.drop_last,
+            "tail": self.tail,
             "buffer_size": self.buffer_size,
         }
 
@@ -586,7 +580,8 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
             f"{type(self).__name__}({type(self.source).__name__}, filter={self.filter!r}, "
             f"batch_size={self.batch_size}, mask={self.masker.mask!r}, "
             f"warmup_epochs={self.warmup_epochs}, order={self.order!r}, "
-            f"drop_last={self.drop_last}, num_replicas={self.num_replicas}, rank={self.rank}, "
+            f"drop_last={self.drop_last}, tail={self.tail!r}, "
+            f"num_replicas={self.num_replicas}, rank={self.rank}, "
             f"accumulation_steps={self.accumulation_steps}, buffer_size={self.buffer_size})"
         )
 

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from remix_data import ALL, FILTERED, HardSampleFilter
+from remix_data.sampler import TAILS, split_batches
 from remix_data.streaming import StreamingRemixer, step_schedule
 
 NAMES = ("audio", "video", "text")
@@ -182,14 +183,17 @@ def test_a_world_is_deterministic_per_seed_and_epoch(c: dict[str, Any]) -> None:
     batch=st.integers(1, 9),
     modalities=st.integers(2, 3),
     drop_last=st.booleans(),
+    tail=st.sampled_from(TAILS),
     seed=st.integers(0, 2**16),
 )
 def test_one_process_trains_every_kept_sample_once_in_its_modality(
-    n: int, batch: int, modalities: int, drop_last: bool, seed: int
+    n: int, batch: int, modalities: int, drop_last: bool, tail: str, seed: int
 ) -> None:
     filt = scored_filter(n, modalities, seed, filtered=0.1)
     stream = [sample(int(i), 3) for i in np.random.default_rng(seed).permutation(n)]
-    remixer = StreamingRemixer(stream, filt, batch, buffer_size=max(n, batch), drop_last=drop_last)
+    remixer = StreamingRemixer(
+        stream, filt, batch, buffer_size=max(n, batch), drop_last=drop_last, tail=tail
+    )
     remixer.set_epoch(1)
     assign = filt.snapshot(1).tolist()
     batches = list(DataLoader(remixer, batch_size=None))
@@ -200,8 +204,10 @@ def test_one_process_trains_every_kept_sample_once_in_its_modality(
     for m in range(modalities):
         subset = sum(1 for x in assign if x == m)
         sizes = [len(i) for _, i, g in batches if int(g[0]) == m]
-        assert sizes == step_schedule([subset], batch, drop_last=drop_last)[1].tolist()
-        assert stats["dropped"][NAMES[m]] == (subset % batch if drop_last else 0)
+        split = split_batches(subset, batch, drop_last=drop_last, tail=tail)  # the tail rule
+        assert sizes == split.sizes()
+        assert stats["dropped"][NAMES[m]] == split.dropped
+        assert tail == "keep" or batch == 1 or 1 not in sizes  # no batch of one by default
     for _, index, modality in batches:
         assert len(set(modality.tolist())) == 1
         assert all(assign[i] == int(modality[0]) for i in index.tolist())
@@ -230,7 +236,7 @@ def test_tuple_samples_with_positions() -> None:
     stream = [(torch.ones(2) * (i + 1), torch.ones(1) * (i + 1), i) for i in range(4)]
     filt = HardSampleFilter(4, ("audio", "video"))
     remixer = StreamingRemixer(
-        stream, filt, 2, sample_id=lambda s: s[2], positions={"audio": 0, "video": 1}
+        stream, filt, 2, sample_id=lambda s: s[2], locations={"audio": 0, "video": 1}
     )
     out = [(b, int(m[0])) for b, _, m in DataLoader(remixer, batch_size=None)]
     assert [m for _, m in out] == [0, 1]

@@ -6,19 +6,16 @@ ranks yield the same number of batches, in warm-up and in remix epochs.
 from __future__ import annotations
 
 import os
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch.utils.data import DataLoader
 
 from remix_data import ALL, HardSampleFilter
+from remix_data.gloo import run_ranks
 from remix_data.streaming import StreamingRemixer
 
 wds = pytest.importorskip("webdataset")
@@ -44,18 +41,9 @@ def _to_sample(s: dict[str, Any]) -> dict[str, Any]:
     return {"id": int(s["__key__"]), "audio": audio, "video": audio.repeat(2)}
 
 
-def _rank_main(rank: int, store: str, out_dir: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+def _rank_main(rank: int, out_dir: str) -> None:
     # What torchrun gives every rank: WebDataset's split_by_node reads them in workers.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD))
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=60),
-    )
     try:
         urls = sorted(str(p) for p in Path(out_dir).glob("shard-*.tar"))
         source = (
@@ -89,27 +77,14 @@ def _rank_main(rank: int, store: str, out_dir: str) -> None:
             )
         torch.save(out, Path(out_dir) / f"rank{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        os.environ.pop("RANK")
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("stream-gloo")
     _write(tmp)
-    ctx = mp.start_processes(
-        _rank_main,
-        args=(str(tmp / "store"), str(tmp)),
-        nprocs=WORLD,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 120.0
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                if proc.is_alive():
-                    proc.kill()
-            pytest.fail("ranks did not finish within 120 s")
+    run_ranks(_rank_main, WORLD, tmp, str(tmp), timeout=120)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 

@@ -9,9 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from _stream_shards import write_shards
 from torch.utils.data import DataLoader
 
 from remix_data import ALL, HardSampleFilter
@@ -24,21 +24,9 @@ WORLD, WORKERS, N, SHARDS, BATCH, EPOCHS = 2, 2, 90, 8, 4, 3
 NAMES = ("audio", "video")
 
 
-def _write(folder: Path) -> list[str]:
-    urls = []
-    for s in range(SHARDS):
-        url = str(folder / f"shard-{s:02d}.tar")
-        with wds.TarWriter(url) as sink:
-            # uneven shards: 90 samples over 8 shards
-            for i in range(s, N, SHARDS):
-                sink.write({"__key__": f"{i:06d}", "audio.npy": np.ones(2, np.float32) * i})
-        urls.append(url)
-    return urls
-
-
 def _to_sample(s: dict[str, Any]) -> dict[str, Any]:
     audio = torch.from_numpy(s["audio.npy"])
-    return {"id": int(s["__key__"]), "audio": audio, "video": audio.repeat(2)}
+    return {"id": int(s["__key__"]), "audio": audio, "video": torch.from_numpy(s["video.npy"])}
 
 
 def _rank_main(rank: int, out_dir: str) -> None:
@@ -83,7 +71,7 @@ def _rank_main(rank: int, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("stream-gloo")
-    _write(tmp)
+    write_shards(tmp, N, SHARDS)  # uneven: 90 samples over 8 shards
     run_ranks(_rank_main, WORLD, tmp, str(tmp), timeout=120)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from _stream_shards import write_shards
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -29,25 +29,6 @@ def scored(seed: int) -> HardSampleFilter:
     filt = HardSampleFilter(N, NAMES, score="loss")
     filt.update(torch.arange(N), {m: torch.rand(N, generator=gen) for m in NAMES})
     return filt
-
-
-def write_shards(folder: Path) -> list[str]:
-    """SHARDS tar shards; sample ``i`` (key ``%06d``) holds ``i + 1`` in each modality."""
-    urls = []
-    for s in range(SHARDS):
-        url = str(folder / f"shard-{s:02d}.tar")
-        with wds.TarWriter(url) as sink:
-            for i in range(s, N, SHARDS):
-                sink.write(
-                    {
-                        "__key__": f"{i:06d}",
-                        "audio.npy": np.full(2, i + 1, np.float32),
-                        "video.npy": np.full(3, i + 1, np.float32),
-                        "cls": i % 3,
-                    }
-                )
-        urls.append(url)
-    return urls
 
 
 def to_sample(s: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +68,7 @@ def check_epoch(remixer: StreamingRemixer, batches: list[Any], assign: list[int]
 
 
 def test_webdataset_pipeline_with_two_workers(tmp_path: Path) -> None:
-    urls = write_shards(tmp_path)
+    urls = write_shards(tmp_path, N, SHARDS)
     filt = scored(0)
     remixer = StreamingRemixer(
         wds_pipeline(urls),
@@ -107,7 +88,7 @@ def test_webdataset_pipeline_with_two_workers(tmp_path: Path) -> None:
 
 
 def test_webdataset_resume_replays_the_shards_exactly(tmp_path: Path) -> None:
-    urls = write_shards(tmp_path)
+    urls = write_shards(tmp_path, N, SHARDS)
 
     def build() -> StatefulDataLoader:
         remixer = StreamingRemixer(

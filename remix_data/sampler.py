@@ -133,6 +133,26 @@ def split_batches(
     return BatchSplit(b, full + (rest > 0), n, 0, 0)
 
 
+def arrange_steps(steps: Sequence[int], order: str, gen: torch.Generator) -> np.ndarray:
+    """The group position of every optimiser step, for groups of ``steps[g]`` steps.
+
+    ``"sequential"``: each group's steps in turn; ``"interleave"``: step ``j`` of
+    a group with ``S`` steps sits at ``(j + 0.5) / S`` of the epoch (ties in
+    group order); ``"random"``: shuffled by ``gen``.
+
+    Example:
+        >>> arrange_steps([3, 1], "interleave", torch.Generator()).tolist()
+        [0, 0, 1, 0]
+    """
+    owner = np.repeat(np.arange(len(steps)), steps)
+    if order == "random":
+        owner = owner[torch.randperm(owner.size, generator=gen).numpy()]
+    elif order == "interleave" and owner.size:
+        position = np.concatenate([(np.arange(s, dtype=np.float64) + 0.5) / s for s in steps if s])
+        owner = owner[np.argsort(position, kind="stable")]
+    return owner
+
+
 @dataclass
 class _Group:
     """One modality's (or the joint) batches on this rank for one epoch."""
@@ -382,16 +402,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         """Order the optimiser steps of all groups; returns a group position per step."""
         a = self.accumulation_steps
         steps = [g.batches // a if a > 1 else g.batches for g in groups]
-        owner = np.repeat(np.arange(len(groups)), steps)
-        if self.order == "random":
-            owner = owner[torch.randperm(owner.size, generator=gen).numpy()]
-        elif self.order == "interleave" and owner.size:
-            # Step j of a group with S steps sits at (j + 0.5) / S of the epoch.
-            position = np.concatenate(
-                [(np.arange(s, dtype=np.float64) + 0.5) / s for s in steps if s]
-            )
-            owner = owner[np.argsort(position, kind="stable")]
-        return list(owner.tolist())
+        return list(arrange_steps(steps, self.order, gen).tolist())
 
     # ---------------------------------------------------------------- iteration
     def __len__(self) -> int:

@@ -1,7 +1,7 @@
 """Distributed cost of remixing: the per-epoch score sync and the per-step path.
 
-Two real ranks (``torch.multiprocessing`` spawn, gloo over a file store on
-loopback, one intra-op thread each, so the two ranks share this machine's cores
+Two real ranks (:func:`remix_data.gloo.run_ranks`: spawn, gloo over a file
+store on loopback, one intra-op thread each, so the two ranks share the cores
 the way two single-threaded trainers would) measure:
 
 - ``sync``: :meth:`~remix_data.HardSampleFilter.sync`, the one collective per
@@ -26,24 +26,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import NAMES, machine_info, median, print_table, write_json
 from remix_data import HardSampleFilter, ReassemblingBatchSampler
+from remix_data.gloo import run_ranks
 
 __all__ = ["main", "run"]
 
@@ -167,35 +165,17 @@ def _time_steps(n: int, batch: int, steps: int, reps: int) -> list[dict[str, Any
     return rows
 
 
-def _rank(rank: int, store: str, out_dir: str, config: dict[str, Any]) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=600),
-    )
-    try:
-        steps = _time_steps(config["step_n"], config["batch_size"], config["steps"], config["reps"])
-        syncs = [_time_sync(n, rank, config["reps"]) for n in config["sizes"]]
-        result = {"rank": rank, "step": steps, "sync": syncs}
-        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
-    finally:
-        dist.destroy_process_group()
+def _rank(rank: int, out_dir: str, config: dict[str, Any]) -> None:
+    steps = _time_steps(config["step_n"], config["batch_size"], config["steps"], config["reps"])
+    syncs = [_time_sync(n, rank, config["reps"]) for n in config["sizes"]]
+    result = {"rank": rank, "step": steps, "sync": syncs}
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
 
 
 def run(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Run both ranks with ``config``; return each rank's results."""
     with tempfile.TemporaryDirectory() as tmp:
-        mp.start_processes(
-            _rank,
-            args=(str(Path(tmp) / "store"), tmp, config),
-            nprocs=WORLD,
-            join=True,
-            start_method="spawn",
-        )
+        run_ranks(_rank, WORLD, tmp, tmp, config, timeout=3600, group_timeout=600)
         return [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(WORLD)]
 
 

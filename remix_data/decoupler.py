@@ -3,18 +3,26 @@
 :class:`ModalityDecoupler` turns a key ``(index, modality)`` from the
 :class:`~remix_data.ReassemblingBatchSampler` into ``(sample, index, modality)``.
 The decision travels in the key, so the wrapper holds no per-epoch state and
-works unchanged in ``DataLoader`` workers, persistent or not.
+works unchanged in ``DataLoader`` workers, persistent or not. Masking itself is
+:class:`~remix_data.masking.Masker`'s (locations of nested and attribute
+modalities included).
 
 Optional partial loading: if the wrapped dataset defines
 ``load_modalities(index, names) -> sample`` (returning a sample that holds at
 least the modalities in ``names``), the decoupler calls it for unimodal keys, so
-a masked modality is never loaded or decoded. With ``mask="zeros"`` the zeros
-then take the shape and dtype of that modality in sample 0, loaded once per
-process (use ``mask="drop"`` or ``"none"`` for modalities of varying shape).
+a masked modality is never loaded or decoded. With ``mask="zeros"`` a masked
+modality that ``load_modalities`` returns (e.g. a cheap ``torch.empty`` of the
+sample's own shape) becomes zeros of that shape; one it leaves out becomes zeros
+of that modality's shape in sample 0. So for modalities of varying shape, return
+such placeholders or use ``mask="drop"`` / ``"none"``: the construction check
+raises when ``dataset[0]`` and ``dataset[-1]`` differ in shape and the loader
+returns no placeholder.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -22,102 +30,162 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_choice, check_modalities
-from .vocabulary import ALL, Key, ModalitySpec
+from ._checks import check_choice
+from ._source import is_source, modality_names, modality_rows
+from .masking import MASKS, Location, Masker, describe, locate
+from .vocabulary import ALL, Key, ModalitySource
 
 __all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
 
 #: Name of the optional dataset method for loading only some modalities.
 PARTIAL_LOADER = "load_modalities"
 
-_MASKS = ("zeros", "drop", "none")
 
-
-def _zeros_like(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return torch.zeros_like(value)
-    if isinstance(value, np.ndarray):
-        return np.zeros_like(value)
-    raise TypeError(
-        f"mask='zeros' needs tensors or numpy arrays, but a modality holds "
-        f"{type(value).__name__}; use mask='drop' or mask='none'"
-    )
+def _shape(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return tuple(value.shape)
+    return None
 
 
 class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
     r"""Wrap a multimodal dataset so each key selects which modality stays visible.
 
     Args:
-        dataset: any map-style dataset whose samples are dicts (keyed by modality
-            name) or tuples/lists (modalities at fixed positions).
-        modalities: for dict samples, the modality names, in the filter's order;
-            for tuple/list samples, a mapping ``{name: position}`` in that order.
-            Entries that are not modalities (labels, ids) pass through untouched.
+        dataset: any map-style dataset. Its samples hold one entry per modality:
+            dict keys (the default), positions of tuples/lists, attributes of
+            dataclasses or named tuples, or entries of nested dicts, as given by
+            ``locations``. Entries that are not modalities (labels, ids) pass
+            through untouched.
+        modalities: the :class:`~remix_data.HardSampleFilter` (the one source of
+            truth: its names and order define the modality ids, and
+            ``len(dataset)`` must equal its ``num_samples``), or the names in the
+            filter's order when the decoupler is used on its own. A mapping is
+            rejected (its order, not its values, would define the ids): give
+            positions as ``locations``.
         mask: ``"zeros"`` replaces inactive modalities by zeros of the same shape
-            and dtype (the paper's figure); ``"drop"`` removes their keys (dict
-            samples only; unimodal batches still collate); ``"none"`` leaves the
-            sample intact for feature-level masking in the model (the reference
-            code), see :func:`mask_features`.
+            and dtype (the paper's figure); ``"drop"`` removes their entries
+            (mapping entries only; unimodal batches still collate); ``"none"``
+            leaves the sample intact for feature-level masking in the model (the
+            reference code), see :func:`mask_features`.
+        locations: where each modality sits in a sample when not under its own
+            name: ``{"audio": 0, "video": 1}`` for tuples, ``{"audio":
+            "inputs.audio"}`` for nested dicts (one step per dot: a key, a
+            position or an attribute); see :mod:`remix_data.masking`.
+
+    At construction the decoupler reads ``dataset[0]`` and raises, naming the
+    modality and what the sample holds, if a modality is not where ``locations``
+    says, if ``mask="zeros"`` finds something that is not a tensor or an array,
+    or if ``mask="drop"`` would have to remove something that is not a mapping
+    entry (with ``load_modalities``: also ``load_modalities(0, (name,))`` for
+    every modality, and ``dataset[-1]``, see the module docstring). An empty
+    dataset is not checked.
 
     ``data[(index, m)]`` returns ``(sample, index, m)`` with every modality other
     than ``modalities[m]`` masked; ``data[index]`` and ``data[(index, ALL)]``
-    return the full sample with modality :data:`~remix_data.ALL`.
+    return the full sample with modality :data:`~remix_data.ALL`. A list of keys
+    (the sampler passed to ``DataLoader`` as ``sampler=`` instead of
+    ``batch_sampler=``) raises a ``TypeError`` saying so.
 
     Example:
         >>> import torch
+        >>> from remix_data import HardSampleFilter
         >>> base = [{"audio": torch.ones(2), "video": torch.ones(3), "label": 1}]
-        >>> data = ModalityDecoupler(base, modalities=("audio", "video"))
+        >>> filt = HardSampleFilter(len(base), ("audio", "video"))
+        >>> data = ModalityDecoupler(base, filt)
         >>> sample, index, modality = data[(0, 1)]
         >>> sample["audio"].tolist(), sample["video"].tolist(), index, modality
         ([0.0, 0.0], [1.0, 1.0, 1.0], 0, 1)
         >>> data[0][0]["audio"].tolist()
         [1.0, 1.0]
+        >>> nested = [{"inputs": {"a": torch.ones(1), "v": torch.ones(1)}, "label": 0}]
+        >>> paths = {"audio": "inputs.a", "video": "inputs.v"}
+        >>> ModalityDecoupler(nested, filt, locations=paths)[(0, 0)][0]["inputs"]["v"]
+        tensor([0.])
     """
 
     def __init__(
         self,
         dataset: Any,
-        modalities: ModalitySpec,
+        modalities: Sequence[str] | ModalitySource,
         *,
         mask: str = "zeros",
+        locations: Mapping[str, Location] | None = None,
     ) -> None:
         self.dataset = dataset
-        self.mask = check_choice("mask", mask, _MASKS)
-        if isinstance(modalities, Mapping):
-            self.modalities = check_modalities("modalities", list(modalities))
-            slots: list[Any] = []
-            for name in self.modalities:
-                pos = modalities[name]
-                if isinstance(pos, bool) or not isinstance(pos, int):
-                    raise TypeError(
-                        f"modalities should map names to integer positions, but got "
-                        f"{name!r}: {pos!r} in modalities={dict(modalities)!r}"
-                    )
-                slots.append(pos)
-            if len(set(slots)) != len(slots):
+        self.mask = check_choice("mask", mask, MASKS)
+        self.modalities = modality_names("modalities", modalities)
+        if is_source(modalities):
+            size, expected = len(dataset), modalities.num_samples
+            if size != expected:
                 raise ValueError(
-                    f"modalities should map names to distinct positions, but got "
-                    f"modalities={dict(modalities)!r}"
+                    f"len(dataset) should equal the filter's num_samples, but got "
+                    f"len(dataset)={size} and num_samples={expected}: build the filter with "
+                    "num_samples=len(dataset) (a smaller filter trains a subset, a larger "
+                    "one indexes past the dataset)"
                 )
-            self.tuple_samples = True
-            if self.mask == "drop":
-                raise ValueError(
-                    "mask='drop' needs dict samples (a position cannot be removed from a "
-                    f"tuple); got positional modalities={dict(modalities)!r}: use 'zeros' or 'none'"
-                )
-        else:
-            self.modalities = check_modalities("modalities", modalities)
-            slots = list(self.modalities)
-            self.tuple_samples = False
-        self._slots: tuple[Any, ...] = tuple(slots)
+        if locations is not None and not isinstance(locations, Mapping):
+            raise TypeError(
+                f"locations should map modality names to places, but got locations={locations!r}"
+            )
+        self.masker = Masker(
+            self.modalities,
+            self.mask,
+            locations=locations,
+            template=functools.partial(operator.getitem, dataset, 0),
+        )
         loader = getattr(dataset, PARTIAL_LOADER, None)
         self._partial = loader if callable(loader) and self.mask != "none" else None
-        self._templates: dict[int, Any] = {}
+        if len(dataset):
+            self._check_samples()
+
+    def _check_samples(self) -> None:
+        """Look at ``dataset[0]`` (and the partial loader) once, before any training."""
+        first = self.dataset[0]
+        self.masker.check_sample(first, "dataset[0]")
+        if self._partial is None:
+            return
+        placeholders = True
+        for name in self.modalities:
+            call = f"{PARTIAL_LOADER}(0, ({name!r},))"
+            part = self._partial(0, (name,))
+            try:
+                locate(part, self.masker.locations[name])
+            except KeyError:
+                raise ValueError(
+                    f"{call} should return a sample holding {name!r}, but it returned "
+                    f"{describe(part)}"
+                ) from None
+            others = [n for n in self.modalities if n != name]
+            for other in others:
+                try:
+                    locate(part, self.masker.locations[other])
+                except KeyError:
+                    placeholders = False
+        if self.mask != "zeros" or placeholders or len(self.dataset) < 2:
+            return
+        last = self.dataset[len(self.dataset) - 1]
+        for name in self.modalities:
+            where = self.masker.locations[name]
+            a, b = _shape(locate(first, where)), _shape(locate(last, where))
+            if a != b:
+                raise ValueError(
+                    f"mask='zeros' with {PARTIAL_LOADER} fills a masked modality with zeros "
+                    f"of its shape in sample 0, but modality {name!r} varies in shape "
+                    f"(dataset[0]: {a}, dataset[{len(self.dataset) - 1}]: {b}): let "
+                    f"{PARTIAL_LOADER} return placeholders of each sample's own shape for "
+                    "the masked modalities, or use mask='drop' or mask='none'"
+                )
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def _split_key(self, key: Any) -> tuple[int, int]:
+        if isinstance(key, list):
+            raise TypeError(
+                f"key should be (index, modality) or an index, but got a list of {len(key)} "
+                "keys: pass the ReassemblingBatchSampler to the DataLoader as "
+                "batch_sampler=sampler, not sampler=sampler"
+            )
         if isinstance(key, tuple):
             if len(key) != 2:
                 raise ValueError(f"key should be (index, modality), but got key={key!r}")
@@ -128,12 +196,16 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             modality = int(modality)
         if isinstance(index, torch.Tensor):
             index = int(index)
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"key's index should be an integer, but got key={key!r}")
+        if isinstance(modality, bool) or not isinstance(modality, (int, np.integer)):
+            raise TypeError(f"key's modality should be an integer, but got key={key!r}")
         if not ALL <= modality < len(self.modalities):
             raise ValueError(
                 f"modality should be ALL ({ALL}) or lie in [0, {len(self.modalities)}) "
                 f"for modalities={self.modalities}, but got modality={modality!r}"
             )
-        return index, modality
+        return int(index), int(modality)
 
     def _split_keys(self, keys: list[Key | int]) -> tuple[list[int], list[int]]:
         """Indices and modalities of a batch of keys, validated like :meth:`_split_key`.
@@ -163,7 +235,7 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             sample = self._partial(index, (self.modalities[modality],))
         else:
             sample = self.dataset[index]
-        return self._masked(sample, modality)
+        return self.masker.mask_one(sample, modality)
 
     def __getitems__(self, keys: list[Key | int]) -> list[tuple[Any, int, int]]:
         """Batch access (used by the DataLoader's fetcher): one call per batch."""
@@ -179,108 +251,21 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             dataset = self.dataset
             samples = [dataset[i] for i in indices]
         if self.mask != "none":
-            samples = self._masked_all(samples, modalities)
+            samples = self.masker.mask_mixed(samples, modalities)
         return list(zip(samples, indices, modalities))
-
-    def _masked_all(self, samples: list[Any], modalities: list[int]) -> list[Any]:
-        first = modalities[0] if modalities else ALL
-        if modalities.count(first) != len(modalities):  # mixed keys: item by item
-            return [s if m == ALL else self._masked(s, m) for s, m in zip(samples, modalities)]
-        if first == ALL:
-            return list(samples)
-        return self._masked_batch(samples, first)
-
-    def _masked_batch(self, samples: list[Any], modality: int) -> list[Any]:
-        """:meth:`_masked` of samples that share one active modality, a batch at once."""
-        kind = tuple if self.tuple_samples else dict
-        if len(samples) < 2 or not all(type(s) is kind for s in samples):
-            return [self._masked(s, modality) for s in samples]  # lists, mappings, errors
-        others = [(m, slot) for m, slot in enumerate(self._slots) if m != modality]
-        if self.mask == "drop":  # dict samples only
-            dropped = [dict(s) for s in samples]
-            for _, name in others:
-                for d in dropped:
-                    d.pop(name, None)
-            return dropped
-        copy = list if kind is tuple else dict
-        outs: list[Any] = [copy(s) for s in samples]
-        for m, slot in others:
-            values = [o[slot] for o in outs] if kind is tuple else [o.get(slot) for o in outs]
-            for o, zero in zip(outs, self._zeros_many(m, values)):
-                o[slot] = zero
-        return [tuple(o) for o in outs] if kind is tuple else outs
-
-    def _zeros_many(self, m: int, values: list[Any]) -> list[Any]:
-        """:meth:`_zeros` of each value of one batch, cheaply for tensors of one kind.
-
-        Plain strided tensors of one shape, dtype and device all get the same
-        zero-stride view of one zero element, made per batch (never cached
-        across batches): collated, it gives exactly what fresh zeros would, at
-        no allocation per item (``zeros_like`` is ~2.5 us, most of a tiny
-        item's cost). Arithmetic in-place writes to it (``add_``, ``x[i] = v``,
-        ``copy_``) raise, as for any expanded tensor, rather than leak into the
-        other samples of the batch. Anything else gets ``zeros_like``.
-        """
-        first = values[0]
-        if type(first) is torch.Tensor and first.layout is torch.strided:
-            shape, dtype, device = first.shape, first.dtype, first.device
-            # Type, shape and dtype per item (each tensor attribute read costs ~0.1 us);
-            # layout and device are checked on the first item only: a stray sparse
-            # or other-device tensor in one batch makes ``collate`` fail loudly anyway.
-            if all(
-                type(v) is torch.Tensor and v.shape == shape and v.dtype is dtype for v in values
-            ):
-                zero = torch.zeros((), dtype=dtype, device=device).expand(shape)
-                return [zero] * len(values)
-        return [self._zeros(m, v) for v in values]
-
-    def _masked(self, sample: Any, modality: int) -> Any:
-        if self.tuple_samples:
-            if not isinstance(sample, (tuple, list)):
-                raise TypeError(
-                    f"positional modalities need tuple or list samples, but got "
-                    f"{type(sample).__name__}"
-                )
-            out = list(sample)
-            for m, pos in enumerate(self._slots):
-                if m != modality:
-                    out[pos] = self._zeros(m, out[pos])
-            return type(sample)(out) if isinstance(sample, tuple) else out
-        if not isinstance(sample, Mapping):
-            raise TypeError(
-                f"named modalities need dict samples, but got {type(sample).__name__}; "
-                "pass modalities as {name: position} for tuple samples"
-            )
-        active = self._slots[modality]
-        if self.mask == "drop":
-            return {k: v for k, v in sample.items() if k == active or k not in self._slots}
-        out_dict = dict(sample)
-        for m, name in enumerate(self._slots):
-            if m != modality:
-                out_dict[name] = self._zeros(m, sample.get(name))
-        return out_dict
-
-    def _zeros(self, m: int, value: Any) -> Any:
-        if value is not None:
-            return _zeros_like(value)
-        template = self._templates.get(m)
-        if template is None:  # partial loading left it out: learn its shape once
-            full = self.dataset[0]
-            template = _zeros_like(full[self._slots[m]])
-            self._templates[m] = template
-        return _zeros_like(template)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}({type(self.dataset).__name__}, "
-            f"modalities={self.modalities}, mask={self.mask!r})"
+            f"modalities={self.modalities}, mask={self.mask!r}, "
+            f"locations={self.masker.locations!r})"
         )
 
 
 def mask_features(
     features: Mapping[str, torch.Tensor],
-    modality: torch.Tensor,
-    modalities: Sequence[str],
+    modality: torch.Tensor | int,
+    modalities: Any,
 ) -> dict[str, torch.Tensor]:
     """Zero each modality's features on the rows whose active modality is another.
 
@@ -291,8 +276,10 @@ def mask_features(
 
     Args:
         features: ``{name: [B, ...] tensor}`` per modality.
-        modality: ``[B]`` active-modality ids as yielded by the loader.
-        modalities: the names in the filter's order.
+        modality: ``[B]`` active-modality ids as yielded by the loader, or one
+            id for the whole batch (an ``int`` or a 0-d tensor).
+        modalities: the :class:`~remix_data.HardSampleFilter` (its names and
+            order), or the names in the filter's order.
 
     Example:
         >>> import torch
@@ -300,15 +287,17 @@ def mask_features(
         >>> out = mask_features(feats, torch.tensor([0, -1]), ("audio", "video"))
         >>> out["video"].sum(dim=1).tolist()
         [0.0, 3.0]
+        >>> mask_features(feats, 1, ("audio", "video"))["audio"].sum().item()
+        0.0
     """
-    names = tuple(modalities)
+    names = modality_names("modalities", modalities)
     unknown = set(features) - set(names)
     if unknown:
         raise ValueError(f"features names unknown modalities {sorted(unknown)}; known: {names}")
     out: dict[str, torch.Tensor] = {}
     for name, value in features.items():
         m = names.index(name)
-        ids = modality.to(value.device)
+        ids = modality_rows("modality", modality, value.shape[0], len(names), value.device)
         if ids.shape != value.shape[:1]:
             raise ValueError(
                 f"modality should have shape [{value.shape[0]}] like features[{name!r}], "

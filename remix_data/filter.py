@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from ._checks import (
     as_index_array,
@@ -29,6 +30,7 @@ from ._checks import (
 from .assignment import AssignmentRule
 from .distributed import average_written, is_distributed, world_size
 from .scores import _check_logits, confidence, cross_entropy
+from .states import PairCheck, check_config, gather_ranks, labels_digest, state_tensor
 from .vocabulary import ALL, FILTERED
 
 __all__ = ["HardSampleFilter", "FILTERED"]
@@ -51,11 +53,23 @@ def _as_numpy(value: Any) -> np.ndarray:
     return np.asarray(value)
 
 
-_STATE_KEYS = (
+# The configuration that shapes an assignment: a state records it, and loading
+# it into a filter configured otherwise is refused.
+_CONFIG_KEYS = (
     "num_samples",
     "modalities",
     "score",
+    "unscored",
+    "keep_ratio",
+    "threshold",
+    "reweight",
+    "labels",
+    "smoothing",
+    "balance",
     "world_size",
+)
+_STATE_KEYS = (
+    *_CONFIG_KEYS,
     "values",
     "fresh",
     "scored",
@@ -64,24 +78,8 @@ _STATE_KEYS = (
     "snapshot_epoch",
     "weights",
     "history",
+    "ranks",
 )
-
-
-def _state_tensor(
-    state: Mapping[str, Any], key: str, shape: tuple[int, ...], *, floating: bool
-) -> torch.Tensor:
-    """``state[key]`` as a CPU tensor of ``shape``; floating iff ``floating``."""
-    value = state[key]
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"state[{key!r}] should be a tensor, but got {type(value).__name__}")
-    if tuple(value.shape) != shape:
-        raise ValueError(
-            f"state[{key!r}] should have shape {shape}, but got shape {tuple(value.shape)}"
-        )
-    if value.is_floating_point() != floating or value.is_complex():
-        kind = "a floating" if floating else "an integer or bool"
-        raise ValueError(f"state[{key!r}] should have {kind} dtype, but got {value.dtype}")
-    return value.detach().cpu()
 
 
 class HardSampleFilter:
@@ -445,6 +443,7 @@ class HardSampleFilter:
         collective, which is what makes a resumed epoch replay the same plan
         (the snapshot is part of :meth:`state_dict`).
         """
+        self._confirm_pair()
         if self._snapshot is not None and self._snapshot_epoch == epoch:
             return self._snapshot
         self.sync(epoch=epoch)
@@ -537,29 +536,60 @@ class HardSampleFilter:
         return self._describe(assign, unscored, None)
 
     # -------------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
+    # Set by a restored sampler until the snapshot epoch it needs is confirmed.
+    _pair_check: PairCheck | None = None
+    _restored = False
+
+    def state_dict(self, *, gather: bool = True) -> dict[str, Any]:
         """Everything needed to resume: the score table, the epoch snapshot and history.
 
-        Keys: ``num_samples``, ``modalities``, ``score`` and ``world_size`` (the
-        ranks of :attr:`process_group`, 1 without ``torch.distributed``), which
-        :meth:`load_state_dict` checks; ``values`` (float32 ``[M, N]``),
-        ``fresh`` (bool ``[M, N]``, entries written since the last :meth:`sync`),
-        ``scored`` (bool ``[N]``), ``ignored``, ``snapshot`` (the int8 assignment
-        of ``snapshot_epoch``, or ``None``), ``weights`` and ``history``. All
-        tensors are copies on the CPU, so the state can be ``torch.save``-d and
-        loaded with ``weights_only=True``.
+        Keys: the configuration that shapes the assignment (``num_samples``,
+        ``modalities``, ``score``, ``unscored``, ``keep_ratio``, ``threshold``,
+        ``reweight``, ``labels`` as a digest, ``smoothing``, ``balance``) and
+        ``world_size`` (the ranks of :attr:`process_group`, 1 without
+        ``torch.distributed``), which :meth:`load_state_dict` checks;
+        ``values`` (float32 ``[M, N]``), ``fresh`` (bool ``[M, N]``, entries
+        written since the last :meth:`sync`), ``scored`` (bool ``[N]``),
+        ``ignored``, ``snapshot`` (the int8 assignment of ``snapshot_epoch``,
+        or ``None``), ``weights``, ``history`` and ``ranks``. All tensors are
+        copies on the CPU, so the state can be ``torch.save``-d and loaded with
+        ``weights_only=True``.
 
-        Under ``torch.distributed`` the entries written since the last sync
-        differ between ranks: save every rank's state for an exact resume.
-        Loading one rank's state on every rank still keeps the ranks consistent
-        (they all hold the same table and snapshot), but forgets the other
-        ranks' unsynced updates.
+        Under ``torch.distributed`` (more than one rank, ``sync="auto"``) the
+        entries written since the last sync differ between ranks, and
+        ``gather=True`` (the default) makes this call a **collective: call it
+        on every rank**, at the same point of the loop (Lightning's
+        ``Trainer.save_checkpoint`` and Accelerate's ``save_state`` call state
+        hooks on every rank). ``ranks`` then holds every rank's ``values``,
+        ``fresh`` and ``scored`` (``[W, ...]``, or ``None`` when no rank wrote
+        anything since the last sync) and ``ignored`` (int64 ``[W]``), so the
+        state of any one rank restores every rank exactly. ``gather=False``
+        (and one process, or ``sync="never"``) returns this rank's state alone,
+        without a collective (``ranks`` is ``None``): restoring every rank
+        exactly from such states needs each rank's own.
+
+        Example:
+            >>> filt = HardSampleFilter(3, ("a", "b"), score="loss", smoothing=0.5)
+            >>> state = filt.state_dict()
+            >>> state["smoothing"], state["ranks"] is None
+            (0.5, True)
+            >>> HardSampleFilter(3, ("a", "b"), score="loss").load_state_dict(state)
+            Traceback (most recent call last):
+            ...
+            ValueError: state was saved with smoothing=0.5, but this filter has smoothing=0.0
         """
+        ranks = None
+        if gather and self.sync_mode == "auto" and is_distributed(self.process_group):
+            ranks = gather_ranks(
+                self._values,
+                self._fresh,
+                self._scored,
+                self._ignored,
+                self._snapshot_epoch,
+                self.process_group,
+            )
         return {
-            "num_samples": self.num_samples,
-            "modalities": list(self.modalities),
-            "score": self.score,
-            "world_size": world_size(self.process_group),
+            **self._config(),
             "values": self._values.clone(),
             "fresh": self._fresh.clone(),
             "scored": self._scored.clone(),
@@ -568,42 +598,60 @@ class HardSampleFilter:
             "snapshot_epoch": self._snapshot_epoch,
             "weights": None if self._weights is None else self._weights.clone(),
             "history": copy.deepcopy(self.history),
+            "ranks": ranks,
+        }
+
+    def _config(self) -> dict[str, Any]:
+        return {
+            "num_samples": self.num_samples,
+            "modalities": list(self.modalities),
+            "score": self.score,
+            "unscored": self.unscored,
+            "keep_ratio": list(self.keep_ratio),
+            "threshold": list(self.threshold),
+            "reweight": self.reweight,
+            "labels": labels_digest(self.labels),
+            "smoothing": self.smoothing,
+            "balance": self.balance,
+            "world_size": world_size(self.process_group),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore :meth:`state_dict`.
+        """Restore :meth:`state_dict` (no collective: every rank loads a state).
+
+        A state gathered under ``torch.distributed`` restores this rank's own
+        unsynced entries from its ``ranks`` (the rank of :attr:`process_group`),
+        so loading rank 0's state on every rank resumes exactly.
 
         Raises ``ValueError`` naming the key and both values when the state was
-        saved for another dataset size, modality list, score kind or world size,
-        and when a table has the wrong shape, dtype or values (so a damaged state
-        never yields a silent wrong plan). Nothing changes unless every check
-        passes. No collective: every rank loads its own state.
+        saved with another configuration (dataset size, modalities, score kind,
+        ``unscored``, ``keep_ratio``, ``threshold``, ``reweight``, labels,
+        ``smoothing``, ``balance``) or world size; when a table has the wrong
+        shape, dtype (float32 values and weights, bool flags, int8 snapshot) or
+        device, or impossible values; and when a sampler restored from the same
+        run resumes an epoch this state's snapshot does not belong to (see
+        :meth:`ReassemblingBatchSampler.load_state_dict
+        <remix_data.ReassemblingBatchSampler.load_state_dict>`). Nothing changes
+        unless every check passes.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
+        check_config(state, self._config(), _CONFIG_KEYS, "filter")
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"state should contain {missing[0]!r}; got keys {sorted(state)}")
-        for key, mine in (
-            ("num_samples", self.num_samples),
-            ("modalities", list(self.modalities)),
-            ("score", self.score),
-            ("world_size", world_size(self.process_group)),
-        ):
-            theirs = list(state[key]) if key == "modalities" else state[key]
-            if theirs != mine:
-                raise ValueError(
-                    f"state was saved with {key}={state[key]!r}, but this filter has {key}={mine!r}"
-                )
         m, n = len(self.modalities), self.num_samples
-        values = _state_tensor(state, "values", (m, n), floating=True)
+        values = state_tensor(state, "values", (m, n), torch.float32)
+        fresh = state_tensor(state, "fresh", (m, n), torch.bool)
+        scored = state_tensor(state, "scored", (n,), torch.bool)
+        ignored = check_nonnegative_int("state['ignored']", state["ignored"])
+        if state["ranks"] is not None:
+            values, fresh, scored, ignored = self._own_rank(state["ranks"], values, fresh, scored)
         if bool(torch.isinf(values).any()):
             raise ValueError("state['values'] should hold finite scores or NaN, but holds inf")
-        fresh = _state_tensor(state, "fresh", (m, n), floating=False)
-        scored = _state_tensor(state, "scored", (n,), floating=False)
         snap = state["snapshot"]
         if snap is not None:
-            snap = _state_tensor(state, "snapshot", (n,), floating=False)
+            snap = state_tensor(state, "snapshot", (n,), torch.int8)
             if snap.numel() and (int(snap.min()) < FILTERED or int(snap.max()) >= m):
                 raise ValueError(
                     f"state['snapshot'] should hold modality ids in [{FILTERED}, {m}), "
@@ -620,16 +668,61 @@ class HardSampleFilter:
             check_nonnegative_int("state['snapshot_epoch']", snapshot_epoch)
         weights = state["weights"]
         if weights is not None:
-            weights = _state_tensor(state, "weights", (n,), floating=True)
-        ignored = check_nonnegative_int("state['ignored']", state["ignored"])
-        self._values = values.to(torch.float32, copy=True)
-        self._fresh = fresh.to(torch.bool, copy=True)
-        self._scored = scored.to(torch.bool, copy=True)
+            weights = state_tensor(state, "weights", (n,), torch.float32)
+        history = state["history"]
+        if not isinstance(history, list):
+            raise TypeError(f"state['history'] should be a list, but got {type(history).__name__}")
+        if self._pair_check is not None:
+            problem = self._pair_check(snapshot_epoch)
+            if problem is not None:
+                raise ValueError(problem)
+            self._pair_check = None
+        self._values = values.clone()
+        self._fresh = fresh.clone()
+        self._scored = scored.clone()
         self._ignored = ignored
-        self._snapshot = None if snap is None else snap.to(torch.int8, copy=True)
+        self._snapshot = None if snap is None else snap.clone()
         self._snapshot_epoch = snapshot_epoch
-        self._weights = None if weights is None else weights.to(torch.float32, copy=True)
-        self.history = copy.deepcopy(list(state["history"]))
+        self._weights = None if weights is None else weights.clone()
+        self.history = copy.deepcopy(history)
+        self._restored = True
+
+    def _own_rank(
+        self,
+        ranks: Any,
+        values: torch.Tensor,
+        fresh: torch.Tensor,
+        scored: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """This rank's ``(values, fresh, scored, ignored)`` from a gathered ``ranks`` entry."""
+        if not isinstance(ranks, Mapping):
+            raise TypeError(
+                f"state['ranks'] should be a mapping or None, but got {type(ranks).__name__}"
+            )
+        for key in ("ignored", "values", "fresh", "scored"):
+            if key not in ranks:
+                raise ValueError(f"state['ranks'] should contain {key!r}; got {sorted(ranks)}")
+        w = world_size(self.process_group)  # equal to the saved world_size (checked)
+        me = dist.get_rank(self.process_group) if is_distributed(self.process_group) else 0
+        counts = state_tensor(ranks, "ignored", (w,), torch.int64)
+        if bool((counts < 0).any()):
+            raise ValueError(f"state['ranks']['ignored'] should be non-negative, got {counts}")
+        ignored = int(counts[me])
+        if ranks["values"] is None:  # nothing was written since the last sync
+            return values, fresh, scored, ignored
+        m, n = values.shape
+        every = state_tensor(ranks, "values", (w, m, n), torch.float32)
+        flags = state_tensor(ranks, "fresh", (w, m, n), torch.bool)
+        seen = state_tensor(ranks, "scored", (w, n), torch.bool)
+        return every[me], flags[me], seen[me], ignored
+
+    def _confirm_pair(self) -> None:
+        """Run a restored sampler's snapshot-epoch check before the next snapshot."""
+        if self._pair_check is None:
+            return
+        problem, self._pair_check = self._pair_check(self._snapshot_epoch), None
+        if problem is not None:
+            raise ValueError(problem)
 
     def __repr__(self) -> str:
         return (

@@ -9,11 +9,13 @@ step and needs no ``find_unused_parameters=True``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from ._source import modality_names, modality_rows
 from .vocabulary import ALL
 
 __all__ = ["remix_loss"]
@@ -23,8 +25,8 @@ def remix_loss(
     fused: torch.Tensor,
     heads: Mapping[str, torch.Tensor],
     target: torch.Tensor,
-    modality: torch.Tensor,
-    modalities: Sequence[str],
+    modality: torch.Tensor | int,
+    modalities: Any,
     *,
     joint_weight: float = 0.5,
     gamma: float = 1.0,
@@ -35,8 +37,10 @@ def remix_loss(
         fused: ``[B, C]`` logits of the fused head.
         heads: ``{name: [B, C] logits}`` of the unimodal heads.
         target: ``[B]`` class indices.
-        modality: ``[B]`` active-modality ids from the loader (``ALL`` for joint rows).
-        modalities: the names in the filter's order.
+        modality: ``[B]`` active-modality ids from the loader (``ALL`` for joint
+            rows), or one id for the whole batch (an ``int`` or a 0-d tensor).
+        modalities: the :class:`~remix_data.HardSampleFilter` (its names and
+            order), or the names in the filter's order.
         joint_weight: weight of every head on joint rows (paper: 0.5).
         gamma: weight of the active head on unimodal rows (paper: 1).
 
@@ -47,14 +51,19 @@ def remix_loss(
         >>> loss = remix_loss(fused, heads, torch.tensor([0, 1]), torch.tensor([-1, 0]), ("a", "b"))
         >>> round(loss.item() / torch.log(torch.tensor(3.0)).item(), 4)   # (2 + 2) / 2 CEs
         2.0
+        >>> round(remix_loss(fused, heads, torch.tensor([0, 1]), 0, ("a", "b")).item(), 4)
+        2.1972
     """
-    missing = [name for name in modalities if name not in heads]
+    names = modality_names("modalities", modalities)
+    missing = [name for name in names if name not in heads]
     if missing:
-        raise ValueError(f"heads should hold every modality; missing {missing}")
-    modality = modality.to(fused.device)
+        raise ValueError(
+            f"heads should hold every modality of modalities={names}; missing {missing}"
+        )
+    modality = modality_rows("modality", modality, fused.shape[0], len(names), fused.device)
     loss = F.cross_entropy(fused, target, reduction="none")
     joint = (modality == ALL).to(fused.dtype)
-    for m, name in enumerate(modalities):
+    for m, name in enumerate(names):
         weight = joint_weight * joint + gamma * (modality == m).to(fused.dtype)
         loss = loss + weight * F.cross_entropy(heads[name], target, reduction="none")
     return loss.mean()

@@ -14,7 +14,8 @@ modality's last, incomplete global step is completed by repeating samples of
 that modality (at most one step's worth, counted in :meth:`stats` as
 ``padded``), unless ``drop_last=True`` drops it instead (counted as
 ``dropped``). On one process without accumulation the last batch of a modality
-may be smaller than ``batch_size``, exactly like torch's ``BatchSampler``.
+may be smaller than ``batch_size``, as with torch's ``BatchSampler``, but by
+default never a batch of one sample (see :func:`split_batches`).
 """
 
 from __future__ import annotations
@@ -40,11 +41,14 @@ from ._checks import (
 from .distributed import world_info
 from .filter import HardSampleFilter
 from .seeds import PLAN, epoch_generator
+from .states import snapshot_rule
 from .vocabulary import ALL, Batch
 
-__all__ = ["ALL", "ReassemblingBatchSampler"]
+__all__ = ["ALL", "TAILS", "BatchSplit", "ReassemblingBatchSampler", "split_batches"]
 
 _ORDERS = ("sequential", "interleave", "random")
+#: How a subset's last batch is cut: see :func:`split_batches`.
+TAILS = ("merge", "keep")
 # State keys that must match between the saved and the loading sampler.
 _CONFIG_KEYS = (
     "num_samples",
@@ -69,6 +73,66 @@ def _randperm(n: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=gen, dtype=dtype)
 
 
+@dataclass(frozen=True)
+class BatchSplit:
+    """How one subset of ``n`` samples is cut into consecutive batches.
+
+    Every batch holds ``batch_size`` samples except the last, which holds
+    ``last``; the batches cover the first ``kept`` samples of the subset.
+    """
+
+    batch_size: int
+    batches: int  # batches yielded
+    kept: int  # samples yielded: the first ``kept`` of the subset
+    dropped: int  # samples left out: drop_last's tail, or a lone sample under tail="merge"
+    merged: int  # samples that joined the previous batch instead of forming one alone
+
+    @property
+    def last(self) -> int:
+        """Samples in the last batch (0 when there is none)."""
+        return self.kept - (self.batches - 1) * self.batch_size if self.batches else 0
+
+    def sizes(self) -> list[int]:
+        """The size of every batch, in order."""
+        if not self.batches:
+            return []
+        return [self.batch_size] * (self.batches - 1) + [self.last]
+
+
+def split_batches(
+    n: int, batch_size: int, *, drop_last: bool = False, tail: str = "merge"
+) -> BatchSplit:
+    """The tail rule: cut a subset of ``n`` samples into batches of ``batch_size``.
+
+    ``drop_last=True`` drops the incomplete last batch (its samples are counted
+    in ``dropped``). Otherwise the last batch may be short, except that with
+    ``tail="merge"`` (the default) no batch of one sample is ever made when
+    ``batch_size > 1`` (it would crash BatchNorm in training mode): a lone
+    last sample joins the previous batch, which then holds ``batch_size + 1``
+    samples (counted in ``merged``); a subset of exactly one sample yields no
+    batch and is counted in ``dropped``. ``tail="keep"`` is torch's
+    ``BatchSampler`` (and the paper's code): the last batch keeps whatever is
+    left, one sample included.
+
+    Example:
+        >>> split_batches(9, 4).sizes(), split_batches(9, 4, tail="keep").sizes()
+        ([4, 5], [4, 4, 1])
+        >>> split_batches(9, 4, drop_last=True).sizes(), split_batches(1, 4).dropped
+        ([4, 4], 1)
+    """
+    check_nonnegative_int("n", n)
+    b = check_positive_int("batch_size", batch_size)
+    check_choice("tail", tail, TAILS)
+    full, rest = divmod(n, b)
+    if drop_last:
+        return BatchSplit(b, full, full * b, rest, 0)
+    if rest == 1 and b > 1 and tail == "merge":
+        if full:
+            return BatchSplit(b, full, n, 0, 1)
+        return BatchSplit(b, 0, 0, 1, 0)
+    return BatchSplit(b, full + (rest > 0), n, 0, 0)
+
+
 @dataclass
 class _Group:
     """One modality's (or the joint) batches on this rank for one epoch."""
@@ -79,6 +143,7 @@ class _Group:
     samples: int  # distinct samples of the group on all ranks
     padded: int = 0
     dropped: int = 0
+    merged: int = 0
 
 
 @dataclass
@@ -118,6 +183,14 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             of every modality's subset is trained in joint batches (modality
             :data:`ALL`, all modalities visible) instead, placed like one more
             modality by ``order`` (first, for ``"sequential"``). 0 is the paper.
+        tail: the last batch of a subset on one process without accumulation
+            (:func:`split_batches`): ``"merge"`` (default) never yields a batch of
+            one sample when ``batch_size > 1`` (a lone last sample joins the
+            previous batch, counted in ``stats()["merged"]``; a subset of one
+            sample is counted in ``dropped``); ``"keep"`` is torch's
+            ``BatchSampler`` and the paper's code (a short last batch, one
+            sample included). Under distribution or accumulation every batch is
+            full (padded or dropped), so the tail rule does not apply.
 
     The assignment of a remix epoch is the filter's :meth:`~HardSampleFilter.snapshot`,
     taken at :meth:`set_epoch` (or at the first use of an epoch): updates made
@@ -128,13 +201,13 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         >>> from remix_data import HardSampleFilter
         >>> filt = HardSampleFilter(num_samples=10, modalities=("audio", "video"))
         >>> sampler = ReassemblingBatchSampler(filt, batch_size=4, warmup_epochs=1)
-        >>> [len(b) for b in sampler]                      # epoch 0: joint warm-up
-        [4, 4, 2]
-        >>> {m for b in sampler for _, m in b}
-        {-1}
+        >>> [(len(b), {m for _, m in b}) for b in sampler]   # epoch 0: joint warm-up
+        [(4, {-1}), (4, {-1}), (2, {-1})]
         >>> sampler.set_epoch(1)      # unscored samples are spread: even -> 0, odd -> 1
-        >>> [sorted({m for _, m in b}) for b in sampler]
-        [[0], [0], [1], [1]]
+        >>> [(len(b), {m for _, m in b}) for b in sampler]   # 4 + 1: no batch of one
+        [(5, {0}), (5, {1})]
+        >>> sampler.stats()["merged"]
+        {'audio': 1, 'video': 1}
     """
 
     def __init__(
@@ -150,6 +223,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         rank: int | None = None,
         accumulation_steps: int = 1,
         joint_fraction: float = 0.0,
+        tail: str = "merge",
     ) -> None:
         super().__init__()
         if not isinstance(filter, HardSampleFilter):
@@ -162,6 +236,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         self.seed = check_int("seed", seed)
         self.accumulation_steps = check_positive_int("accumulation_steps", accumulation_steps)
         self.joint_fraction = check_fraction("joint_fraction", joint_fraction, allow_zero=True)
+        self.tail = check_choice("tail", tail, TAILS)
         self.num_replicas, self.rank = world_info(num_replicas, rank, filter.process_group)
         self.epoch = 0
         self._plan: _Plan | None = None
@@ -285,10 +360,11 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         n, b = idx.size, self.batch_size
         per_rank_step = self.accumulation_steps * b
         step = self.num_replicas * per_rank_step
-        if step == b:  # one process, no accumulation: torch BatchSampler semantics
-            keep = n - n % b if self.drop_last else n
-            batches = keep // b if self.drop_last else -(-n // b)
-            return _Group(modality, idx[:keep], batches, n, dropped=n - keep)
+        if step == b:  # one process, no accumulation: the tail rule of ``split_batches``
+            cut = split_batches(n, b, drop_last=self.drop_last, tail=self.tail)
+            return _Group(
+                modality, idx[: cut.kept], cut.batches, n, dropped=cut.dropped, merged=cut.merged
+            )
         rest = n % step
         padded = dropped = 0
         if rest and self.drop_last:
@@ -346,12 +422,17 @@ class ReassemblingBatchSampler(Sampler[Batch]):
     def _batches(self, group: _Group, start: int) -> Iterator[Batch]:
         """This rank's batches of one group from batch ``start`` on, as key lists."""
         b, m, idx = self.batch_size, group.modality, group.indices
+        if start >= group.batches:
+            return
         chunk = _CHUNK_BATCHES * b
-        for lo in range(start * b, idx.size, chunk):
-            values = idx[lo : lo + chunk].tolist()
+        last = (group.batches - 1) * b  # the last batch runs to the end (it may hold b + 1)
+        for lo in range(start * b, last, chunk):
+            values = idx[lo : min(lo + chunk, last)].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
                 yield list(zip(part, repeat(m, len(part))))
+        tail = idx[last:].tolist()
+        yield list(zip(tail, repeat(m, len(tail))))
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
@@ -374,6 +455,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             "samples": {n: g.samples for n, g in zip(names, plan.groups)},
             "padded": {n: g.padded for n, g in zip(names, plan.groups)},
             "dropped": {n: g.dropped for n, g in zip(names, plan.groups)},
+            "merged": {n: g.merged for n, g in zip(names, plan.groups)},
             "filtered": plan.filtered,
         }
 
@@ -438,7 +520,12 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         Raises ``ValueError`` naming the key and both values when the state was
         saved with another dataset size, modality list, world size
         (``num_replicas``), batch size, accumulation, seed, warm-up, order or
-        ``drop_last``.
+        ``drop_last``; and when the filter's state comes from another point of
+        the run: a remix epoch resumed after its first batch needs the filter's
+        snapshot of that epoch, and a filter snapshot of a later epoch is only
+        right after the saved epoch was fully handed out (``epoch + 1``). The
+        filter is checked now if it was already restored, else when it is
+        restored or, failing that, at its next snapshot.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
@@ -472,6 +559,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
                     f"but got yielded={yielded}"
                 )
             expected = (batches, counts)
+        self._pair_with_filter(epoch, yielded, batches)
         finished = expected is not None and yielded == expected[0]
         if finished and self.epoch > epoch:
             self._resume = self._expected = None
@@ -490,11 +578,26 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         self._resume = yielded
         self._expected = expected
 
+    def _pair_with_filter(self, epoch: int, yielded: int, batches: int | None) -> None:
+        """Check that the filter's snapshot belongs to the restored position.
+
+        A filter already restored from a state is checked now; otherwise the
+        check waits for the filter's ``load_state_dict`` or, if the filter is
+        never restored, for its next snapshot (so either load order works).
+        """
+        check = snapshot_rule(epoch, yielded, batches, self.warmup_epochs)
+        if self.filter._restored:
+            problem = check(self.filter.snapshot_epoch)
+            if problem is not None:
+                raise ValueError(problem)
+        else:
+            self.filter._pair_check = check
+
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(filter={self.filter!r}, batch_size={self.batch_size}, "
             f"warmup_epochs={self.warmup_epochs}, order={self.order!r}, "
             f"drop_last={self.drop_last}, seed={self.seed}, num_replicas={self.num_replicas}, "
             f"rank={self.rank}, accumulation_steps={self.accumulation_steps}, "
-            f"joint_fraction={self.joint_fraction})"
+            f"joint_fraction={self.joint_fraction}, tail={self.tail!r})"
         )

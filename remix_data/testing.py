@@ -91,9 +91,15 @@ def sampler_configs(
 
     Keys: those of :func:`score_tables` plus ``batch_size``, ``order``,
     ``drop_last``, ``seed``, ``warmup_epochs``, ``epoch``, ``num_replicas``,
-    ``accumulation_steps``, ``keep_ratio``, ``joint_fraction``. Feed it to :func:`build_samplers`.
+    ``accumulation_steps``, ``tail``, ``joint_fraction`` (the sampler's) and
+    ``keep_ratio``, ``threshold``, ``smoothing``, ``balance``, ``labels``,
+    ``unscored`` (the filter's). Feed it to :func:`build_samplers`.
     """
     config = draw(score_tables(max_samples=max_samples))
+    n = config["num_samples"]
+    balance = draw(st.sampled_from(["none", "none", "class"]))
+    classes = draw(st.integers(1, 4))
+    labels = draw(st.lists(st.integers(0, classes - 1), min_size=n, max_size=n))
     config.update(
         batch_size=draw(st.integers(1, 9)),
         order=draw(st.sampled_from(["sequential", "interleave", "random"])),
@@ -105,6 +111,13 @@ def sampler_configs(
         accumulation_steps=draw(st.integers(1, max_accumulation)),
         keep_ratio=draw(st.none() | st.sampled_from([0.5, 0.9, 1.0])),
         joint_fraction=draw(st.sampled_from([0.0, 0.0, 0.25, 0.5])),
+        tail=draw(st.sampled_from(["merge", "merge", "keep"])),
+        # 0.5 is a drawn score value, so some scores sit exactly on the threshold
+        threshold=draw(st.none() | st.sampled_from([0.5, 1.0])),
+        smoothing=draw(st.sampled_from([0.0, 0.0, 0.5, 0.9])),
+        balance=balance,
+        labels=labels if balance == "class" or draw(st.booleans()) else None,
+        unscored=draw(st.sampled_from(["spread", "spread", "filter"])),
     )
     return config
 
@@ -116,6 +129,11 @@ def build_samplers(config: dict[str, Any]) -> list[ReassemblingBatchSampler]:
         config["modalities"],
         score=config.get("score", "confidence"),
         keep_ratio=config.get("keep_ratio"),
+        threshold=config.get("threshold"),
+        smoothing=config.get("smoothing", 0.0),
+        balance=config.get("balance", "none"),
+        labels=config.get("labels"),
+        unscored=config.get("unscored", "spread"),
     )
     values = config.get("values")
     if values is not None:
@@ -136,6 +154,7 @@ def build_samplers(config: dict[str, Any]) -> list[ReassemblingBatchSampler]:
             rank=rank,
             accumulation_steps=config.get("accumulation_steps", 1),
             joint_fraction=config.get("joint_fraction", 0.0),
+            tail=config.get("tail", "merge"),
         )
         for rank in range(world)
     ]
@@ -185,8 +204,12 @@ def check_epoch(
 
     - *len honest*: every rank yields exactly ``len(sampler)`` batches, the same
       number on every rank;
-    - *batch size*: no batch is empty or larger than ``batch_size``; under
-      distribution or accumulation every batch is full;
+    - *batch size*: no batch is empty or larger than ``batch_size``, except the
+      batches that took a lone last sample (``batch_size + 1``, as many as
+      ``stats()["merged"]`` counts); under distribution or accumulation every
+      batch is full;
+    - *no batch of one*: with ``tail="merge"`` and ``batch_size > 1`` no batch
+      holds a single sample;
     - *unimodal*: every batch has one modality (``ALL`` in warm-up epochs, a
       modality id after), and it is the assigned modality of each sample in it;
     - *same modality per step*: at every optimiser step, all ranks and all
@@ -221,10 +244,15 @@ def check_epoch(
     warmup = first.is_warmup()
     assignment = None if warmup else filt.snapshot(first.epoch).tolist()
     full = first.num_replicas * first.accumulation_steps > 1
+    merged = sum(first.stats()["merged"].values())
+    larger = 0
     for r, rank_batches in enumerate(batches):
         for t, batch in enumerate(rank_batches):
-            if not batch or len(batch) > first.batch_size:
+            larger += len(batch) == first.batch_size + 1
+            if not batch or len(batch) > first.batch_size + (merged > 0):
                 _fail("batch size", f"rank {r} batch {t} has {len(batch)} keys")
+            if len(batch) == 1 < first.batch_size and first.tail == "merge":
+                _fail("no batch of one", f"rank {r} batch {t} holds one sample ({batch})")
             if full and len(batch) != first.batch_size:
                 _fail("batch size", f"rank {r} batch {t} has {len(batch)} < batch_size keys")
             mods = {m for _, m in batch}
@@ -244,6 +272,8 @@ def check_epoch(
                 if wrong:
                     _fail("unimodal", f"rank {r} batch {t} (modality {mod}) holds {wrong}")
 
+    if larger != merged:
+        _fail("batch size", f"{larger} batches of batch_size + 1 but {merged} counted as merged")
     steps = len(batches[0]) // first.accumulation_steps if batches[0] else 0
     a = first.accumulation_steps
     for step in range(steps):

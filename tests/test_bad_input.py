@@ -137,8 +137,21 @@ def test_sampler_needs_a_filter_and_valid_epochs_and_states() -> None:
     [
         (lambda: ModalityDecoupler([], ("audio",)), ValueError, "at least two"),
         (lambda: ModalityDecoupler([], ("a", "b"), mask="blur"), ValueError, "mask='blur'"),
-        (lambda: ModalityDecoupler([], {"a": 0, "b": "1"}), TypeError, "'b': '1'"),
-        (lambda: ModalityDecoupler([], {"a": 0, "b": 0}), ValueError, "distinct positions"),
+        (
+            lambda: ModalityDecoupler([], ("a", "b"), locations={"a": 0, "b": 1.5}),
+            TypeError,
+            r"'b': 1\.5 in locations=",
+        ),
+        (
+            lambda: ModalityDecoupler([], ("a", "b"), locations={"a": 0, "b": 0}),
+            ValueError,
+            "its own place",
+        ),
+        (
+            lambda: ModalityDecoupler([], ("a", "b"), locations={"c": 0}),
+            ValueError,
+            r"locations names unknown modalities \['c'\]",
+        ),
     ],
 )
 def test_decoupler_construction(build, error: type, match: str) -> None:  # type: ignore[no-untyped-def]
@@ -152,15 +165,16 @@ def test_decoupler_keys_and_sample_kinds() -> None:
         data[(0, 2)]
     with pytest.raises(ValueError, match=r"key=\(0, 1, 2\)"):
         data[(0, 1, 2)]  # type: ignore[index]
-    tuples = ModalityDecoupler([{"a": 1}], {"a": 0, "b": 1})
-    with pytest.raises(TypeError, match="tuple or list samples"):
-        tuples[(0, 0)]
-    named = ModalityDecoupler([(torch.zeros(1), torch.zeros(1))], ("a", "b"))
-    with pytest.raises(TypeError, match="need dict samples"):
-        named[(0, 0)]
-    strings = ModalityDecoupler([{"a": "text", "b": torch.zeros(1)}], ("a", "b"))
-    with pytest.raises(TypeError, match=r"mask='zeros' needs tensors"):
-        strings[(0, 1)]
+    with pytest.raises(
+        ValueError, match=r"modality 'a' is not in dataset\[0\]: looked for position 0"
+    ):
+        ModalityDecoupler([{"a": torch.zeros(1)}], ("a", "b"), locations={"a": 0, "b": 1})
+    with pytest.raises(
+        ValueError, match=r"modality 'a' is not in dataset\[0\].*a tuple of 2 items"
+    ):
+        ModalityDecoupler([(torch.zeros(1), torch.zeros(1))], ("a", "b"))
+    with pytest.raises(TypeError, match=r"mask='zeros' needs tensors .*modality 'a' holds str"):
+        ModalityDecoupler([{"a": "text", "b": torch.zeros(1)}], ("a", "b"))
 
 
 def test_scoring_pass_arguments() -> None:

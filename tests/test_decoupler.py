@@ -47,7 +47,7 @@ def test_zeros_mode_dict_samples(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["tensor", "numpy"])
 def test_zeros_mode_tuple_samples(kind: str) -> None:
     items = [(d["label"], d["audio"], d["video"]) for d in dict_items(kind)]
-    data = ModalityDecoupler(items, {"audio": 1, "video": 2})
+    data = ModalityDecoupler(items, ("audio", "video"), locations={"audio": 1, "video": 2})
     sample, _, _ = data[(1, 1)]
     assert isinstance(sample, tuple) and sample[0] == 1
     assert total(sample[1]) == 0.0 and total(sample[2]) == 12.0
@@ -64,7 +64,9 @@ def test_drop_mode_removes_inactive_keys_and_collates() -> None:
         (m,) = set(modality.tolist())
         assert set(batch) == {("audio", "video")[m], "label"}
     with pytest.raises(ValueError, match="mask='drop' needs dict samples"):
-        ModalityDecoupler([(1, 2)], {"audio": 0, "video": 1}, mask="drop")
+        ModalityDecoupler(
+            [(1, 2)], ("audio", "video"), locations={"audio": 0, "video": 1}, mask="drop"
+        )
 
 
 def test_none_mode_keeps_sample_and_mask_features_zeroes_inactive_rows() -> None:
@@ -101,6 +103,7 @@ class PartialDataset(Dataset):
 def test_partial_loader_never_loads_the_masked_modality() -> None:
     base = PartialDataset()
     data = ModalityDecoupler(base, ("audio", "video"), mask="drop")
+    base.loads.clear()  # the construction check read dataset[0] and the partial loader
     assert set(data[(3, 0)][0]) == {"audio", "label"}
     assert base.loads == [(3, ("audio",))]
     zeros = ModalityDecoupler(base, ("audio", "video"), mask="zeros")

@@ -6,25 +6,22 @@ Two layers:
 - hypothesis over world sizes 1-8 and accumulation 1-4, every rank simulated in
   this process (the plan is a pure function of the seed, the epoch and the
   synced assignment, so simulated ranks plan exactly what real ranks plan);
-- real ``torch.distributed`` runs: 2 processes started with
-  ``torch.multiprocessing`` (spawn), gloo over a file store on loopback, real
+- real ``torch.distributed`` runs: 2 processes started by
+  :func:`remix_data.gloo.run_ranks` (spawn, gloo over a file store on loopback), real
   ``DataLoader``/``ModalityDecoupler`` pipelines and a real DDP model. The ranks
   write what they saw to files; the tests below read them.
 """
 
 from __future__ import annotations
 
-import os
-import time
+import io
 from collections import Counter
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
@@ -36,6 +33,7 @@ from remix_data import (
     ModalityDecoupler,
     ReassemblingBatchSampler,
 )
+from remix_data.gloo import run_ranks
 from remix_data.testing import build_samplers, check_epoch, sampler_configs
 
 Batch = list[tuple[int, int]]
@@ -355,41 +353,75 @@ def _edge_run(rank: int) -> dict[str, Any]:
     return out
 
 
-def _rank_main(rank: int, store: str, out_dir: str) -> None:
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{store}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=timedelta(seconds=60),
+GATHER_N = 12
+
+
+def _gather_phase(filt: HardSampleFilter, rank: int, phase: int) -> None:
+    """Overlapping writes: before the checkpoint (phase 0) rows 4-7 are written on both
+    ranks; after it (phase 1) rank 0 rewrites rows 6-9 and rank 1 rows 0-1 (written on
+    rank 0 before), so same-rank rewrites (smoothed) and cross-rank merges both occur."""
+    rows = [[range(0, 8), range(4, 12)], [range(6, 10), range(0, 2)]][phase][rank]
+    index = torch.tensor(list(rows))
+    base = index.float() * (1 + rank) + 10 * phase
+    filt.update(index, {"audio": base % 5, "video": (base * 3) % 7})
+
+
+def _gather_run(rank: int, out_dir: str) -> dict[str, Any]:
+    """One checkpoint from rank 0, loaded on every rank, versus the uninterrupted filter."""
+
+    def make() -> HardSampleFilter:
+        return HardSampleFilter(GATHER_N, ("audio", "video"), score="loss", smoothing=0.5)
+
+    whole = make()
+    whole.update(
+        torch.arange(GATHER_N), {"audio": torch.ones(GATHER_N), "video": torch.ones(GATHER_N)}
     )
+    whole.snapshot(0)  # a synced base table, so smoothing blends with it
+    _gather_phase(whole, rank, 0)
+    gathered, local = whole.state_dict(), whole.state_dict(gather=False)
+    path = Path(out_dir) / "gathered.pt"
+    if rank == 0:
+        torch.save({"gathered": gathered, "local": local}, path)
+    dist.barrier()
+    _gather_phase(whole, rank, 1)
+    whole.snapshot(1)
+    out: dict[str, Any] = {"whole": whole.state_dict(gather=False)}
+    saved = torch.load(path, weights_only=True)  # rank 0's checkpoint on every rank
+    for kind in ("gathered", "local"):
+        resumed = make()
+        resumed.load_state_dict(saved[kind])
+        _gather_phase(resumed, rank, 1)
+        resumed.snapshot(1)
+        out[kind] = resumed.state_dict(gather=False)
+    out["state"] = gathered
+    # ranks at different snapshot epochs: every rank raises instead of saving
+    skewed = make()
+    other = HardSampleFilter(
+        GATHER_N, ("audio", "video"), score="loss", smoothing=0.5, sync="never"
+    )
+    other.snapshot(1 + rank)
+    skewed.load_state_dict(other.state_dict())
     try:
-        result = {"pipeline": _pipeline_run(rank), "ddp": _ddp_run(rank), "edge": _edge_run(rank)}
-        torch.save(result, Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+        skewed.state_dict()
+    except RuntimeError as err:
+        out["skew_error"] = str(err)
+    return out
 
 
-def spawn_ranks(fn: Any, tmp: Path, *, timeout: float = 120.0) -> None:
-    """Run ``fn(rank, store, tmp)`` in ``WORLD`` spawned processes; kill them on timeout."""
-    ctx = mp.start_processes(
-        fn, args=(str(tmp / "store"), str(tmp)), nprocs=WORLD, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + timeout
-    while not ctx.join(timeout=1.0):
-        if time.monotonic() > deadline:
-            for proc in ctx.processes:
-                if proc.is_alive():
-                    proc.kill()
-            pytest.fail(f"ranks did not finish within {timeout:.0f} s")
+def _rank_main(rank: int, out_dir: str) -> None:
+    result = {
+        "pipeline": _pipeline_run(rank),
+        "ddp": _ddp_run(rank),
+        "edge": _edge_run(rank),
+        "gather": _gather_run(rank, out_dir),
+    }
+    torch.save(result, Path(out_dir) / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("gloo")
-    spawn_ranks(_rank_main, tmp)
+    run_ranks(_rank_main, WORLD, tmp, str(tmp), timeout=120)
     return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
@@ -511,3 +543,37 @@ def test_states_saved_on_two_ranks_are_rejected_by_one_process(ranks: list[dict[
     )
     with pytest.raises(ValueError, match="num_replicas=2"):
         single.load_state_dict(sampler_state)
+
+
+def test_one_gathered_checkpoint_restores_every_rank_exactly(ranks: list[dict[str, Any]]) -> None:
+    """Rank 0's state, loaded on both ranks, continues exactly: rows written on both
+    ranks since the sync, rows a rank rewrites (smoothed) after the restart."""
+    for r in ranks:
+        whole, resumed = r["gather"]["whole"], r["gather"]["gathered"]
+        assert torch.equal(whole["values"].isnan(), resumed["values"].isnan())
+        torch.testing.assert_close(
+            resumed["values"], whole["values"], equal_nan=True, rtol=0, atol=0
+        )
+        assert torch.equal(resumed["snapshot"], whole["snapshot"])
+        assert resumed["history"] == whole["history"]
+        # rank 0's local state alone forgets rank 1's writes: the check above can fail
+        assert not torch.equal(
+            r["gather"]["local"]["values"].nan_to_num(-1), whole["values"].nan_to_num(-1)
+        )
+    state = ranks[0]["gather"]["state"]
+    assert state["ranks"]["values"].shape == (WORLD, 2, GATHER_N)
+    assert state["ranks"]["fresh"][:, :, 4:8].all()  # the rows written on both ranks
+    reread = torch.load(_saved(state), weights_only=True)
+    assert torch.equal(reread["ranks"]["fresh"], state["ranks"]["fresh"])
+
+
+def _saved(state: dict[str, Any]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer
+
+
+def test_ranks_at_different_snapshot_epochs_refuse_to_save(ranks: list[dict[str, Any]]) -> None:
+    for r in ranks:
+        assert "snapshots of different epochs ([1, 2])" in r["gather"]["skew_error"]

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.utils.data import BatchSampler, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from remix_data import ALL, HardSampleFilter, ReassemblingBatchSampler
+from remix_data import ALL, HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
+from remix_data.sampler import TAILS, split_batches
 from remix_data.testing import build_samplers, check_epoch, naive_assignment, sampler_configs
 
 single = sampler_configs(max_replicas=1, max_accumulation=1)
@@ -27,14 +29,20 @@ def test_single_process_each_kept_sample_exactly_once(config: dict) -> None:
     (batches,) = check_epoch(sampler, epoch=config["epoch"])
     keys = [i for b in batches for i, _ in b]
     assert len(keys) == len(set(keys))
+    # only a lone sample of a subset (tail="merge", batch_size > 1) is left out
+    lone = sum(sampler.stats()["dropped"].values())
+    assert lone <= len(sampler.filter.modalities) + 1
+    assert lone == 0 or (config["tail"] == "merge" and config["batch_size"] > 1)
     if sampler.is_warmup():
-        assert sorted(keys) == list(range(config["num_samples"]))
+        kept = list(range(config["num_samples"]))
     else:
         assign = sampler.filter.snapshot(config["epoch"])
-        assert sorted(keys) == (assign >= 0).nonzero().squeeze(1).tolist()
-        if config["keep_ratio"] is None:
-            expected = naive_assignment(config["values"], config["score"])
-            assert sorted(keys) == [i for i, m in enumerate(expected) if m >= 0]
+        kept = (assign >= 0).nonzero().squeeze(1).tolist()
+        plain = config["balance"] == "none" and config["smoothing"] == 0.0
+        if config["keep_ratio"] is None and config["threshold"] is None and plain:
+            expected = naive_assignment(config["values"], config["score"], config["unscored"])
+            assert kept == [i for i, m in enumerate(expected) if m >= 0]
+    assert set(keys) <= set(kept) and len(kept) - len(keys) == lone
     assert len(sampler) == len(batches)
 
 
@@ -157,3 +165,57 @@ def test_resume_from_state_dict_yields_the_rest(config: dict, stop: int) -> None
     fresh.set_epoch(config["epoch"])  # a loop that calls set_epoch again must not reset
     assert list(fresh) == full[stop:]
     assert list(fresh) == full  # the next pass over the same epoch starts afresh
+
+
+# ------------------------------------------------------------------ tail rule
+@given(st.integers(0, 200), st.integers(1, 17), st.booleans(), st.sampled_from(TAILS))
+def test_split_batches_covers_the_subset_and_never_makes_a_batch_of_one(
+    n: int, b: int, drop_last: bool, tail: str
+) -> None:
+    cut = split_batches(n, b, drop_last=drop_last, tail=tail)
+    sizes = cut.sizes()
+    assert sum(sizes) == cut.kept and cut.kept + cut.dropped == n and len(sizes) == cut.batches
+    torch_sizes = [len(x) for x in BatchSampler(range(n), b, drop_last)]
+    if tail == "keep" or drop_last or b == 1:
+        assert sizes == torch_sizes and cut.merged == 0
+    else:
+        assert 1 not in sizes
+        assert all(s == b for s in sizes[:-1]) and all(2 <= s <= b + 1 for s in sizes)
+        # it differs from torch only where torch's last batch holds one sample
+        assert (sizes != torch_sizes) == (torch_sizes[-1:] == [1])
+        assert cut.merged + cut.dropped == (torch_sizes[-1:] == [1])
+
+
+def test_split_batches_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="tail='last'"):
+        split_batches(3, 2, tail="last")
+    with pytest.raises(ValueError, match="batch_size=0"):
+        split_batches(3, 0)
+    with pytest.raises(ValueError, match="n=-1"):
+        split_batches(-1, 2)
+    with pytest.raises(ValueError, match="tail='x'"):
+        ReassemblingBatchSampler(HardSampleFilter(4, ("a", "b")), 2, tail="x")
+
+
+@pytest.mark.parametrize("tail", ["merge", "keep"])
+def test_batchnorm_trains_on_every_default_batch(tail: str) -> None:
+    """A subset of ``k * batch_size + 1`` samples: the paper's tail crashes BatchNorm."""
+    n, names = 18, ("a", "b")  # spread: 9 samples per modality, batch 4 -> 4, 4, 1
+    filt = HardSampleFilter(n, names)
+    sampler = ReassemblingBatchSampler(filt, 4, tail=tail)
+    data = ModalityDecoupler([{"a": torch.randn(3), "b": torch.randn(3)} for _ in range(n)], names)
+    norm = torch.nn.BatchNorm1d(3).train()
+
+    def run() -> int:
+        seen = 0
+        for sample, index, _ in DataLoader(data, batch_sampler=sampler):
+            norm(sample["a"])
+            seen += len(index)
+        return seen
+
+    if tail == "keep":
+        with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
+            run()
+    else:
+        assert run() == n
+        assert sampler.stats()["merged"] == {"a": 1, "b": 1}

@@ -48,9 +48,9 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks._common import machine_info, write_json
 from benchmarks.harness import SampleSet, Splits, Task, run, run_interleaved
-from benchmarks.methods import MAIN_METHODS, METHODS, method_config
+from benchmarks.methods import FULL_METHODS, MAIN_METHODS, METHODS, method_config
 from benchmarks.models import HaptNet
-from benchmarks.report import format_shares, format_table, plot_runs, summarize
+from benchmarks.report import format_gap_table, format_shares, format_table, plot_runs, summarize
 from remix_data.datasets import (
     HAPT_ACTIVITIES,
     HAPT_NUM_CLASSES,
@@ -141,7 +141,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Data Remixing vs joint training on HAPT (acc = strong, gyro = weak).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--methods", nargs="+", default=list(MAIN_METHODS), choices=list(METHODS))
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        choices=list(METHODS),
+        help=f"default: {' '.join(MAIN_METHODS)}",
+    )
+    p.add_argument("--full", action="store_true",
+                   help=f"--methods {' '.join(FULL_METHODS)}")  # fmt: skip
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--epochs", type=int, default=None, help="default 30 (2 with --quick)")
     p.add_argument("--warmup", type=int, default=None, help="default 5 (1 with --quick)")
@@ -169,6 +177,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> dict[str, Any]:
     """Run the benchmark from command-line arguments; return the written report."""
     args = parse_args(argv)
+    if args.methods is None:
+        args.methods = list(FULL_METHODS if args.full else MAIN_METHODS)
     epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
     warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
     decay = args.decay_epoch if args.decay_epoch is not None else epochs // 2
@@ -234,9 +244,12 @@ def main(argv: Sequence[str] | None = None, *, hapt: HaptData | None = None) -> 
     print()
     print("Final-epoch test accuracy (%), mean ± std over seeds", args.seeds)
     print(format_table(summary, HAPT))
+    print("\nLaziness gap (alone - head, points; alone: each modality trained alone), final epoch")
+    print(format_gap_table(summary, HAPT))
     if val_users:
         print(f"\nFinal-epoch validation accuracy (%), users {val_users}")
         print(format_table(summary, HAPT, split="val"))
+        print(format_gap_table(summary, HAPT, split="val"))
     shares = format_shares(summary, HAPT.weak)
     if shares:
         print("\nShare of training samples assigned to gyro, per remix epoch (mean over seeds)")

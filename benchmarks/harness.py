@@ -162,7 +162,8 @@ class Job:
         self.names: tuple[str, ...] = cfg["modalities"]
         torch.manual_seed(seed)
         self.model = task.make_model(self.names, width, data)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.lr = lr * float(cfg["lr_scale"])
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=weight_decay)
         milestones = [decay] if 0 < decay < epochs else []
         self.sched = torch.optim.lr_scheduler.MultiStepLR(self.opt, milestones, gamma=decay_gamma)
 

@@ -4,6 +4,11 @@
 accuracies and of the time against ``joint``; :func:`format_table` prints it
 as Markdown, :func:`plot_runs` draws the per-epoch curves. A new metric is a
 key of the runs' ``final`` records passed in ``keys``.
+
+The laziness gap of a modality (:func:`remix_data.gap.laziness_gap`) is the
+accuracy of the same modality trained alone (an ``alone`` run of the same
+seed) minus the run's head on it; :func:`summarize` adds it per method where
+the alone runs exist, and :func:`format_gap_table` prints it.
 """
 
 from __future__ import annotations
@@ -16,16 +21,59 @@ from typing import Any
 
 from benchmarks._common import mean_std
 from benchmarks.harness import Task
+from remix_data.gap import laziness_gap
 
-__all__ = ["format_shares", "format_table", "per_epoch", "plot_runs", "summarize"]
+__all__ = [
+    "format_gap_table",
+    "format_shares",
+    "format_table",
+    "gaps",
+    "per_epoch",
+    "plot_runs",
+    "summarize",
+]
+
+
+def gaps(
+    runs: Sequence[Mapping[str, Any]], split: str = "final"
+) -> dict[tuple[str, int], dict[str, float]]:
+    """Per ``(method name, seed)``, the laziness gap of every modality with an alone
+    run of that seed, on ``split`` (``"final"``: test, ``"final_val"``: validation)."""
+    ceiling = {
+        (r["seed"], r["method"]["alone"]): r[split][r["method"]["alone"]]
+        for r in runs
+        if r["method"].get("alone") and r.get(split)
+    }
+    out: dict[tuple[str, int], dict[str, float]] = {}
+    for r in runs:
+        if not r.get(split):
+            continue
+        alone = {m: acc for (seed, m), acc in ceiling.items() if seed == r["seed"]}
+        heads = {m: r[split][m] for m in alone}
+        out[(r["method"]["name"], r["seed"])] = laziness_gap(alone, heads)
+    return out
+
+
+def _gap_summary(
+    mine: Sequence[Mapping[str, Any]], per_run: Mapping[tuple[str, int], Mapping[str, float]]
+) -> dict[str, Any] | None:
+    found = [per_run.get((r["method"]["name"], r["seed"])) for r in mine]
+    present = [g for g in found if g]
+    if not found or len(present) < len(found):
+        return None
+    common = set.intersection(*(set(g) for g in present))
+    return {m: mean_std([g[m] for g in present]) for m in sorted(common)}
 
 
 def summarize(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[str, dict[str, Any]]:
     """Per method: mean ± std over seeds of the final accuracies ``keys``, of the
     time and of the time ratio to the ``joint`` run of the same seed (``None``
-    without one), the validation accuracies when every run has them, the seeds
-    and :func:`per_epoch` curves."""
+    without one), the validation accuracies when every run has them, the laziness
+    gap per modality (``gap``, ``val_gap``: mean ± std over seeds of :func:`gaps`;
+    ``None`` without alone runs), ``alone`` (the modality an alone run trains),
+    ``final_epoch`` (the epoch reported), the seeds and :func:`per_epoch` curves."""
     joint = {r["seed"]: r for r in runs if r["method"]["name"] == "joint"}
+    test_gaps, val_gaps = gaps(runs), gaps(runs, "final_val")
     out: dict[str, dict[str, Any]] = {}
     for name in dict.fromkeys(r["method"]["name"] for r in runs):
         mine = [r for r in runs if r["method"]["name"] == name]
@@ -40,6 +88,10 @@ def summarize(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[st
             if len(with_val) == len(mine)
             else None
         )
+        entry["alone"] = mine[0]["method"].get("alone")
+        entry["gap"] = _gap_summary(mine, test_gaps)
+        entry["val_gap"] = _gap_summary(mine, val_gaps) if entry["val"] is not None else None
+        entry["final_epoch"] = min(len(r["epochs"]) for r in mine)
         entry["seeds"] = [r["seed"] for r in mine]
         entry["per_epoch"] = per_epoch(mine, keys)
         out[name] = entry
@@ -106,6 +158,42 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], task: Task, split: st
             f"| {t['mean']:.1f} ± {t['std']:.1f} | {ratio(s['time_vs_joint'])} "
             f"| {ratio(s['cpu_vs_joint'])} |"
         )
+    return "\n".join(lines)
+
+
+def format_gap_table(
+    summary: Mapping[str, Mapping[str, Any]], task: Task, split: str = "test"
+) -> str:
+    """Markdown: method | fused | strong head | weak head | strong gap | weak gap |
+    time vs joint, accuracies and gaps in points (an alone run shows its own head
+    only; a gap is ``alone - head``, positive where the head learnt less)."""
+
+    def pct(s: Mapping[str, float] | None) -> str:
+        return "—" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+
+    def signed(s: Mapping[str, float] | None) -> str:
+        return "—" if s is None else f"{100 * s['mean']:+.1f} ± {100 * s['std']:.1f}"
+
+    _, strong, weak = task.keys
+    lines = [
+        f"| method | fused | {strong} head | {weak} head | {strong} gap | {weak} gap "
+        "| time vs joint |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, s in summary.items():
+        acc = s if split == "test" else s["val"]
+        if acc is None:
+            continue
+        gap = s["gap"] if split == "test" else s["val_gap"]
+        alone = s.get("alone")
+        cells = [
+            pct(None if alone else acc["fused"]),
+            *(pct(acc[m] if alone in (None, m) else None) for m in (strong, weak)),
+            *(signed(None if gap is None or alone else gap.get(m)) for m in (strong, weak)),
+        ]
+        t = s["time_vs_joint"]
+        time_cell = "—" if t is None else f"{t['mean']:.2f}x ± {t['std']:.2f}"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {time_cell} |")
     return "\n".join(lines)
 
 

@@ -307,8 +307,10 @@ def build(
         raise ValueError(
             f"preset {preset.name!r} decouples per class: pass labels=..., but got labels=None"
         )
-    data = ModalityDecoupler(dataset, modalities, mask=MASKINGS[preset.masking])
-    filt = HardSampleFilter(len(data), data.modalities, labels=labels, **filter_options)
+    names = list(modalities)
+    locations = dict(modalities) if isinstance(modalities, Mapping) else None
+    filt = HardSampleFilter(len(dataset), names, labels=labels, **filter_options)
+    data = ModalityDecoupler(dataset, filt, mask=MASKINGS[preset.masking], locations=locations)
     sampler = ReassemblingBatchSampler(
         filt,
         batch_size,

@@ -186,12 +186,54 @@ def test_methods_are_built_from_the_presets() -> None:
 
     assert resolved("remix") == resolved(methods.from_preset(PAPER))
     assert resolved("remix-skip+all") == resolved(methods.from_preset(RECOMMENDED))
-    for name, preset in (("remix", PAPER), ("remix-skip+all", RECOMMENDED)):
-        assert methods.METHODS[name]["skip_encoder"] is (preset.masking == "drop")
+    assert methods.METHODS["remix"]["skip_encoder"] is (PAPER.masking == "drop") is False
+    assert methods.METHODS["remix-skip+all"]["skip_encoder"] is (RECOMMENDED.masking == "drop")
     assert resolved("remix-skip+all")["order"] == RECOMMENDED.sampler["order"]
     assert resolved("remix-skip+all")["filter"] == dict(RECOMMENDED.filter)
-    with pytest.raises(ValueError, match="masking"):
+    with pytest.raises(ValueError, match="masking='zeros' in preset 'odd'"):
         methods.from_preset(Preset(name="odd", warmup=1, masking="zeros"))
+
+
+def test_alone_and_probe_steps_train_what_they_claim() -> None:
+    torch.manual_seed(0)
+    names = bench.HAPT.modalities  # weak first
+    model = HaptNet(names, 6, width=4)
+    x = {"acc": torch.randn(5, 3, 32), "gyro": torch.randn(5, 3, 32), "label": torch.arange(5)}
+    joint = torch.full((5,), ALL)
+    cfg = methods.method_config("alone-weak", names)
+    assert cfg["alone"] == "gyro" and methods.method_config("alone-strong", names)["alone"] == "acc"
+    loss, logits = methods.train_step(model, cfg, x, joint)
+    expected = F.cross_entropy(model.heads["gyro"](model.encoders["gyro"](x["gyro"])), x["label"])
+    assert torch.allclose(loss, expected) and set(logits) == {"gyro"}
+    loss.backward()
+    untouched = [*model.encoders["acc"].parameters(), *model.heads["acc"].parameters(),
+                 *model.fused.parameters()]  # fmt: skip
+    assert all(p.grad is None for p in untouched)
+
+    # Probes: the encoders get exactly the fused loss's gradient; the heads still learn.
+    cfg = methods.method_config("joint-fused", names)
+    model.zero_grad(set_to_none=True)
+    loss, logits = methods.train_step(model, cfg, x, joint)
+    loss.backward()
+    probed = [p.grad.clone() for p in model.encoders["acc"].parameters() if p.grad is not None]
+    assert all(p.grad is not None and p.grad.any() for p in model.heads["acc"].parameters())
+    model.zero_grad(set_to_none=True)
+    F.cross_entropy(model({m: x[m] for m in names})[0], x["label"]).backward()
+    fused_only = [p.grad for p in model.encoders["acc"].parameters() if p.grad is not None]
+    assert len(probed) == len(fused_only) > 0
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(probed, fused_only))
+    with pytest.raises(ValueError, match="alone should be one of"):
+        methods.method_config({"alone": "acc"}, names)
+    with pytest.raises(ValueError, match="probe_heads is a joint-training baseline"):
+        methods.method_config("remix", names, probe_heads=True)
+    with pytest.raises(ValueError, match="lr_scale should be > 0"):
+        methods.method_config("joint", names, lr_scale=0)
+
+
+def test_lr_scale_reaches_the_optimiser(data: Splits) -> None:
+    job = Job("remix-lr20", 0, data, epochs=2, warmup=1, lr=1e-3)
+    assert job.opt.param_groups[0]["lr"] == pytest.approx(5e-5)
+    assert Job("joint", 0, data, epochs=2, lr=1e-3).opt.param_groups[0]["lr"] == 1e-3
 
 
 def test_interleaved_jobs_give_the_results_of_separate_runs(data: Splits) -> None:
@@ -258,6 +300,22 @@ def _check_report(report: dict[str, Any], methods: list[str], seeds: list[int]) 
         assert all(len(v) == config["epochs"] for v in curves["test"].values())
         assert all(len(v) == config["epochs"] for v in curves["shares"].values())
     assert report["summary"]["joint"]["time_vs_joint"]["mean"] == pytest.approx(1.0)
+    has_alone = {"alone-strong", "alone-weak"} <= set(methods)
+    for name, entry in report["summary"].items():
+        assert entry["final_epoch"] == config["epochs"]
+        assert entry["alone"] == {"alone-strong": "acc", "alone-weak": "gyro"}.get(name)
+        if not has_alone:
+            assert entry["gap"] is None
+            continue
+        assert set(entry["gap"]) == {"acc", "gyro"}
+        for m, gap in entry["gap"].items():
+            assert set(gap) == {"mean", "std", "n"} and gap["n"] == len(seeds)
+            alone = report["summary"][f"alone-{'strong' if m == 'acc' else 'weak'}"][m]
+            if len(seeds) == 1:  # one seed: the gap is alone minus head exactly
+                assert gap["mean"] == pytest.approx(alone["mean"] - entry[m]["mean"])
+    if has_alone:
+        for m, name in (("acc", "alone-strong"), ("gyro", "alone-weak")):
+            assert report["summary"][name]["gap"][m]["mean"] == 0.0
     epoch_keys = {"epoch", "phase", "lr", "train_loss", "test", "time_s", "cpu_s"}
     for one in report["runs"]:
         assert {"method", "seed", "final", "train_time_s", "epochs", "filter_history"} <= set(one)
@@ -286,6 +344,11 @@ def test_main_writes_json_schema_plot_and_table(
     printed = capsys.readouterr().out
     assert "| method | fused | acc head | gyro head | time (s) | time vs joint |" in printed
     assert "| remix-skip |" in printed
+    assert (
+        "| method | fused | acc head | gyro head | acc gap | gyro gap | time vs joint |" in printed
+    )
+    assert "| alone-weak | — | — |" in printed
+    assert list(methods.MAIN_METHODS)[:4] == ["alone-strong", "alone-weak", "joint-fused", "joint"]
     assert "validation accuracy (%), users [21]" in printed
     assert report["summary"]["remix"]["val"]["fused"]["n"] == 2
 

@@ -46,17 +46,6 @@ from benchmarks._common import (
 from remix_data import HardSampleFilter, ReassemblingBatchSampler
 
 
-def _tensor_bytes(obj: Any) -> int:
-    """Bytes of the tensors and arrays an object holds directly (one level deep)."""
-    total = 0
-    for value in vars(obj).values():
-        if isinstance(value, torch.Tensor):
-            total += value.numel() * value.element_size()
-        elif isinstance(value, np.ndarray):
-            total += value.nbytes
-    return total
-
-
 def _per_call_us(update: Callable[..., None], indices: list[torch.Tensor], reps: int) -> float:
     times = []
     for _ in range(reps):
@@ -78,7 +67,11 @@ def update_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
         logits = {m: torch.randn(b, classes, generator=gen) for m in NAMES}
         table = HardSampleFilter(n, NAMES, score="loss")
         full = HardSampleFilter(n, NAMES)
-        online = partial(full.update, outputs={"video": logits["video"]}, modality=torch.ones(b))
+        online = partial(
+            full.update,
+            outputs={"video": logits["video"]},
+            modality=torch.ones(b, dtype=torch.long),
+        )
         rows.append(
             {
                 "batch": b,
@@ -115,7 +108,7 @@ def planning_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
             "total_s": total,
             "ns_per_sample": total / n * 1e9,
             "growth": None,
-            "filter_bytes_per_sample": _tensor_bytes(filt) / n,
+            "filter_bytes_per_sample": filt.nbytes / n,
             "sampler_bytes_per_sample": sampler_bytes / n,
         }
         if rows:  # exponent k of total ~ N^k between this size and the previous one

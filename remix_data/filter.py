@@ -534,9 +534,9 @@ class HardSampleFilter:
         last = last_occurrence_numpy(idx)
         if last is None:
             return keep, 0
-        return (last[None, :] if keep is None else keep & last[None, :]), int(
-            idx.size - np.count_nonzero(last)
-        )
+        if keep is None:
+            keep = np.broadcast_to(last, (pos.size, idx.size))
+        return keep & last[None, :], int(idx.size - np.count_nonzero(last))
 
     @staticmethod
     def _raise_nonfinite(outputs: Mapping[str, Any], values: np.ndarray, bad: np.ndarray) -> None:

@@ -48,12 +48,6 @@ from benchmarks._common import (
 from remix_data import HardSampleFilter, ReassemblingBatchSampler
 
 
-def _state_bytes(filt: HardSampleFilter) -> int:
-    """Bytes of the tensors of the filter's state: its score table, flags and snapshot."""
-    state = filt.state_dict()
-    return sum(v.numel() * v.element_size() for v in state.values() if isinstance(v, torch.Tensor))
-
-
 def _plan_bytes(filt: HardSampleFilter, batch_size: int, epoch: int) -> int:
     """Bytes a fresh sampler keeps after planning ``epoch`` (the filter's snapshot of that
     epoch already taken): the memory allocated by ``set_epoch`` and still held, traced by
@@ -89,7 +83,11 @@ def update_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
         logits = {m: torch.randn(b, classes, generator=gen) for m in NAMES}
         table = HardSampleFilter(n, NAMES, score="loss")
         full = HardSampleFilter(n, NAMES)
-        online = partial(full.update, outputs={"video": logits["video"]}, modality=torch.ones(b))
+        online = partial(
+            full.update,
+            outputs={"video": logits["video"]},
+            modality=torch.ones(b, dtype=torch.long),
+        )
         rows.append(
             {
                 "batch": b,
@@ -123,7 +121,7 @@ def planning_costs(args: argparse.Namespace) -> list[dict[str, Any]]:
             "total_s": total,
             "ns_per_sample": total / n * 1e9,
             "growth": None,
-            "filter_bytes_per_sample": _state_bytes(filt) / n,
+            "filter_bytes_per_sample": filt.nbytes / n,
             "sampler_bytes_per_sample": _plan_bytes(filt, args.batch_size, args.reps - 1) / n,
         }
         if rows:  # exponent k of total ~ N^k between this size and the previous one

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +30,15 @@ from .assignment import AssignmentRule
 from .distributed import average_written, is_distributed, world_size
 from .scores import _check_logits, confidence, cross_entropy
 from .states import PairCheck, check_config, gather_ranks, labels_digest, state_tensor
+from .table import (
+    BAD_INDEX,
+    BAD_MODALITY,
+    DUPLICATES,
+    ScoreTable,
+    last_occurrence,
+    last_occurrence_numpy,
+    to_device,
+)
 from .vocabulary import ALL, FILTERED
 
 __all__ = ["HardSampleFilter", "FILTERED"]
@@ -51,6 +59,37 @@ def _as_numpy(value: Any) -> np.ndarray:
             value = value.float()
         return np.asarray(value.numpy())
     return np.asarray(value)
+
+
+def _on_device(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.device.type != "cpu"
+
+
+def _check_integer_tensor(name: str, value: torch.Tensor) -> None:
+    if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+        raise TypeError(f"{name} should hold integers, but got a tensor of dtype {value.dtype}")
+
+
+def _device_indices(indices: torch.Tensor) -> torch.Tensor:
+    """Device indices, checked without reading them (their range is counted on the device)."""
+    _check_integer_tensor("indices", indices)
+    if indices.dim() != 1:
+        raise ValueError(f"indices should be one-dimensional, but got shape {tuple(indices.shape)}")
+    return indices.detach()
+
+
+def _device_modality(modality: torch.Tensor, batch: int) -> torch.Tensor:
+    """Device modality ids as int64 ``[batch]`` (a 0-d tensor is one id for the batch)."""
+    _check_integer_tensor("modality", modality)
+    ids = modality.detach().long()
+    if ids.dim() == 0:
+        return ids.expand(batch)
+    if tuple(ids.shape) != (batch,):
+        raise ValueError(
+            f"modality should have the shape of indices {(batch,)} or be one id, "
+            f"but got {tuple(ids.shape)}"
+        )
+    return ids
 
 
 # The configuration that shapes an assignment: a state records it, and loading
@@ -175,10 +214,7 @@ class HardSampleFilter:
             raise ValueError("smoothing should be below 1 (1 never changes a score), got 1.0")
         m, n = len(self.modalities), num_samples
         self._position = {name: i for i, name in enumerate(self.modalities)}
-        self._values = torch.full((m, n), math.nan, dtype=torch.float32)
-        self._fresh = torch.zeros((m, n), dtype=torch.bool)
-        self._scored = torch.zeros(n, dtype=torch.bool)  # scored in any modality
-        self._ignored = 0
+        self._table = ScoreTable(m, n, ignore_nonfinite=self.nonfinite == "ignore")
         self._snapshot: torch.Tensor | None = None
         self._snapshot_epoch: int | None = None
         self._weights: torch.Tensor | None = None
@@ -220,6 +256,39 @@ class HardSampleFilter:
         """``"none"`` (the paper) or ``"class"``."""
         return self.rule.balance
 
+    # The table's host views (a device table comes back to the host when read).
+    @property
+    def _values(self) -> torch.Tensor:
+        return self._table.values
+
+    @_values.setter
+    def _values(self, value: torch.Tensor) -> None:
+        self._table.values = value
+
+    @property
+    def _fresh(self) -> torch.Tensor:
+        return self._table.fresh
+
+    @_fresh.setter
+    def _fresh(self, value: torch.Tensor) -> None:
+        self._table.fresh = value
+
+    @property
+    def _scored(self) -> torch.Tensor:
+        return self._table.scored
+
+    @_scored.setter
+    def _scored(self, value: torch.Tensor) -> None:
+        self._table.scored = value
+
+    @property
+    def _ignored(self) -> int:
+        return self._table.ignored
+
+    @_ignored.setter
+    def _ignored(self, value: int) -> None:
+        self._table.ignored = value
+
     # ------------------------------------------------------------------ updates
     def update(
         self,
@@ -227,7 +296,7 @@ class HardSampleFilter:
         outputs: Mapping[str, torch.Tensor],
         targets: torch.Tensor | None = None,
         *,
-        modality: torch.Tensor | None = None,
+        modality: Any = None,
     ) -> None:
         """Write the scores of one batch into the table (one index scatter).
 
@@ -238,12 +307,43 @@ class HardSampleFilter:
                 carry only some modalities; only those are updated.
             targets: ``[B]`` class indices; needed for ``[B, C]`` logits when
                 ``score="loss"``.
-            modality: optional ``[B]`` active-modality ids as yielded by the
-                loader; when given, modality ``m`` is written only for rows whose
-                id is ``m`` or ``ALL``, so masked rows never overwrite a score.
+            modality: the active-modality ids as yielded by the loader: ``[B]``,
+                or one id for the whole batch (an ``int`` or a 0-d tensor).
+                Modality ``m`` is then written only for rows whose id is ``m`` or
+                :data:`~remix_data.ALL`, so masked rows never overwrite a score.
+                Ids outside ``ALL, 0 .. M-1`` are rejected. **Required** once the
+                filter has taken a snapshot (remix epochs, whose batches are
+                unimodal) whenever ``outputs`` holds more than one modality: pass
+                the loader's ``modality``, or ``ALL`` for rows that saw every
+                modality (a scoring pass); otherwise ``ValueError``.
 
-        Tensors may live on any device; they are detached and copied to the CPU.
+        An index that occurs more than once in one call is written once, from
+        its last occurrence; the other occurrences are counted in
+        ``stats()["duplicates"]`` (padding under ``torch.distributed`` repeats
+        samples legitimately).
+
+        Where the work happens: with CPU outputs the call is numpy work on the
+        host table (validation, scores, one scatter). With outputs on a device
+        (e.g. CUDA), the table moves to that device (asynchronously, at the
+        first such call after a snapshot) and the call only enqueues device
+        work: nothing is copied to the host and nothing waits for the device.
+        Indices and modality ids given on the host are still validated here;
+        checks that need device values (non-finite scores, and the range of
+        indices or ids given as device tensors) are counted on the device and
+        reported by the next :meth:`snapshot`: a ``ValueError`` naming the
+        counts (non-finite scores only with ``nonfinite="raise"``; with
+        ``"ignore"`` they are counted in ``stats()["ignored"]``). Such entries
+        are never written. The snapshot brings the table back to the host with
+        one device-to-host transfer.
+
+        Memory: 4 bytes (score) + 1 byte (fresh flag) per sample and modality,
+        plus 1 byte per sample (scored in some modality), on the host or on the
+        device; one spare column on the device.
         """
+        device = self._device_of(outputs) if isinstance(outputs, Mapping) else None
+        if device is not None:
+            self._update_device(device, indices, outputs, targets, modality)
+            return
         idx = as_index_array("indices", indices, self.num_samples)
         if not isinstance(outputs, Mapping):
             raise TypeError(
@@ -251,6 +351,117 @@ class HardSampleFilter:
             )
         if not outputs:
             return
+        pos = self._positions(outputs, modality)
+        # Small per-batch work runs in numpy: torch's per-op overhead would dominate.
+        values = self._scores(outputs, targets, idx.size)  # float32 [k, B]
+        keep, duplicates = self._host_keep(idx, self._host_modality(modality, idx.size), pos)
+        finite = np.isfinite(values)
+        ignored = 0
+        if not finite.all():
+            bad = ~finite if keep is None else ~finite & keep
+            if bad.any() and self.nonfinite == "raise":
+                self._raise_nonfinite(outputs, values, bad)
+            ignored = int(bad.sum())
+            keep = finite if keep is None else keep & finite
+        if keep is None:
+            table_rows, where = pos[:, None], idx[None, :]
+        else:
+            r, c = np.nonzero(keep)
+            table_rows, where, values = pos[r], idx[c], values[r, c]
+        # One scatter for all modalities of the call.
+        self._table.write(table_rows, where, values, self.smoothing)
+        self._table.ignored += ignored
+        self._table.add_duplicates(duplicates)
+
+    def _update_device(
+        self,
+        device: torch.device,
+        indices: Any,
+        outputs: Mapping[str, torch.Tensor],
+        targets: Any,
+        modality: Any,
+    ) -> None:
+        """:meth:`update` for outputs on ``device``: device work only, no host transfer."""
+        n = self.num_samples
+        # Values already on the table's device are never read on the host.
+        resident_idx = isinstance(indices, torch.Tensor) and indices.device == device
+        resident_ids = isinstance(modality, torch.Tensor) and modality.device == device
+        if resident_idx:
+            idx = _device_indices(indices)
+            batch = idx.shape[0]
+            idx_host = None
+        else:
+            idx_host = as_index_array("indices", indices, n)
+            batch = idx_host.size
+        pos = self._positions(outputs, modality)
+        values = self._scores(outputs, targets, batch, device)  # float32 [k, B] on device
+        rows_host = None if resident_ids else self._host_modality(modality, batch)
+        table = self._table
+        table.on_device(device)
+        if idx_host is not None and not resident_ids:
+            keep, duplicates = self._host_keep(idx_host, rows_host, pos)
+            table.add_duplicates(duplicates)
+            cols = idx_host[None, :] if keep is None else np.where(keep, idx_host[None, :], n)
+            cols_t = to_device(torch.from_numpy(np.ascontiguousarray(cols)), device)
+        else:
+            if idx_host is not None:
+                idx = to_device(torch.from_numpy(idx_host), device)
+            ids = None
+            if rows_host is not None:
+                ids = to_device(torch.from_numpy(rows_host), device)
+            elif modality is not None:
+                ids = _device_modality(modality, batch)
+            cols_t = self._device_cols(idx.to(device).long(), ids, pos)
+        if batch == 0:
+            return
+        cols_t = cols_t.expand(len(pos), batch)
+        if pos.tolist() == list(range(len(pos))):
+            rows_t = torch.arange(len(pos), device=device).unsqueeze(1)
+        else:
+            rows_t = torch.stack([torch.full((1,), int(p), device=device) for p in pos])
+        table.write_device(rows_t, cols_t, values, smoothing=self.smoothing)
+
+    def _device_cols(
+        self, idx: torch.Tensor, ids: torch.Tensor | None, pos: np.ndarray
+    ) -> torch.Tensor:
+        """Target columns ``[k, B]`` on the device; ``N`` marks an entry not to write.
+
+        Out-of-range indices and ids and repeated indices are counted on the device.
+        """
+        n, m = self.num_samples, len(self.modalities)
+        table = self._table
+        valid = (idx >= 0) & (idx < n)
+        table.count(BAD_INDEX, (~valid).sum())
+        last = last_occurrence(idx)
+        table.count(DUPLICATES, (valid & ~last).sum())
+        keep = valid & last
+        if ids is None:
+            return torch.where(keep, idx, n).unsqueeze(0)
+        ok = (ids >= ALL) & (ids < m)
+        table.count(BAD_MODALITY, (~ok).sum())
+        keep &= ok
+        joint = ids == ALL
+        per_row = torch.stack([keep & ((ids == int(p)) | joint) for p in pos])
+        return torch.where(per_row, idx.unsqueeze(0), n)
+
+    def _device_of(self, outputs: Mapping[str, Any]) -> torch.device | None:
+        """The device of a call's outputs, or ``None`` for the host path."""
+        devices = {
+            t.device
+            for t in outputs.values()
+            if isinstance(t, torch.Tensor) and t.device.type != "cpu"
+        }
+        if self._table.device is not None:
+            devices.add(self._table.device)
+        if len(devices) > 1:
+            raise ValueError(
+                f"outputs should live on one device (the score table's, if it moved to one), "
+                f"but got tensors on {sorted(map(str, devices))}"
+            )
+        return devices.pop() if devices else None
+
+    def _positions(self, outputs: Mapping[str, Any], modality: Any) -> np.ndarray:
+        """Table rows of the modalities named by ``outputs``; checks ``modality`` is given."""
         positions = []
         for name in outputs:
             if name not in self._position:
@@ -258,43 +469,92 @@ class HardSampleFilter:
                     f"outputs names unknown modality {name!r}; known: {self.modalities}"
                 )
             positions.append(self._position[name])
-        # Small per-batch work runs in numpy: torch's per-op overhead would dominate.
-        values = self._scores(outputs, targets, idx.size)  # float32 [k, B]
-        pos = np.asarray(positions)
-        keep: np.ndarray | None = None
-        if modality is not None:
-            rows = _as_numpy(modality).astype(np.int64, copy=False)
-            if rows.shape != idx.shape:
-                raise ValueError(
-                    f"modality should have the shape of indices {tuple(idx.shape)}, "
-                    f"but got {tuple(rows.shape)}"
-                )
-            keep = (rows[None, :] == pos[:, None]) | (rows == ALL)[None, :]
-        finite = np.isfinite(values)
-        if not finite.all():
-            bad = ~finite if keep is None else ~finite & keep
-            if bad.any() and self.nonfinite == "raise":
-                k = int(np.flatnonzero(bad.any(1))[0])
-                raise ValueError(
-                    f"outputs[{list(outputs)[k]!r}] gave a non-finite score "
-                    f"({values[k][bad[k]][0]}); pass nonfinite='ignore' to skip such entries"
-                )
-            self._ignored += int(bad.sum())
-            keep = finite if keep is None else keep & finite
-        if keep is None:
-            table_rows, where = pos[:, None], idx[None, :]
+        if modality is None and len(positions) > 1 and self._snapshot_epoch is not None:
+            raise ValueError(
+                f"update got outputs for {list(outputs)} without modality= after the snapshot "
+                f"of remix epoch {self._snapshot_epoch}: remix batches are unimodal, so every "
+                "other head saw masked inputs. Pass the loader's ids "
+                "(update(index, outputs, modality=modality)), or modality=ALL for rows that "
+                "saw every modality (a scoring pass)"
+            )
+        return np.asarray(positions)
+
+    def _host_modality(self, modality: Any, batch: int) -> np.ndarray | None:
+        """Host ``modality`` as validated int64 ``[batch]`` ids; ``None`` if not given."""
+        if modality is None:
+            return None
+        m = len(self.modalities)
+        if isinstance(modality, torch.Tensor):
+            shape, dtype = tuple(modality.shape), str(modality.dtype)
+            integer = not (
+                modality.is_floating_point()
+                or modality.is_complex()
+                or modality.dtype == torch.bool
+            )
+            ids = modality.detach().numpy() if integer else None
+        elif isinstance(modality, (int, np.integer)) and not isinstance(modality, bool):
+            ids = np.asarray(modality)
+            shape, dtype, integer = (), str(ids.dtype), True
+        elif isinstance(modality, (np.ndarray, Sequence)) and not isinstance(modality, str):
+            ids = np.asarray(modality)
+            shape, dtype = ids.shape, str(ids.dtype)
+            integer = ids.dtype.kind in "iu" or not ids.size
         else:
-            r, c = np.nonzero(keep)
-            table_rows, where, values = pos[r], idx[c], values[r, c]
-        table = self._values.numpy()
-        if self.smoothing:
-            old = table[table_rows, where]
-            blended = self.smoothing * old + (1.0 - self.smoothing) * values
-            values = np.where(np.isnan(old), values, blended)
-        # One scatter for all modalities of the call.
-        table[table_rows, where] = values
-        self._fresh.numpy()[table_rows, where] = True
-        self._scored.numpy()[where] = True
+            raise TypeError(
+                f"modality should be an id, or ids as a tensor, array or sequence, "
+                f"but got modality={modality!r}"
+            )
+        if shape not in ((), (batch,)):
+            raise ValueError(
+                f"modality should have the shape of indices {(batch,)} or be one id, "
+                f"but got {shape}"
+            )
+        if not integer or ids is None:
+            raise TypeError(f"modality should hold integer ids, but got dtype {dtype}")
+        ids = ids.astype(np.int64, copy=False)
+        if ids.ndim == 0:
+            ids = np.full(batch, int(ids), dtype=np.int64)
+        if ids.size:
+            low, high = int(ids.min()), int(ids.max())
+            if low < ALL or high >= m:
+                raise ValueError(
+                    f"modality should hold ALL ({ALL}) or ids in [0, {m}) for modalities="
+                    f"{self.modalities}, but got modality id {low if low < ALL else high}"
+                )
+        return ids
+
+    @staticmethod
+    def _host_keep(
+        idx: np.ndarray, ids: np.ndarray | None, pos: np.ndarray
+    ) -> tuple[np.ndarray | None, int]:
+        """Entries ``[k, B]`` to write (``None``: all) and the number of repeated indices."""
+        keep = None if ids is None else (ids[None, :] == pos[:, None]) | (ids == ALL)[None, :]
+        last = last_occurrence_numpy(idx)
+        if last is None:
+            return keep, 0
+        if keep is None:
+            keep = np.broadcast_to(last, (pos.size, idx.size))
+        return keep & last[None, :], int(idx.size - np.count_nonzero(last))
+
+    @staticmethod
+    def _raise_nonfinite(outputs: Mapping[str, Any], values: np.ndarray, bad: np.ndarray) -> None:
+        k = int(np.flatnonzero(bad.any(1))[0])
+        j = int(np.flatnonzero(bad[k])[0])
+        name = list(outputs)[k]
+        output = outputs[name]
+        cause = ""
+        if isinstance(output, torch.Tensor) and output.dim() == 2:
+            row = output[j].detach().float()
+            if bool(row.isnan().any()):
+                cause = f": row {j}'s logits hold NaN"
+            elif bool(row.isposinf().any()):
+                cause = f": row {j}'s logits hold +inf"
+            elif bool(row.isneginf().all()):
+                cause = f": row {j}'s logits are all -inf"
+        raise ValueError(
+            f"outputs[{name!r}] gave a non-finite score ({values[k][j]}{cause}); "
+            "pass nonfinite='ignore' to skip such entries"
+        )
 
     def set_scores(self, scores: Any, *, modality: str | int | None = None) -> None:
         """Replace the score table, or one modality's row of it, with ``scores``.
@@ -376,9 +636,13 @@ class HardSampleFilter:
         return int(value)
 
     def _scores(
-        self, outputs: Mapping[str, Any], targets: torch.Tensor | None, batch: int
-    ) -> np.ndarray:
-        """Scores of every output as one float32 ``[k, B]`` numpy array."""
+        self,
+        outputs: Mapping[str, Any],
+        targets: torch.Tensor | None,
+        batch: int,
+        device: torch.device | None = None,
+    ) -> Any:
+        """Scores of every output as float32 ``[k, B]``: numpy on the host, else on ``device``."""
         tensors = list(outputs.values())
         same = all(
             isinstance(t, torch.Tensor)
@@ -390,10 +654,14 @@ class HardSampleFilter:
         if same and self.score == "confidence" and tensors[0].shape[0] == batch:
             _check_logits(tensors[0], f"outputs[{next(iter(outputs))!r}]")
             # One computation for all modalities instead of one per modality.
-            scores = confidence(torch.cat(tensors))
-            return _as_numpy(scores).astype(np.float32, copy=False).reshape(len(tensors), batch)
-        rows = [_as_numpy(self._scores_of(n, o, targets, batch)) for n, o in outputs.items()]
-        return np.stack(rows).astype(np.float32, copy=False)
+            scores = confidence(torch.cat(tensors)).view(len(tensors), batch)
+            if device is not None:
+                return to_device(scores, device)
+            return _as_numpy(scores).astype(np.float32, copy=False)
+        rows = [self._scores_of(n, o, targets, batch) for n, o in outputs.items()]
+        if device is not None:
+            return torch.stack([to_device(r.float(), device) for r in rows])
+        return np.stack([_as_numpy(r) for r in rows]).astype(np.float32, copy=False)
 
     def _scores_of(
         self, name: str, output: Any, targets: torch.Tensor | None, batch: int
@@ -441,18 +709,67 @@ class HardSampleFilter:
         the assignment, and appends the epoch's statistics to :attr:`history`.
         Later calls for the same epoch return the same tensor without a
         collective, which is what makes a resumed epoch replay the same plan
-        (the snapshot is part of :meth:`state_dict`).
+        (the snapshot is part of :meth:`state_dict`). Snapshotting an epoch
+        again after another one (``set_epoch`` going back) computes a new
+        assignment from the current table and replaces that epoch's record in
+        :attr:`history` (one record per epoch, the latest last).
+
+        Errors that :meth:`update` counted on a device since the last snapshot
+        (non-finite scores with ``nonfinite="raise"``, indices or modality ids
+        out of range) raise a ``ValueError`` here, naming the counts; they are
+        reported once.
         """
         self._confirm_pair()
         if self._snapshot is not None and self._snapshot_epoch == epoch:
             return self._snapshot
+        self._table.host()  # a device table: one transfer
         self.sync(epoch=epoch)
+        self._raise_pending()  # after the collective, so that no rank is left waiting
         assign, weights, unscored = self._assign()
         self._snapshot, self._snapshot_epoch, self._weights = assign, epoch, weights
         record = self._describe(assign, unscored, epoch)
+        # One record per epoch: an epoch planned again (set_epoch going back) replaces its own.
+        self.history = [r for r in self.history if r["epoch"] != epoch]
         self.history.append(record)
         logger.info("remix epoch %d: %s", epoch, _summary(record, self.modalities))
         return assign
+
+    def _raise_pending(self) -> None:
+        pending = self._table.pending
+        found = {k: v for k, v in pending.items() if v}
+        if not found:
+            return
+        for key in pending:
+            pending[key] = 0
+        parts = []
+        if "nonfinite" in found:
+            parts.append(f"{found['nonfinite']} non-finite scores (nonfinite='raise')")
+        if "index" in found:
+            parts.append(f"{found['index']} indices outside [0, {self.num_samples})")
+        if "modality" in found:
+            parts.append(
+                f"{found['modality']} modality ids outside ALL ({ALL}) and "
+                f"[0, {len(self.modalities)})"
+            )
+        raise ValueError(
+            "since the last snapshot, update received on the device "
+            + ", ".join(parts)
+            + "; those entries were not written (pass nonfinite='ignore' to skip non-finite "
+            "scores silently, counted in stats()['ignored'])"
+        )
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the filter's per-sample state: score table, snapshot, weights, labels.
+
+        About ``5 * M + 2`` bytes per sample for ``M`` modalities (``+ 4`` with
+        reweighting, ``+ 8`` with labels), on the host or, for the table, on
+        the device it moved to.
+        """
+        extra = (self._snapshot, self._weights, self.labels)
+        return self._table.nbytes + sum(
+            t.numel() * t.element_size() for t in extra if t is not None
+        )
 
     @property
     def snapshot_epoch(self) -> int | None:
@@ -504,6 +821,7 @@ class HardSampleFilter:
             "filtered": self.num_samples - sum(counts),
             "unscored": unscored,
             "ignored": self._ignored,
+            "duplicates": self._table.duplicates,
             "mean_score": {},
         }
         values = self._values.numpy()
@@ -527,7 +845,8 @@ class HardSampleFilter:
 
         Keys: ``epoch``, ``counts`` (samples per modality), ``filtered``,
         ``unscored`` (samples with no score in any modality), ``ignored``
-        (non-finite entries skipped), ``mean_score`` per modality over scored
+        (non-finite entries skipped), ``duplicates`` (repeated indices of one
+        :meth:`update` call, written once), ``mean_score`` per modality over scored
         samples, and ``class_counts`` when labels were given.
         """
         if self._snapshot is not None:

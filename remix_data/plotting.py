@@ -7,10 +7,11 @@ remix_data.plotting`` works without it.
 Example:
     >>> import tempfile, pathlib
     >>> import torch
-    >>> from remix_data import HardSampleFilter
+    >>> from remix_data import ALL, HardSampleFilter
     >>> filt = HardSampleFilter(4, ("audio", "video"))
     >>> for epoch in range(3):
-    ...     filt.update(torch.arange(4), {"audio": torch.randn(4, 3), "video": torch.randn(4, 3)})
+    ...     logits = {"audio": torch.randn(4, 3), "video": torch.randn(4, 3)}
+    ...     filt.update(torch.arange(4), logits, modality=ALL)
     ...     _ = filt.snapshot(epoch)
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "remix.png"
     >>> plot_history(filt.history, path, accuracy={"fused": [0.5, 0.6, 0.7]}) == path

@@ -27,7 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["confidence", "confidence_numpy", "cross_entropy"]
+from .table import to_device
+
+__all__ = ["confidence", "confidence_numpy", "confidence_torch", "cross_entropy"]
+
+_LOWEST = np.finfo(np.float64).min
 
 
 def _check_logits(logits: torch.Tensor, name: str) -> None:
@@ -45,7 +49,11 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
 
     Computed as ``sum(e * z) / sum(e) - log(sum(e)) + log C`` with ``z = x - max(x)``
     and ``e = exp(z)``: stable, and on CPU done in float64 numpy (a few
-    microseconds for a batch, where torch's small-op overhead costs tens).
+    microseconds for a batch, where torch's small-op overhead costs tens). A
+    ``-inf`` logit is a class of probability 0 and counts as such (``0 log 0 =
+    0``); a row holding ``NaN`` or ``+inf``, or only ``-inf``, has no
+    distribution and gives ``NaN``. On a device the result stays there: nothing
+    is copied to the host.
 
     Args:
         logits: ``[B, C]`` unnormalised scores of one unimodal head, any device.
@@ -59,7 +67,14 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
         if x.dtype not in (torch.float32, torch.float64):
             x = x.float()  # numpy has no bfloat16
         return torch.from_numpy(confidence_numpy(x.numpy()))
-    z = x.float() - x.float().amax(dim=1, keepdim=True)
+    return confidence_torch(x)
+
+
+def confidence_torch(logits: torch.Tensor) -> torch.Tensor:
+    """:func:`confidence` in torch ops, on the logits' device (the path for accelerators)."""
+    x = logits.detach().float()
+    # ``-inf`` logits (probability 0) become the lowest finite value, so that e * z = 0.
+    z = (x - x.amax(dim=1, keepdim=True)).clamp(min=torch.finfo(torch.float32).min)
     e = z.exp()
     total = e.sum(dim=1)
     return (e * z).sum(dim=1) / total - total.log() + math.log(x.shape[1])
@@ -68,7 +83,7 @@ def confidence(logits: torch.Tensor) -> torch.Tensor:
 def confidence_numpy(logits: np.ndarray) -> np.ndarray:
     """:func:`confidence` of a ``[B, C]`` numpy array, as float32 ``[B]``."""
     x = np.asarray(logits, dtype=np.float64)
-    z = x - x.max(axis=1, keepdims=True)
+    z = np.maximum(x - x.max(axis=1, keepdims=True), _LOWEST)  # -inf logits: e * z = 0
     e = np.exp(z)
     total = e.sum(axis=1)
     out: np.ndarray = np.einsum("bc,bc->b", e, z) / total - np.log(total) + math.log(x.shape[1])
@@ -92,5 +107,5 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
             f"but got {shape!r}"
         )
     return F.cross_entropy(
-        logits.detach().float(), targets.detach().to(logits.device), reduction="none"
+        logits.detach().float(), to_device(targets.detach(), logits.device), reduction="none"
     )

@@ -30,6 +30,7 @@ from .decoupler import ModalityDecoupler
 from .distributed import world_info
 from .filter import HardSampleFilter
 from .seeds import SCORING, epoch_generator
+from .vocabulary import ALL
 
 __all__ = ["scoring_pass"]
 
@@ -117,8 +118,8 @@ def scoring_pass(
             result = fn(sample)
             if isinstance(result, tuple):
                 outputs, targets = result
-                filter.update(index, outputs, targets)
+                filter.update(index, outputs, targets, modality=ALL)
             else:
-                filter.update(index, result)
+                filter.update(index, result, modality=ALL)
             scored += len(index)
     return scored

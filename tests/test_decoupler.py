@@ -166,7 +166,8 @@ def test_persistent_workers_follow_the_assignment_of_every_epoch() -> None:
     for epoch in range(3):
         # a different hard modality per sample every epoch
         hard_audio = (torch.arange(n) + epoch) % 3 == 0
-        filt.update(torch.arange(n), {"audio": hard_audio.float(), "video": torch.full((n,), 0.5)})
+        scores = {"audio": hard_audio.float(), "video": torch.full((n,), 0.5)}
+        filt.update(torch.arange(n), scores, modality=ALL)
         sampler.set_epoch(epoch)
         assignment = filt.snapshot(epoch)
         seen_assignments.append(assignment.tolist())

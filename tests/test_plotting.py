@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from remix_data import HardSampleFilter
+from remix_data import ALL, HardSampleFilter
 
 pytest.importorskip("matplotlib")
 
@@ -24,7 +24,7 @@ def _history(epochs: int = 3, n: int = 12) -> list[dict[str, Any]]:
     filt = HardSampleFilter(n, ("audio", "video"), labels=labels)
     for epoch in range(epochs):
         logits = {m: torch.randn(n, 3, generator=gen) for m in ("audio", "video")}
-        filt.update(torch.arange(n), logits)
+        filt.update(torch.arange(n), logits, modality=ALL)  # a scoring pass: unmasked rows
         filt.snapshot(epoch)
     return filt.history
 

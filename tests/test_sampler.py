@@ -104,7 +104,7 @@ def test_assignment_is_snapshotted_at_set_epoch() -> None:
     filt.update(torch.arange(6), {"a": torch.ones(6), "b": torch.zeros(6)})
     sampler = ReassemblingBatchSampler(filt, 2)
     sampler.set_epoch(1)
-    filt.update(torch.arange(6), {"a": torch.zeros(6), "b": torch.ones(6)})
+    filt.update(torch.arange(6), {"a": torch.zeros(6), "b": torch.ones(6)}, modality=ALL)
     assert {m for b in sampler for _, m in b} == {0}
     sampler.set_epoch(2)
     assert {m for b in sampler for _, m in b} == {1}

@@ -1,0 +1,139 @@
+"""HardSampleFilter.update cannot be fed wrong rows by accident; confidence of -inf logits."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from remix_data import ALL, HardSampleFilter, confidence
+from remix_data.scores import confidence_numpy, confidence_torch
+from remix_data.testing import logits
+
+NAMES = ("a", "b")
+
+
+def values(filt: HardSampleFilter) -> list[list[float]]:
+    return filt.state_dict()["values"].nan_to_num(-7.0).tolist()
+
+
+def test_all_heads_without_modality_after_a_remix_snapshot_raise() -> None:
+    filt = HardSampleFilter(4, NAMES, score="loss")
+    both = {"a": torch.ones(4), "b": torch.zeros(4)}
+    filt.update(torch.arange(4), both)  # warm-up: joint batches, no snapshot yet
+    filt.snapshot(1)
+    before = values(filt)
+    with pytest.raises(ValueError, match=r"outputs for \['a', 'b'\] without modality=.*epoch 1"):
+        filt.update(torch.arange(4), {"a": torch.zeros(4), "b": torch.ones(4)})
+    assert values(filt) == before  # nothing written
+    filt.update(torch.arange(4), {"a": torch.full((4,), 3.0)})  # one head: written as given
+    filt.update(torch.arange(2), {"a": torch.zeros(2), "b": torch.ones(2)}, modality=ALL)
+    filt.update(torch.arange(2, 4), {"a": torch.zeros(2), "b": torch.ones(2)}, modality=1)
+    assert values(filt) == [[0.0, 0.0, 3.0, 3.0], [1.0, 1.0, 1.0, 1.0]]
+
+
+@pytest.mark.parametrize(
+    "one", [1, np.int64(1), torch.tensor(1), torch.tensor(1, dtype=torch.int8)]
+)
+def test_one_modality_id_for_the_whole_batch(one: object) -> None:
+    scalar, full = (HardSampleFilter(3, NAMES, score="loss") for _ in range(2))
+    outputs = {"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([4.0, 5.0, 6.0])}
+    scalar.update([0, 1, 2], outputs, modality=one)
+    full.update([0, 1, 2], outputs, modality=torch.ones(3, dtype=torch.long))
+    assert values(scalar) == values(full) == [[-7.0] * 3, [4.0, 5.0, 6.0]]
+
+
+@pytest.mark.parametrize(
+    ("modality", "error", "match"),
+    [
+        (torch.full((4,), 5), ValueError, "modality id 5"),
+        (torch.tensor([0, -2, 1, 0]), ValueError, "modality id -2"),
+        (2, ValueError, "modality id 2"),
+        (torch.zeros(4), TypeError, "integer ids, but got dtype torch.float32"),
+        (torch.zeros(4, dtype=torch.bool), TypeError, "integer ids"),
+        ([0.0, 1.0, 0.0, 1.0], TypeError, "integer ids"),
+        (True, TypeError, "modality=True"),
+        ("a", TypeError, "modality='a'"),
+        (torch.zeros(2, 2, dtype=torch.long), ValueError, r"shape of indices \(4,\)"),
+    ],
+)
+def test_bad_modality_ids_are_rejected(modality: object, error: type, match: str) -> None:
+    filt = HardSampleFilter(4, NAMES, score="loss")
+    with pytest.raises(error, match=match):
+        filt.update(torch.arange(4), {"a": torch.ones(4)}, modality=modality)
+    assert filt.stats()["unscored"] == 4
+
+
+@given(
+    st.lists(st.integers(0, 5), min_size=0, max_size=12),
+    st.sampled_from([0.0, 0.5]),
+    st.booleans(),
+)
+def test_duplicate_indices_are_written_once_from_the_last_and_counted(
+    indices: list[int], smoothing: float, with_modality: bool
+) -> None:
+    filt = HardSampleFilter(6, NAMES, score="loss", smoothing=smoothing)
+    filt.update(torch.arange(6), {"a": torch.ones(6)})  # an old score to smooth with
+    scores = [float(k) for k in range(len(indices))]
+    ids = {"modality": torch.zeros(len(indices), dtype=torch.long)} if with_modality else {}
+    filt.update(indices, {"a": torch.tensor(scores)}, **ids)
+    last = dict(zip(indices, scores))  # a dict keeps the last value of a repeated key
+    expected = [smoothing * 1.0 + (1 - smoothing) * last[i] if i in last else 1.0 for i in range(6)]
+    assert values(filt)[0] == pytest.approx(expected)
+    assert filt.stats()["duplicates"] == len(indices) - len(set(indices))
+
+
+@st.composite
+def masked_logits(draw: st.DrawFn) -> torch.Tensor:
+    """Logits where some classes (never a whole row) are -inf."""
+    x = draw(logits())
+    mask = torch.tensor(draw(st.lists(st.booleans(), min_size=x.numel(), max_size=x.numel())))
+    mask = mask.view(x.shape)
+    mask[:, 0] = False
+    return x.masked_fill(mask, -math.inf)
+
+
+@given(masked_logits())
+def test_confidence_of_minus_inf_logits_treats_them_as_probability_zero(x: torch.Tensor) -> None:
+    p = torch.softmax(x.double(), dim=1)
+    plogp = torch.where(p > 0, p * torch.log(p.clamp_min(1e-300)), torch.zeros_like(p))
+    expected = math.log(x.shape[1]) + plogp.sum(1)  # log C - H, with 0 log 0 = 0
+    for got in (confidence(x), confidence_torch(x), torch.from_numpy(confidence_numpy(x.numpy()))):
+        assert bool(torch.isfinite(got).all())
+        assert torch.allclose(got.double(), expected, atol=1e-5)
+    filt = HardSampleFilter(len(x), NAMES)
+    filt.update(torch.arange(len(x)), {"a": x})  # accepted: no non-finite score
+    assert filt.stats()["unscored"] == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "cause"),
+    [
+        ([math.inf, 0.0, 1.0], r"\(nan: row 1's logits hold \+inf\)"),
+        ([math.nan, 0.0, 1.0], r"\(nan: row 1's logits hold NaN\)"),
+        ([-math.inf] * 3, r"\(nan: row 1's logits are all -inf\)"),
+    ],
+)
+def test_non_finite_scores_name_their_cause(row: list[float], cause: str) -> None:
+    filt = HardSampleFilter(2, NAMES)
+    x = torch.tensor([[0.0, 1.0, 2.0], row])
+    with pytest.raises(ValueError, match=r"outputs\['a'\] gave a non-finite score " + cause):
+        filt.update([0, 1], {"a": x})
+    assert torch.isnan(confidence_torch(x)[1])
+
+
+def test_going_back_an_epoch_keeps_one_history_record_per_epoch() -> None:
+    filt = HardSampleFilter(4, NAMES, score="loss")
+    filt.update(torch.arange(4), {"a": torch.ones(4), "b": torch.zeros(4)})
+    first = filt.snapshot(3)
+    assert filt.snapshot(3) is first  # the same epoch again: frozen, no record added
+    filt.snapshot(2)
+    filt.update(torch.arange(4), {"a": torch.zeros(4), "b": torch.ones(4)}, modality=ALL)
+    again = filt.snapshot(3)
+    assert [h["epoch"] for h in filt.history] == [2, 3]
+    assert filt.stats() is filt.history[-1] and filt.stats()["counts"] == {"a": 0, "b": 4}
+    assert first.tolist() == [0] * 4 and again.tolist() == [1] * 4

@@ -18,6 +18,7 @@ Example:
     ...     assert len(set(modality.tolist())) == 1     # one modality per batch
 """
 
+from .alerts import RemixWarning
 from .decoupler import PARTIAL_LOADER, ModalityDecoupler, mask_features
 from .filter import FILTERED, HardSampleFilter
 from .losses import remix_loss
@@ -32,6 +33,7 @@ __all__ = [
     "HardSampleFilter",
     "ModalityDecoupler",
     "ReassemblingBatchSampler",
+    "RemixWarning",
     "confidence",
     "cross_entropy",
     "mask_features",

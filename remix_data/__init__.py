@@ -19,6 +19,7 @@ Example:
 """
 
 from .alerts import RemixWarning
+from .collate import RemixCollate
 from .decoupler import PARTIAL_LOADER, ModalityDecoupler, mask_features
 from .filter import FILTERED, HardSampleFilter
 from .losses import remix_loss
@@ -33,6 +34,7 @@ __all__ = [
     "HardSampleFilter",
     "ModalityDecoupler",
     "ReassemblingBatchSampler",
+    "RemixCollate",
     "RemixWarning",
     "confidence",
     "cross_entropy",

@@ -16,6 +16,7 @@ from remix_data import (
     HardSampleFilter,
     ModalityDecoupler,
     ReassemblingBatchSampler,
+    RemixCollate,
     mask_features,
 )
 
@@ -387,3 +388,39 @@ def test_mask_features_takes_the_filter_and_one_id_per_batch() -> None:
         mask_features(feats, 5, filt)
     with pytest.raises(ValueError, match=r"modality should hold ALL .* but got an id 2"):
         mask_features(feats, torch.tensor([0, 2]), filt)
+
+
+# ------------------------------------------------------------------ collate
+def project_collate(samples: list[dict]) -> dict:
+    """A project's own collate: fails on (sample, index, modality) triples."""
+    return {
+        "audio": torch.stack([s["audio"] for s in samples]),
+        "video": torch.stack([s["video"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples]),
+    }
+
+
+def test_remix_collate_runs_the_projects_collate_on_the_samples_in_workers() -> None:
+    filt = HardSampleFilter(6, ("audio", "video"))
+    data = ModalityDecoupler(dict_items("tensor"), filt)
+    plain = DataLoader(
+        data, batch_sampler=ReassemblingBatchSampler(filt, 3), collate_fn=project_collate
+    )
+    with pytest.raises(TypeError, match="tuple indices must be integers"):
+        next(iter(plain))  # why the wrapper exists
+    sampler = ReassemblingBatchSampler(filt, 3)
+    wrapped = DataLoader(
+        data, batch_sampler=sampler, collate_fn=RemixCollate(project_collate), num_workers=2
+    )
+    default = DataLoader(data, batch_sampler=ReassemblingBatchSampler(filt, 3))  # same plan
+    for (batch, index, modality), (ref, ref_index, ref_modality) in zip(wrapped, default):
+        assert index.dtype == modality.dtype == torch.int64
+        assert torch.equal(index, ref_index) and torch.equal(modality, ref_modality)
+        assert all(torch.equal(batch[k], ref[k]) for k in ("audio", "video", "label"))
+    assert torch.equal(RemixCollate()([data[(0, 1)], data[(2, 1)]])[0]["audio"], torch.zeros(2, 2))
+    with pytest.raises(
+        TypeError, match=r"should receive the .sample, index, modality. triples .* first is dict"
+    ):
+        RemixCollate()([{"audio": 1}])
+    with pytest.raises(TypeError, match="collate_fn should be callable, but got collate_fn=3"):
+        RemixCollate(3)  # type: ignore[arg-type]

@@ -38,9 +38,8 @@ class RemixCollate:
         >>> from torch.utils.data import DataLoader
         >>> from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
         >>> def pad(samples):                       # a project's own collate_fn
-        ...     longest = max(len(s["audio"]) for s in samples)
-        ...     return torch.stack([torch.nn.functional.pad(s["audio"], (0, longest - len(s["audio"])))
-        ...                         for s in samples])
+        ...     audio = [s["audio"] for s in samples]
+        ...     return torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
         >>> base = [{"audio": torch.ones(i + 1), "video": torch.ones(2)} for i in range(4)]
         >>> filt = HardSampleFilter(len(base), ("audio", "video"))
         >>> data = ModalityDecoupler(base, filt, mask="none")

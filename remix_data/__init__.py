@@ -18,6 +18,8 @@ Example:
     ...     assert len(set(modality.tolist())) == 1     # one modality per batch
 """
 
+from .alerts import RemixWarning
+from .collate import RemixCollate
 from .decoupler import PARTIAL_LOADER, ModalityDecoupler, mask_features
 from .filter import HardSampleFilter
 from .losses import remix_loss
@@ -33,6 +35,8 @@ __all__ = [
     "HardSampleFilter",
     "ModalityDecoupler",
     "ReassemblingBatchSampler",
+    "RemixCollate",
+    "RemixWarning",
     "confidence",
     "cross_entropy",
     "mask_features",

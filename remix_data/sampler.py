@@ -21,6 +21,7 @@ default never a batch of one sample (see :func:`split_batches`).
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -38,6 +39,7 @@ from ._checks import (
     check_nonnegative_int,
     check_positive_int,
 )
+from .alerts import RemixWarning
 from .distributed import world_info
 from .filter import HardSampleFilter
 from .seeds import PLAN, epoch_generator
@@ -266,6 +268,12 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         self._resume: int | None = None
         # ``_shape`` the resumed epoch had when its state was saved; checked once.
         self._expected: tuple[int, tuple[int, ...]] | None = None
+        # Bumped when the epoch changes: an iterator of an older epoch that is
+        # still advanced no longer moves this sampler's position.
+        self._generation = 0
+        # False once an iterator ran through the whole epoch; set_epoch re-arms.
+        self._armed = True
+        self._warned: set[tuple[str, int]] = set()
 
     def check_sharding(
         self, num_replicas: int, rank: int, accumulation_steps: int, *, owner: str
@@ -299,14 +307,34 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         for an epoch runs the filter's :meth:`~HardSampleFilter.snapshot`, the
         one collective per epoch under ``torch.distributed``: call it on every
         rank with the same epoch.
+
+        Warns (:class:`~remix_data.RemixWarning`, once per epoch) when ``epoch``
+        is below the current epoch outside a resume. Called while an iterator
+        of the previous epoch is still running, the new epoch starts from its
+        first batch and that iterator no longer moves the saved position.
         """
         check_nonnegative_int("epoch", epoch)
+        if epoch < self.epoch and self._resume is None:
+            self._warn_once(
+                "backwards",
+                epoch,
+                f"set_epoch({epoch}) goes back from epoch {self.epoch}: the epoch counter "
+                "of the loop should only grow (outside a resume through load_state_dict); "
+                "replanning an earlier remix epoch takes its snapshot again",
+            )
         if epoch != self.epoch:
             self._resume = None
             self._expected = None
             self._yielded = 0
+            self._generation += 1
         self.epoch = epoch
+        self._armed = True
         self._current_plan()
+
+    def _warn_once(self, kind: str, epoch: int, message: str) -> None:
+        if (kind, epoch) not in self._warned:
+            self._warned.add((kind, epoch))
+            warnings.warn(message, RemixWarning, stacklevel=3)
 
     def is_warmup(self, epoch: int | None = None) -> bool:
         """Whether ``epoch`` (default: the current one) yields joint batches."""
@@ -319,9 +347,17 @@ class ReassemblingBatchSampler(Sampler[Batch]):
 
     def _current_plan(self) -> _Plan:
         epoch = self.epoch
-        snapshot = None if self.is_warmup(epoch) else self.filter.snapshot(epoch)
         plan = self._plan
-        if plan is None or plan.epoch != epoch or plan.snapshot is not snapshot:
+        known = plan is not None and plan.epoch == epoch
+        if self.is_warmup(epoch):
+            snapshot = None
+        elif plan is not None and known and self.filter.snapshot_epoch != epoch:
+            # Planned from this epoch's snapshot, which the filter has since
+            # replaced by another epoch's: keep the plan, take no new snapshot.
+            snapshot = plan.snapshot
+        else:
+            snapshot = self.filter.snapshot(epoch)  # the cached one once taken
+        if plan is None or not known or plan.snapshot is not snapshot:
             plan = self._build_plan(epoch, snapshot)
             self._plan = plan
             self._shape = (len(plan), tuple(g.samples for g in plan.groups))
@@ -406,6 +442,14 @@ class ReassemblingBatchSampler(Sampler[Batch]):
 
     # ---------------------------------------------------------------- iteration
     def __len__(self) -> int:
+        """Batches this rank yields in the current epoch.
+
+        Cheap and free of side effects once the epoch is planned (after
+        :meth:`set_epoch`, or any earlier use of the epoch). Before that, the
+        first call plans the epoch, which after warm-up takes the filter's
+        snapshot: a history record and, under ``torch.distributed``, a
+        collective (so call ``set_epoch`` first, on every rank).
+        """
         return len(self._current_plan())
 
     def __iter__(self) -> Iterator[Batch]:
@@ -417,6 +461,17 @@ class ReassemblingBatchSampler(Sampler[Batch]):
 
     def _iterate(self) -> Iterator[Batch]:
         plan = self._current_plan()
+        resuming = self._resume is not None
+        if not self._armed and not resuming:
+            self._warn_once(
+                "again",
+                self.epoch,
+                f"epoch {self.epoch} is iterated again although it was fully consumed and "
+                "set_epoch was not called since: call sampler.set_epoch(epoch) at the start "
+                "of every epoch, or the run repeats this epoch's plan (warm-up forever, or "
+                "one assignment reused)",
+            )
+        generation = self._generation
         start = self._resume or 0
         self._resume = None
         a = self.accumulation_steps
@@ -427,8 +482,11 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         self._yielded = start
         for t in range(start, len(plan.order) * a):
             batch = next(streams[plan.order[t // a]])
-            self._yielded = t + 1
+            if self._generation == generation:
+                self._yielded = t + 1
             yield batch
+        if self._generation == generation:
+            self._armed = False
 
     def _batches(self, group: _Group, start: int) -> Iterator[Batch]:
         """This rank's batches of one group from batch ``start`` on, as key lists."""
@@ -447,11 +505,15 @@ class ReassemblingBatchSampler(Sampler[Batch]):
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
-        """This epoch's plan on this rank: batches, samples, padding and drops.
+        """This epoch's plan on this rank: batches, samples, padding, merges and drops.
+
+        Cheap and free of side effects once the epoch is planned, like ``len``.
 
         ``samples`` counts distinct samples per modality over all ranks;
         ``padded`` the repeats that complete a modality's last global step;
-        ``dropped`` the samples ``drop_last`` left out; ``filtered`` the samples
+        ``dropped`` the samples ``drop_last`` (or, with ``tail="merge"``, a
+        one-sample subset) left out; ``merged`` the lone last samples that joined
+        the previous batch (see :func:`split_batches`); ``filtered`` the samples
         the filter left out. Every sample of the epoch is in exactly one of
         ``samples - dropped`` or ``filtered``, plus ``dropped``.
         """

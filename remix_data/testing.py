@@ -25,14 +25,17 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
+import numpy as np
 import torch
 from hypothesis import strategies as st
 
 from ._checks import check_positive_int
+from .decoupler import ModalityDecoupler
 from .filter import HardSampleFilter
+from .masking import Location, locate
 from .sampler import ReassemblingBatchSampler
 from .vocabulary import ALL, FILTERED, Batch
 
@@ -43,6 +46,7 @@ __all__ = [
     "build_samplers",
     "check_epoch",
     "check_step_modalities",
+    "check_loader",
     "naive_assignment",
 ]
 
@@ -358,3 +362,375 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
             _fail("same modality per step", f"step {step} mixes modalities {sorted(mods_of_step)}")
         steps.append(mods_of_step.pop())
     return steps
+
+
+# ------------------------------------------------------------ real loaders
+def _find(root: Any, kind: type, depth: int = 3) -> Any:
+    """The first ``kind`` instance reachable from ``root`` through attributes."""
+    seen: set[int] = set()
+    frontier = [root]
+    for _ in range(depth + 1):
+        following: list[Any] = []
+        for obj in frontier:
+            if id(obj) in seen or obj is None:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, kind):
+                return obj
+            fields = getattr(obj, "__dict__", None)
+            if isinstance(fields, dict):
+                following.extend(fields.values())
+        frontier = following
+    return None
+
+
+def _ids(value: Any, name: str) -> list[int]:
+    if isinstance(value, torch.Tensor):
+        return [int(v) for v in value.reshape(-1).tolist()]
+    if isinstance(value, int):
+        return [value]
+    if isinstance(value, Iterable):
+        return [int(v) for v in value]
+    raise TypeError(f"the batch's {name} should be a tensor or ints, but got {value!r}")
+
+
+def _as_tensor(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    return value
+
+
+def _row(value: Any, r: int) -> Any:
+    """Row ``r`` of a collated modality: a ``[B, ...]`` tensor/array or a list of rows."""
+    return _as_tensor(value[r])
+
+
+def _same(row: Any, raw: Any) -> bool:
+    row, raw = _as_tensor(row), _as_tensor(raw)
+    if isinstance(row, torch.Tensor) and isinstance(raw, torch.Tensor):
+        if row.shape != raw.shape:  # a padding collate: the sample is the leading block
+            if row.dim() != raw.dim() or any(a < b for a, b in zip(row.shape, raw.shape)):
+                return False
+            row = row[tuple(slice(0, s) for s in raw.shape)]
+        return bool(torch.equal(row.to(raw.dtype), raw))
+    return bool(row == raw)
+
+
+class _Watched:
+    """A stand-in for the user's loader that records what each pass yields.
+
+    Attribute access goes to the real loader, so a loop that reads
+    ``loader.batch_sampler`` or ``len(loader)`` sees the real thing.
+    """
+
+    def __init__(self, loader: Any, sampler: ReassemblingBatchSampler) -> None:
+        self._loader = loader
+        self._sampler = sampler
+        self.passes: list[dict[str, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def __len__(self) -> int:
+        return len(self._loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        sampler = self._sampler
+        record: dict[str, Any] = {"batches": [], "finished": False}
+        self.passes.append(record)
+        for batch in self._loader:
+            if not record["batches"]:  # the loop's set_epoch has run by now
+                record.update(
+                    epoch=sampler.epoch,
+                    warmup=sampler.is_warmup(),
+                    planned=len(sampler),
+                    stats=sampler.stats(),
+                    table=sampler.filter.state_dict()["values"],
+                )
+            record["batches"].append(batch)
+            yield batch
+        if not record["batches"]:
+            record.update(epoch=sampler.epoch, warmup=sampler.is_warmup(), planned=len(sampler))
+        record["finished"] = True
+        record["table_after"] = sampler.filter.state_dict()["values"]
+
+
+def _default_unpack(batch: Any) -> tuple[Any, Any, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 3:
+        return batch[0], batch[1], batch[2]
+    raise TypeError(
+        "the loader should yield (sample, index, modality) batches; pass unpack= to say "
+        f"where they are in yours, but got a {type(batch).__name__}"
+    )
+
+
+def check_loader(
+    loader: Any,
+    dataset: Any,
+    *,
+    train: Callable[[Any], None] | None = None,
+    epochs: int = 3,
+    sampler: ReassemblingBatchSampler | None = None,
+    decoupler: ModalityDecoupler | None = None,
+    unpack: Callable[[Any], tuple[Any, Any, Any]] | None = None,
+    locations: Mapping[str, Location] | None = None,
+) -> list[dict[str, Any]]:
+    """Run the user's real loader (and loop) and check every invariant, masking included.
+
+    Args:
+        loader: your ``DataLoader`` as you build it (your dataset wrapper, your
+            ``collate_fn``, your batch-sampler wrapper, workers): anything
+            iterable that yields batches.
+        dataset: the *raw* dataset (before :class:`~remix_data.ModalityDecoupler`),
+            against which every batch's visible modality is compared.
+        train: your training loop as a function of the loader: ``train(loader)``
+            runs all its epochs (``set_epoch``, the batches, ``filt.update``...)
+            over the loader it is given, a recording stand-in for yours. Default:
+            ``epochs`` epochs of ``sampler.set_epoch(e)`` and one full pass.
+        sampler: the :class:`~remix_data.ReassemblingBatchSampler` (default:
+            found from ``loader`` through attributes, wrappers included).
+        decoupler: the :class:`~remix_data.ModalityDecoupler` whose mask mode
+            and locations apply (default: found from ``loader``'s dataset).
+        unpack: ``batch -> (sample, index, modality)`` when your collate yields
+            another structure (default: the batch is that triple).
+        locations: where each modality sits in a collated ``sample`` when not
+            where the decoupler's locations say.
+
+    Checks, each reported by name in the ``AssertionError``:
+
+    - *dataset size*: the filter has one entry per raw sample;
+    - *set_epoch per epoch*: every pass over the loader runs a later epoch
+      than the one before (a forgotten ``set_epoch`` repeats one);
+    - *every planned batch consumed*: each pass received ``len(sampler)``
+      batches (a loop that breaks early, a framework that skips batches);
+    - *unimodal*, *same modality per step*: one modality per batch, shared by
+      the micro-batches of an optimiser step;
+    - *assignment*: after warm-up every row trains its assigned modality;
+    - *each kept sample once*: a pass covers every kept sample once, plus
+      the counted padding, minus the counted drops;
+    - *masking*: in every row the trained modality equals the raw sample's
+      and every other modality is zeros of the raw shape (``mask="zeros"``)
+      or absent (``"drop"``); with ``"none"`` everything stays visible;
+    - *masked rows not scored*: during a remix pass, no score of a modality
+      a row did not train changed (``filt.update(..., modality=...)``).
+
+    Returns one record per pass: ``epoch``, ``warmup``, ``planned``,
+    ``modalities`` (per batch), ``indices`` (per batch).
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader
+        >>> from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
+        >>> raw = [{"audio": torch.randn(2), "video": torch.randn(3), "y": i} for i in range(10)]
+        >>> filt = HardSampleFilter(len(raw), ("audio", "video"))
+        >>> sampler = ReassemblingBatchSampler(filt, batch_size=4, warmup_epochs=1)
+        >>> loader = DataLoader(ModalityDecoupler(raw, filt), batch_sampler=sampler)
+        >>> [p["planned"] for p in check_loader(loader, raw, epochs=2)]
+        [3, 2]
+    """
+    sampler = sampler if sampler is not None else _find(loader, ReassemblingBatchSampler)
+    if not isinstance(sampler, ReassemblingBatchSampler):
+        raise ValueError(
+            "check_loader found no ReassemblingBatchSampler in loader; pass sampler=, "
+            f"but got sampler={sampler!r}"
+        )
+    decoupler = decoupler if decoupler is not None else _find(loader, ModalityDecoupler)
+    if not isinstance(decoupler, ModalityDecoupler):
+        raise ValueError(
+            "check_loader found no ModalityDecoupler in loader; pass decoupler=, "
+            f"but got decoupler={decoupler!r}"
+        )
+    filt = sampler.filter
+    if filt.num_samples != len(dataset):
+        _fail(
+            "dataset size",
+            f"the filter has num_samples={filt.num_samples} but the dataset has "
+            f"len(dataset)={len(dataset)}",
+        )
+    names = filt.modalities  # the truth: the filter's ids
+    where = {n: decoupler.masker.locations.get(n, n) for n in names}
+    where.update(locations or {})
+    watched = _Watched(loader, sampler)
+    if train is None:
+        first = sampler.epoch
+
+        def train(run: Any) -> None:
+            for epoch in range(first, first + epochs):
+                sampler.set_epoch(epoch)
+                for _ in run:
+                    pass
+
+    train(watched)
+    unpack = unpack or _default_unpack
+    out = []
+    previous: int | None = None
+    for p, record in enumerate(watched.passes):
+        epoch = record["epoch"]
+        if previous is not None and epoch <= previous:
+            _fail(
+                "set_epoch per epoch",
+                f"pass {p} over the loader ran epoch {epoch} after epoch {previous}: call "
+                "sampler.set_epoch(epoch) before every epoch",
+            )
+        previous = epoch
+        mods, indices = _check_pass(record, sampler, dataset, names, where, decoupler, unpack)
+        out.append(
+            {
+                "epoch": epoch,
+                "warmup": record["warmup"],
+                "planned": record["planned"],
+                "modalities": mods,
+                "indices": indices,
+            }
+        )
+    return out
+
+
+def _check_pass(
+    record: dict[str, Any],
+    sampler: ReassemblingBatchSampler,
+    dataset: Any,
+    names: tuple[str, ...],
+    where: Mapping[str, Location],
+    decoupler: ModalityDecoupler,
+    unpack: Callable[[Any], tuple[Any, Any, Any]],
+) -> tuple[list[int], list[list[int]]]:
+    epoch, warmup = record["epoch"], record["warmup"]
+    got, planned = len(record["batches"]), record["planned"]
+    if got != planned or not record["finished"]:
+        _fail(
+            "every planned batch consumed",
+            f"epoch {epoch}: the loop consumed {got} of {planned} planned batches",
+        )
+    filt = sampler.filter
+    assignment = None
+    if not warmup and filt.snapshot_epoch == epoch:
+        assignment = filt.snapshot(epoch).tolist()
+    mods: list[int] = []
+    indices: list[list[int]] = []
+    for t, batch in enumerate(record["batches"]):
+        sample, index, modality = unpack(batch)
+        rows = _ids(index, "index")
+        ids = _ids(modality, "modality")
+        if len(ids) == 1 and len(rows) > 1:
+            ids = ids * len(rows)
+        if len(set(ids)) != 1:
+            _fail("unimodal", f"epoch {epoch} batch {t} holds modalities {sorted(set(ids))}")
+        m = ids[0]
+        if warmup and m != ALL:
+            _fail("unimodal", f"epoch {epoch} is a warm-up epoch but batch {t} has modality {m}")
+        if assignment is not None and m != ALL:
+            wrong = [i for i in rows if assignment[i] != m]
+            if wrong:
+                _fail(
+                    "assignment",
+                    f"epoch {epoch} batch {t} trains modality {m} ({names[m]}) but samples "
+                    f"{wrong[:5]} are assigned elsewhere",
+                )
+        _check_masking(sample, rows, m, dataset, names, where, decoupler.mask, epoch, t)
+        mods.append(m)
+        indices.append(rows)
+    a = sampler.accumulation_steps
+    for step in range(len(mods) // a):
+        if len(set(mods[step * a : (step + 1) * a])) != 1:
+            _fail("same modality per step", f"epoch {epoch} step {step} mixes micro-batches")
+    if "stats" in record:
+        stats = record["stats"]
+        seen = Counter(i for rows in indices for i in rows)
+        kept = sum(stats["samples"].values())
+        dropped, padded = sum(stats["dropped"].values()), sum(stats["padded"].values())
+        if sampler.num_replicas == 1 and (
+            len(seen) != kept - dropped or sum(seen.values()) != kept - dropped + padded
+        ):
+            _fail(
+                "each kept sample once",
+                f"epoch {epoch}: {len(seen)} distinct samples in {sum(seen.values())} rows, "
+                f"but the plan keeps {kept} (dropped {dropped}, padded {padded})",
+            )
+        if not warmup:
+            _check_scores(record, mods, indices, names, epoch)
+    return mods, indices
+
+
+def _check_masking(
+    sample: Any,
+    rows: list[int],
+    m: int,
+    dataset: Any,
+    names: tuple[str, ...],
+    where: Mapping[str, Location],
+    mask: str,
+    epoch: int,
+    t: int,
+) -> None:
+    for r, i in enumerate(rows):
+        raw = dataset[i]
+        for k, name in enumerate(names):
+            visible = m == ALL or k == m or mask == "none"
+            truth = locate(raw, where[name])
+            try:
+                value = locate(sample, where[name])
+            except KeyError:
+                if visible or mask != "drop":
+                    _fail(
+                        "masking",
+                        f"epoch {epoch} batch {t} (modality {m}) row {r} (sample {i}) lacks "
+                        f"{'the trained' if k == m else 'visible'} modality {name!r}",
+                    )
+                continue
+            row = _row(value, r)
+            if visible and not _same(row, truth):
+                _fail(
+                    "masking",
+                    f"epoch {epoch} batch {t} row {r} (sample {i}): modality {name!r} should "
+                    f"be visible ({'trained' if k == m else 'joint'}) but differs from "
+                    f"dataset[{i}]",
+                )
+            if visible:
+                continue
+            if mask == "drop":
+                _fail(
+                    "masking",
+                    f"epoch {epoch} batch {t} trains {names[m]!r} but row {r} (sample {i}) "
+                    f"still holds {name!r}: mask='drop' should remove it",
+                )
+            row_t, truth_t = _as_tensor(row), _as_tensor(truth)
+            zero = isinstance(row_t, torch.Tensor) and not bool(row_t.any())
+            if not zero:
+                _fail(
+                    "masking",
+                    f"epoch {epoch} batch {t} trains {names[m]!r} but modality {name!r} of "
+                    f"row {r} (sample {i}) is not zeros",
+                )
+            stacked = isinstance(value, (torch.Tensor, np.ndarray))
+            if isinstance(truth_t, torch.Tensor) and not stacked and row_t.shape != truth_t.shape:
+                _fail(
+                    "masking",
+                    f"epoch {epoch} batch {t}: the zeros standing for {name!r} in row {r} "
+                    f"(sample {i}) have shape {tuple(row_t.shape)}, but dataset[{i}] holds "
+                    f"shape {tuple(truth_t.shape)}",
+                )
+
+
+def _check_scores(
+    record: dict[str, Any],
+    mods: list[int],
+    indices: list[list[int]],
+    names: tuple[str, ...],
+    epoch: int,
+) -> None:
+    before, after = record["table"], record["table_after"]
+    changed = ~((before == after) | (torch.isnan(before) & torch.isnan(after)))
+    for m, rows in zip(mods, indices):
+        if m == ALL:
+            continue
+        others = [k for k in range(len(names)) if k != m]
+        hit = changed[others][:, rows]
+        if bool(hit.any()):
+            k, r = (int(v) for v in hit.nonzero()[0])
+            _fail(
+                "masked rows not scored",
+                f"epoch {epoch}: sample {rows[r]} trained {names[m]!r} (its other modalities "
+                f"masked), but its {names[others[k]]!r} score changed: pass "
+                "filt.update(index, outputs, modality=modality)",
+            )

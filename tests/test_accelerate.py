@@ -124,7 +124,8 @@ def modalities(ranks: list[list[list[tuple[int, int]]]]) -> list[list[list[int]]
 def test_accelerates_round_robin_shard_breaks_the_invariants() -> None:
     """``accelerator.prepare``'s default: batch t to process t % 2, the tail padded."""
     filt = HardSampleFilter(20, NAMES)  # unscored: 10 samples per modality
-    sampler = ReassemblingBatchSampler(filt, 3)  # one global plan: a a a a(1) b b b b(1)
+    # the paper's tail: one global plan a a a a(1) b b b b(1)
+    sampler = ReassemblingBatchSampler(filt, 3, tail="keep")
     sampler.set_epoch(0)
     ranks = shards(sampler)  # split_batches=False, even_batches=True (the defaults)
     # The step of batches 2 and 3 (a, short a) is skipped on both ranks, as is rank 0's
@@ -139,7 +140,9 @@ def test_accelerates_round_robin_shard_breaks_the_invariants() -> None:
     assert len(seen) == 16  # four samples of "a" never trained
     assert len(BatchSamplerShard(sampler, 2, 0)) == 4 != len(ranks[0])  # len() is off
 
-    sampler = ReassemblingBatchSampler(filt, 3, order="interleave")  # a b a b a b a(1) b(1)
+    sampler = ReassemblingBatchSampler(
+        filt, 3, order="interleave", tail="keep"
+    )  # a b a b a b a(1) b(1)
     ranks = shards(sampler)
     assert modalities(ranks) == [
         [[0, 0, 0]] * 3,
@@ -274,7 +277,7 @@ def _worker(out: Path) -> None:
 
     # Naive: hand accelerate one global plan and let prepare() shard it.
     naive_sampler = ReassemblingBatchSampler(
-        HardSampleFilter(N, NAMES), 3, order="interleave", num_replicas=1, rank=0
+        HardSampleFilter(N, NAMES), 3, order="interleave", num_replicas=1, rank=0, tail="keep"
     )
     naive_loader = accelerator.prepare(DataLoader(data, batch_sampler=naive_sampler))
     naive = [modality.tolist() for _, _, modality in naive_loader]

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +16,7 @@ from remix_data import (
     HardSampleFilter,
     ModalityDecoupler,
     ReassemblingBatchSampler,
+    RemixCollate,
     mask_features,
 )
 
@@ -181,3 +186,242 @@ def test_persistent_workers_follow_the_assignment_of_every_epoch() -> None:
             count += len(index)
         assert count == n
     assert len({tuple(a) for a in seen_assignments}) == 3
+
+
+# ------------------------------------------------------- one source of truth
+def test_the_filter_gives_names_order_and_size() -> None:
+    filt = HardSampleFilter(6, ("video", "audio"))
+    data = ModalityDecoupler(dict_items("tensor"), filt)
+    assert data.modalities == ("video", "audio")
+    sample, _, _ = data[(0, 0)]  # id 0 is video, as for the filter
+    assert total(sample["audio"]) == 0.0 and total(sample["video"]) == 6.0
+    for size in (5, 7):
+        with pytest.raises(ValueError, match=rf"len\(dataset\)=6 and num_samples={size}"):
+            ModalityDecoupler(dict_items("tensor"), HardSampleFilter(size, ("audio", "video")))
+
+
+def test_a_mapping_as_modalities_is_rejected_naming_it() -> None:
+    items = [(d["label"], d["audio"], d["video"]) for d in dict_items("tensor")]
+    with pytest.raises(TypeError, match=r"modalities=\{'video': 1, 'audio': 0\}, whose order"):
+        ModalityDecoupler(items, {"video": 1, "audio": 0})  # type: ignore[arg-type]
+    data = ModalityDecoupler(items, ("audio", "video"), locations={"video": 2, "audio": 1})
+    sample, _, _ = data[(1, 0)]
+    assert total(sample[1]) == 4.0 and total(sample[2]) == 0.0
+
+
+# ---------------------------------------------------------- sample checks
+@pytest.mark.parametrize("mask", ["zeros", "drop", "none"])
+def test_a_missing_key_raises_at_construction_naming_what_the_sample_holds(mask: str) -> None:
+    nested = [{"inputs": {"audio": torch.ones(2), "video": torch.ones(3)}, "label": 0}]
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'audio' is not in dataset\[0\]: looked for key path 'audio', but "
+        r"dataset\[0\] is a dict with keys \['inputs', 'label'\] "
+        r"\(inputs: a dict with keys \['audio', 'video'\]\)",
+    ):
+        ModalityDecoupler(nested, ("audio", "video"), mask=mask)
+    typo = [{"aud": torch.ones(2), "video": torch.ones(3)}]
+    with pytest.raises(ValueError, match=r"modality 'audio' .* keys \['aud', 'video'\]"):
+        ModalityDecoupler(typo, ("audio", "video"), mask=mask)
+
+
+@pytest.mark.parametrize("mask", ["zeros", "drop"])
+def test_nested_dict_samples_through_key_paths(mask: str) -> None:
+    base = [
+        {"inputs": {"a": torch.full((2,), i + 1.0), "v": torch.full((3,), i + 1.0)}, "y": i}
+        for i in range(4)
+    ]
+    filt = HardSampleFilter(4, ("audio", "video"))
+    data = ModalityDecoupler(
+        base, filt, mask=mask, locations={"audio": "inputs.a", "video": "inputs.v"}
+    )
+    loader = DataLoader(data, batch_sampler=ReassemblingBatchSampler(filt, 2))
+    for batch, index, modality in loader:
+        (m,) = set(modality.tolist())
+        active, other = ("a", "v") if m == 0 else ("v", "a")
+        assert bool((batch["inputs"][active][:, 0] == index + 1).all())
+        if mask == "drop":
+            assert other not in batch["inputs"]
+        else:
+            assert float(batch["inputs"][other].abs().sum()) == 0.0
+    assert float(base[0]["inputs"]["v"].sum()) == 3.0  # the wrapped samples are untouched
+
+
+@dataclass
+class Clip:
+    audio: torch.Tensor
+    video: torch.Tensor
+    label: int
+
+
+@dataclass(frozen=True)
+class FrozenClip:
+    audio: torch.Tensor
+    video: torch.Tensor
+
+
+class NamedClip(NamedTuple):
+    label: int
+    audio: torch.Tensor
+    video: torch.Tensor
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda i: Clip(torch.full((2,), i + 1.0), torch.full((3,), i + 1.0), i),
+        lambda i: FrozenClip(torch.full((2,), i + 1.0), torch.full((3,), i + 1.0)),
+        lambda i: NamedClip(i, torch.full((2,), i + 1.0), torch.full((3,), i + 1.0)),
+    ],
+    ids=["dataclass", "frozen dataclass", "named tuple"],
+)
+def test_attribute_samples_are_masked_by_name(make: Any) -> None:
+    base = [make(i) for i in range(4)]
+    data = ModalityDecoupler(base, HardSampleFilter(4, ("audio", "video")))
+    sample, index, modality = data[(2, 1)]
+    assert type(sample) is type(base[2]) and (index, modality) == (2, 1)
+    assert total(sample.audio) == 0.0 and total(sample.video) == 9.0
+    assert total(base[2].audio) == 6.0  # the original is untouched
+    batch = data.__getitems__([(1, 0), (3, 0)])
+    assert [total(s.video) for s, _, _ in batch] == [0.0, 0.0]
+    assert [total(s.audio) for s, _, _ in batch] == [4.0, 8.0]
+    with pytest.raises(ValueError, match=r"mask='drop' removes modality 'audio' from a mapping"):
+        ModalityDecoupler(base, ("audio", "video"), mask="drop")
+    with pytest.raises(ValueError, match=r"modality 'video' is not in dataset\[0\].*fields"):
+        ModalityDecoupler(base, ("audio", "video"), locations={"video": "frames"})
+
+
+def test_drop_never_masks_nothing() -> None:
+    """A sample that lacks the active modality raises instead of showing every modality."""
+    base = [
+        {"audio": torch.ones(1), "video": torch.ones(1)},
+        {"aud": torch.ones(1), "video": torch.ones(1)},
+    ]
+    data = ModalityDecoupler(base, ("audio", "video"), mask="drop")
+    with pytest.raises(KeyError, match=r"no 'audio' at 'audio'.*keys \['aud', 'video'\]"):
+        data[(1, 0)]
+    with pytest.raises(KeyError, match=r"no 'audio' at 'audio'"):
+        data.__getitems__([(1, 0), (1, 0)])
+
+
+class VariableLength(Dataset):
+    """Sequences of length i + 1; loads one modality alone, optionally with placeholders."""
+
+    def __init__(self, placeholders: bool) -> None:
+        self.placeholders = placeholders
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> dict:
+        return {"audio": torch.ones(i + 1), "video": torch.ones(2 * i + 1)}
+
+    def load_modalities(self, i: int, names: tuple[str, ...]) -> dict:
+        full = self[i]
+        out = {k: v for k, v in full.items() if k in names}
+        if self.placeholders:  # a cheap tensor of each masked modality's own shape
+            out.update({k: torch.empty(v.shape) for k, v in full.items() if k not in names})
+        return out
+
+
+def test_partial_loading_with_zeros_uses_each_samples_own_shape_or_raises() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"modality 'audio' varies in shape \(dataset\[0\]: \(1,\), dataset\[3\]: \(4,\)\)",
+    ):
+        ModalityDecoupler(VariableLength(placeholders=False), ("audio", "video"))
+    data = ModalityDecoupler(VariableLength(placeholders=True), ("audio", "video"))
+    for i in range(4):
+        sample, _, _ = data[(i, 1)]
+        assert sample["audio"].shape == (i + 1,) and total(sample["audio"]) == 0.0
+        assert total(sample["video"]) == 2 * i + 1
+    # drop and none never need the masked modality's shape
+    ModalityDecoupler(VariableLength(placeholders=False), ("audio", "video"), mask="drop")
+
+
+def test_a_partial_loader_that_leaves_out_the_active_modality_raises() -> None:
+    class Broken(VariableLength):
+        def load_modalities(self, i: int, names: tuple[str, ...]) -> dict:
+            return {"label": 0}
+
+    with pytest.raises(
+        ValueError,
+        match=r"load_modalities\(0, \('audio',\)\) should return a sample holding 'audio'",
+    ):
+        ModalityDecoupler(Broken(False), ("audio", "video"), mask="drop")
+
+
+def test_sampler_passed_as_sampler_raises_naming_batch_sampler() -> None:
+    filt = HardSampleFilter(6, ("audio", "video"))
+    data = ModalityDecoupler(dict_items("tensor"), filt)
+    loader = DataLoader(data, sampler=ReassemblingBatchSampler(filt, 2))  # type: ignore[arg-type]
+    with pytest.raises(
+        TypeError, match=r"got a list of \d keys: .* as batch_sampler=sampler, not sampler=sampler"
+    ):
+        next(iter(loader))
+    with pytest.raises(TypeError, match=r"key's index should be an integer, but got key='3'"):
+        data["3"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bfloat16, torch.bool])
+def test_zeros_keep_every_dtype_in_both_paths(dtype: torch.dtype) -> None:
+    base = [{"audio": torch.ones(3, dtype=dtype), "video": torch.ones(2)} for _ in range(3)]
+    data = ModalityDecoupler(base, ("audio", "video"))
+    for sample, _, _ in [data[(0, 1)], *data.__getitems__([(1, 1), (2, 1)])]:
+        assert sample["audio"].dtype == dtype and not bool(sample["audio"].any())
+        assert bool(sample["video"].all())
+
+
+def test_the_decoupler_pickles_for_spawned_workers() -> None:
+    data = ModalityDecoupler(VariableLength(placeholders=True), ("audio", "video"))
+    again = pickle.loads(pickle.dumps(data))
+    assert total(again[(2, 0)][0]["video"]) == 0.0 and again[(2, 0)][0]["video"].shape == (5,)
+
+
+def test_mask_features_takes_the_filter_and_one_id_per_batch() -> None:
+    filt = HardSampleFilter(3, ("audio", "video"))
+    feats = {"audio": torch.ones(2, 3), "video": torch.ones(2, 3)}
+    out = mask_features(feats, torch.tensor(1), filt)
+    assert out["audio"].sum().item() == 0.0 and out["video"].sum().item() == 6.0
+    with pytest.raises(
+        ValueError, match=r"modality should be ALL \(-1\) or lie in \[0, 2\), but got modality=5"
+    ):
+        mask_features(feats, 5, filt)
+    with pytest.raises(ValueError, match=r"modality should hold ALL .* but got an id 2"):
+        mask_features(feats, torch.tensor([0, 2]), filt)
+
+
+# ------------------------------------------------------------------ collate
+def project_collate(samples: list[dict]) -> dict:
+    """A project's own collate: fails on (sample, index, modality) triples."""
+    return {
+        "audio": torch.stack([s["audio"] for s in samples]),
+        "video": torch.stack([s["video"] for s in samples]),
+        "label": torch.tensor([s["label"] for s in samples]),
+    }
+
+
+def test_remix_collate_runs_the_projects_collate_on_the_samples_in_workers() -> None:
+    filt = HardSampleFilter(6, ("audio", "video"))
+    data = ModalityDecoupler(dict_items("tensor"), filt)
+    plain = DataLoader(
+        data, batch_sampler=ReassemblingBatchSampler(filt, 3), collate_fn=project_collate
+    )
+    with pytest.raises(TypeError, match="tuple indices must be integers"):
+        next(iter(plain))  # why the wrapper exists
+    sampler = ReassemblingBatchSampler(filt, 3)
+    wrapped = DataLoader(
+        data, batch_sampler=sampler, collate_fn=RemixCollate(project_collate), num_workers=2
+    )
+    default = DataLoader(data, batch_sampler=ReassemblingBatchSampler(filt, 3))  # same plan
+    for (batch, index, modality), (ref, ref_index, ref_modality) in zip(wrapped, default):
+        assert index.dtype == modality.dtype == torch.int64
+        assert torch.equal(index, ref_index) and torch.equal(modality, ref_modality)
+        assert all(torch.equal(batch[k], ref[k]) for k in ("audio", "video", "label"))
+    assert torch.equal(RemixCollate()([data[(0, 1)], data[(2, 1)]])[0]["audio"], torch.zeros(2, 2))
+    with pytest.raises(
+        TypeError, match=r"should receive the .sample, index, modality. triples .* first is dict"
+    ):
+        RemixCollate()([{"audio": 1}])
+    with pytest.raises(TypeError, match="collate_fn should be callable, but got collate_fn=3"):
+        RemixCollate(3)  # type: ignore[arg-type]

@@ -166,6 +166,7 @@ def test_ranks_with_their_own_filters_plan_one_consistent_global_epoch(
                 rank=rank,
                 accumulation_steps=config["accumulation_steps"],
                 joint_fraction=config["joint_fraction"],
+                tail=config["tail"],
             )
         )
     for rank, sampler in enumerate(own):

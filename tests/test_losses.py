@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remix_data import ALL, remix_loss
+from remix_data import ALL, HardSampleFilter, remix_loss
 
 
 @given(st.lists(st.sampled_from([ALL, 0, 1]), min_size=1, max_size=12), st.floats(0.1, 2.0))
@@ -43,3 +43,26 @@ def test_every_head_stays_in_the_graph() -> None:
             torch.tensor([0]),
             ("a", "v"),
         )
+
+
+def test_one_modality_per_batch_and_the_filter_as_names() -> None:
+    torch.manual_seed(0)
+    fused, target = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    heads = {"a": torch.randn(4, 3), "b": torch.randn(4, 3)}
+    filt = HardSampleFilter(10, ("a", "b"))
+    rows = remix_loss(fused, heads, target, torch.full((4,), 1), ("a", "b"))
+    for scalar in (1, torch.tensor(1)):
+        assert torch.equal(remix_loss(fused, heads, target, scalar, filt), rows)
+    with pytest.raises(
+        ValueError, match=r"modality should be ALL \(-1\) or lie in \[0, 2\), but got modality=5"
+    ):
+        remix_loss(fused, heads, target, 5, filt)
+    with pytest.raises(ValueError, match=r"modality should hold ALL .* but got an id 5"):
+        remix_loss(fused, heads, target, torch.tensor([0, 0, 5, 0]), filt)
+    with pytest.raises(
+        TypeError,
+        match=r"modality should be an integer or an integer tensor, but got modality=0\.5",
+    ):
+        remix_loss(fused, heads, target, 0.5, filt)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="whose order"):
+        remix_loss(fused, heads, target, 0, {"a": 0, "b": 1})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from itertools import pairwise
 
 import pytest
@@ -10,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-from remix_data import ALL, HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
+from remix_data import (
+    ALL,
+    HardSampleFilter,
+    ModalityDecoupler,
+    ReassemblingBatchSampler,
+    RemixWarning,
+)
 from remix_data.sampler import TAILS, split_batches
 from remix_data.testing import build_samplers, check_epoch, naive_assignment, sampler_configs
 
@@ -52,8 +59,10 @@ def test_same_seed_and_epoch_give_the_same_batches(config: dict) -> None:
     (b,) = build_samplers(config)
     a.set_epoch(config["epoch"])
     b.set_epoch(config["epoch"])
-    assert list(a) == list(b)
-    assert list(a) == list(a)  # iterating twice replays the epoch
+    first = list(a)
+    assert first == list(b)
+    with pytest.warns(RemixWarning, match="iterated again"):
+        assert list(a) == first  # iterating twice replays the epoch, with a warning
 
 
 def test_seed_and_epoch_change_the_order() -> None:
@@ -154,6 +163,7 @@ def test_resume_from_state_dict_yields_the_rest(config: dict, stop: int) -> None
     sampler.set_epoch(config["epoch"])
     full = list(sampler)
     stop = min(stop, len(full))
+    sampler.set_epoch(config["epoch"])  # a second pass over the epoch, on purpose
     it = iter(sampler)
     for _ in range(stop):
         next(it)
@@ -164,6 +174,7 @@ def test_resume_from_state_dict_yields_the_rest(config: dict, stop: int) -> None
     fresh.load_state_dict(state)
     fresh.set_epoch(config["epoch"])  # a loop that calls set_epoch again must not reset
     assert list(fresh) == full[stop:]
+    fresh.set_epoch(config["epoch"])
     assert list(fresh) == full  # the next pass over the same epoch starts afresh
 
 
@@ -219,3 +230,69 @@ def test_batchnorm_trains_on_every_default_batch(tail: str) -> None:
     else:
         assert run() == n
         assert sampler.stats()["merged"] == {"a": 1, "b": 1}
+
+
+# ------------------------------------------------------------ epoch wiring
+def test_iterating_a_consumed_epoch_again_without_set_epoch_warns_once() -> None:
+    sampler = ReassemblingBatchSampler(HardSampleFilter(10, ("a", "b")), 3, warmup_epochs=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemixWarning)
+        list(sampler)  # epoch 0, first time: fine
+        iter(sampler)  # DataLoader calls iter more than once: only a consumed epoch counts
+        sampler.set_epoch(0)
+        list(sampler)  # re-armed by set_epoch (same epoch, like DistributedSampler)
+    with pytest.warns(RemixWarning, match=r"epoch 0 is iterated again .* set_epoch") as caught:
+        list(sampler)
+        list(sampler)
+    assert len([w for w in caught if w.category is RemixWarning]) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemixWarning)
+        sampler.set_epoch(1)
+        list(sampler)
+
+
+def test_set_epoch_going_backwards_warns_outside_a_resume() -> None:
+    filt = HardSampleFilter(10, ("a", "b"))
+    sampler = ReassemblingBatchSampler(filt, 3)
+    sampler.set_epoch(3)
+    with pytest.warns(RemixWarning, match=r"set_epoch\(1\) goes back from epoch 3"):
+        sampler.set_epoch(1)
+    resumed = ReassemblingBatchSampler(filt, 3)
+    resumed.set_epoch(5)
+    state = sampler.state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemixWarning)
+        resumed.load_state_dict(state)  # a resume to epoch 1
+        resumed.set_epoch(1)
+        list(resumed)
+
+
+def test_set_epoch_while_the_previous_epoch_runs_resumes_to_the_whole_new_epoch() -> None:
+    filt = HardSampleFilter(20, ("a", "b"))
+    sampler = ReassemblingBatchSampler(filt, 3)
+    sampler.set_epoch(1)
+    running = iter(sampler)
+    next(running)
+    sampler.set_epoch(2)
+    rest = list(running)  # the old iterator finishes epoch 1 ...
+    assert len(rest) == len(sampler) - 1
+    state = sampler.state_dict()  # ... without moving epoch 2's position
+    assert (state["epoch"], state["yielded"]) == (2, 0)
+    again = ReassemblingBatchSampler(filt, 3)
+    again.load_state_dict(state)
+    expected = ReassemblingBatchSampler(filt, 3)
+    expected.set_epoch(2)
+    planned = list(expected)
+    assert list(again) == planned and len(planned) > 0
+
+
+def test_len_and_stats_of_a_planned_epoch_take_no_snapshot() -> None:
+    filt = HardSampleFilter(20, ("a", "b"))
+    sampler = ReassemblingBatchSampler(filt, 3)
+    sampler.set_epoch(1)
+    other = ReassemblingBatchSampler(filt, 4)
+    other.set_epoch(2)  # the filter's snapshot moves on to epoch 2
+    records = len(filt.history)
+    assert len(sampler) == len(list(sampler))
+    assert sampler.stats()["epoch"] == 1
+    assert len(filt.history) == records and filt.snapshot_epoch == 2

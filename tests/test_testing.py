@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis.strategies import SearchStrategy
 
 import remix_data.testing as rt
-from remix_data import HardSampleFilter, ReassemblingBatchSampler
+from remix_data import HardSampleFilter, ReassemblingBatchSampler, RemixWarning
 from remix_data.testing import (
     build_samplers,
     check_epoch,
@@ -32,7 +33,13 @@ def test_each_strategy_function_returns_a_strategy_without_arguments(name: str) 
 
 
 def test_every_export_is_a_strategy_or_a_helper() -> None:
-    helpers = {"build_samplers", "check_epoch", "check_step_modalities", "naive_assignment"}
+    helpers = {
+        "build_samplers",
+        "check_epoch",
+        "check_step_modalities",
+        "check_loader",
+        "naive_assignment",
+    }
     assert set(rt.__all__) == set(STRATEGIES) | helpers
     assert all(callable(getattr(rt, name)) for name in rt.__all__)
 
@@ -217,3 +224,81 @@ def test_check_step_modalities_rejects_bad_arguments() -> None:
         check_step_modalities([[0]], accumulation_steps=0)
     with pytest.raises(ValueError, match="at least one rank"):
         check_step_modalities([])
+
+
+# ------------------------------------------------------------- check_loader
+NAMES2 = ("audio", "video")
+
+
+def raw_set(n: int = 12) -> list[dict]:
+    return [
+        {"audio": torch.full((2,), i + 1.0), "video": torch.full((3,), -i - 1.0), "y": i}
+        for i in range(n)
+    ]
+
+
+class UserWrapper(torch.utils.data.Dataset):
+    """A project's own dataset wrapper around the decoupler (composition)."""
+
+    def __init__(self, inner: object, undo_masking: bool = False, raw: list | None = None) -> None:
+        self.inner, self.undo, self.raw = inner, undo_masking, raw
+
+    def __len__(self) -> int:
+        return len(self.inner)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: object) -> object:
+        sample, index, modality = self.inner[key]  # type: ignore[index]
+        return (self.raw[index] if self.undo else sample), index, modality  # type: ignore[index]
+
+
+def loader_for(
+    raw: list, filt: HardSampleFilter, decoupled_names: tuple = NAMES2, **kw: object
+) -> tuple[torch.utils.data.DataLoader, ReassemblingBatchSampler]:
+    from remix_data import ModalityDecoupler
+
+    sampler = ReassemblingBatchSampler(filt, 3, warmup_epochs=1)
+    data = UserWrapper(ModalityDecoupler(raw, decoupled_names), raw=raw, **kw)  # type: ignore[arg-type]
+    return torch.utils.data.DataLoader(data, batch_sampler=sampler), sampler
+
+
+def test_check_loader_passes_a_correct_composed_integration() -> None:
+    raw = raw_set()
+    loader, _ = loader_for(raw, HardSampleFilter(12, NAMES2))
+    passes = rt.check_loader(loader, raw, epochs=3)
+    assert [p["epoch"] for p in passes] == [0, 1, 2] and passes[0]["warmup"]
+
+
+@pytest.mark.parametrize(
+    ("broken", "invariant"),
+    [
+        ("reversed decoupler order", "masking"),
+        ("wrapper undoes masking", "masking"),
+        ("filter smaller than dataset", "dataset size"),
+        ("no set_epoch", "set_epoch per epoch"),
+        ("loop breaks early", "every planned batch consumed"),
+        ("update without modality", "masked rows not scored"),
+    ],
+)
+def test_check_loader_names_each_broken_integration(broken: str, invariant: str) -> None:
+    raw = raw_set()
+    filt = HardSampleFilter(11 if broken == "filter smaller than dataset" else 12, NAMES2)
+    names = NAMES2[::-1] if broken == "reversed decoupler order" else NAMES2
+    loader, sampler = loader_for(raw, filt, names, undo_masking=broken == "wrapper undoes masking")
+
+    def train(run: object) -> None:
+        for epoch in range(3):
+            if broken != "no set_epoch":
+                sampler.set_epoch(epoch)
+            for t, (_, index, modality) in enumerate(run):  # type: ignore[attr-defined]
+                if broken == "loop breaks early" and epoch == 1 and t == 1:
+                    break
+                heads = {n: torch.randn(len(index), 3) for n in NAMES2}
+                given = None if broken == "update without modality" else modality
+                filt.update(index, heads, modality=given)
+
+    with (
+        pytest.raises(AssertionError, match=f"remix invariant broken: {invariant}:"),
+        warnings.catch_warnings(),
+    ):
+        warnings.simplefilter("ignore", RemixWarning)
+        rt.check_loader(loader, raw, train=train)

@@ -1,0 +1,76 @@
+"""Collating what the remix loader yields, with the project's own ``collate_fn``.
+
+:class:`~remix_data.ModalityDecoupler` turns every key into a triple
+``(sample, index, modality)``. With the default collate the loader yields
+``(batch, index, modality)``: the samples collated as torch would collate them,
+and two ``int64`` tensors of shape ``[B]``. A project's existing ``collate_fn``
+expects a list of *samples*, not of triples; :class:`RemixCollate` runs it on
+the samples alone and collates index and modality alongside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import default_collate
+
+__all__ = ["RemixCollate"]
+
+
+class RemixCollate:
+    r"""``collate_fn`` for a remix loader that runs your collate on the samples only.
+
+    Args:
+        collate_fn: your collate function, called with the list of samples
+            exactly as it is without remixing (masked modalities zeroed or
+            dropped as the decoupler was asked). ``None`` uses torch's
+            ``default_collate``.
+
+    Calling it on a list of ``(sample, index, modality)`` triples returns
+    ``(collate_fn(samples), index, modality)`` with ``index`` and ``modality``
+    as ``int64`` tensors of shape ``[B]``. Picklable when ``collate_fn`` is, so
+    it works in ``DataLoader`` workers.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import DataLoader
+        >>> from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
+        >>> def pad(samples):                       # a project's own collate_fn
+        ...     audio = [s["audio"] for s in samples]
+        ...     return torch.nn.utils.rnn.pad_sequence(audio, batch_first=True)
+        >>> base = [{"audio": torch.ones(i + 1), "video": torch.ones(2)} for i in range(4)]
+        >>> filt = HardSampleFilter(len(base), ("audio", "video"))
+        >>> data = ModalityDecoupler(base, filt, mask="none")
+        >>> sampler = ReassemblingBatchSampler(filt, batch_size=2)
+        >>> loader = DataLoader(data, batch_sampler=sampler, collate_fn=RemixCollate(pad))
+        >>> audio, index, modality = next(iter(loader))
+        >>> audio.shape, index.tolist(), modality.tolist()
+        (torch.Size([2, 3]), [0, 2], [0, 0])
+    """
+
+    def __init__(self, collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+        if collate_fn is not None and not callable(collate_fn):
+            raise TypeError(f"collate_fn should be callable, but got collate_fn={collate_fn!r}")
+        self.collate_fn = collate_fn
+
+    def __call__(self, batch: Sequence[Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        if not batch or not all(type(item) is tuple and len(item) == 3 for item in batch):
+            first = batch[0] if batch else None
+            raise TypeError(
+                "RemixCollate should receive the (sample, index, modality) triples of a "
+                f"ModalityDecoupler, but got a batch of {len(batch)} items whose first is "
+                f"{type(first).__name__}: use it as the collate_fn of a loader over the decoupler"
+            )
+        samples, index, modality = zip(*batch)
+        collate = self.collate_fn if self.collate_fn is not None else default_collate
+        return (
+            collate(list(samples)),
+            torch.tensor(index, dtype=torch.int64),
+            torch.tensor(modality, dtype=torch.int64),
+        )
+
+    def __repr__(self) -> str:
+        name = getattr(self.collate_fn, "__name__", repr(self.collate_fn))
+        return f"{type(self).__name__}({'default_collate' if self.collate_fn is None else name})"

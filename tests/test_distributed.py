@@ -339,7 +339,7 @@ def _edge_run(rank: int) -> dict[str, Any]:
     sampler = ReassemblingBatchSampler(filt, 4, accumulation_steps=2)
     # each rank scores only its own sample (hardest in "audio"); sample 2 stays unscored
     mine = torch.tensor([rank])
-    filt.update(mine, {"audio": torch.ones(1), "video": torch.zeros(1), "text": torch.zeros(1)})
+    filt.update(mine, {"audio": torch.ones(1), "video": torch.zeros(1), "text": torch.zeros(1)}, modality=ALL)
     sampler.set_epoch(1)
     out: dict[str, Any] = {
         "tiny_batches": list(sampler),
@@ -364,7 +364,7 @@ def _gather_phase(filt: HardSampleFilter, rank: int, phase: int) -> None:
     rows = [[range(0, 8), range(4, 12)], [range(6, 10), range(0, 2)]][phase][rank]
     index = torch.tensor(list(rows))
     base = index.float() * (1 + rank) + 10 * phase
-    filt.update(index, {"audio": base % 5, "video": (base * 3) % 7})
+    filt.update(index, {"audio": base % 5, "video": (base * 3) % 7}, modality=ALL)
 
 
 def _gather_run(rank: int, out_dir: str) -> dict[str, Any]:
@@ -375,7 +375,8 @@ def _gather_run(rank: int, out_dir: str) -> dict[str, Any]:
 
     whole = make()
     whole.update(
-        torch.arange(GATHER_N), {"audio": torch.ones(GATHER_N), "video": torch.ones(GATHER_N)}
+        torch.arange(GATHER_N), {"audio": torch.ones(GATHER_N), "video": torch.ones(GATHER_N)},
+        modality=ALL,
     )
     whole.snapshot(0)  # a synced base table, so smoothing blends with it
     _gather_phase(whole, rank, 0)

@@ -39,7 +39,7 @@ def scored_filter(n: int, modalities: int, seed: int, filtered: float = 0.0) -> 
         for m, name in enumerate(NAMES[:modalities])
     }
     if scored.size:
-        filt.update(torch.from_numpy(scored), losses)
+        filt.update(torch.from_numpy(scored), losses, modality=ALL)
     return filt
 
 
@@ -248,7 +248,7 @@ def test_overflow_keeps_the_bound_and_is_counted() -> None:
     # sorted stream: every audio sample first, then every video sample
     n, batch = 40, 2
     filt = HardSampleFilter(n, ("audio", "video"), score="loss")
-    filt.update(torch.arange(n), {"audio": (torch.arange(n) < 20).float(), "video": torch.zeros(n)})
+    filt.update(torch.arange(n), {"audio": (torch.arange(n) < 20).float(), "video": torch.zeros(n)}, modality=ALL)
     assign = filt.snapshot(1)
     stream = [sample(i) for i in assign.argsort(stable=True).tolist()[::-1]]  # audio first
     remixer = StreamingRemixer(stream, filt, batch, buffer_size=4)
@@ -282,6 +282,7 @@ def rescore(filt: HardSampleFilter, seed: int) -> None:
     filt.update(
         torch.arange(n),
         {"audio": torch.rand(n, generator=gen), "video": torch.rand(n, generator=gen)},
+        modality=ALL,
     )
 
 

@@ -57,7 +57,7 @@ def _rank_main(rank: int, out_dir: str) -> None:
                 seen.append((modality.tolist(), index.tolist()))
                 # online scoring from this rank's own batches only: the sync merges them
                 losses = torch.rand(len(index), generator=torch.Generator().manual_seed(epoch))
-                filt.update(index, {"audio": losses, "video": 1 - losses})
+                filt.update(index, {"audio": losses, "video": 1 - losses}, modality=ALL)
             out["epochs"].append(seen)
             out["stats"].append(remixer.stats())
             out.setdefault("snapshots", []).append(

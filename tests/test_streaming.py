@@ -248,7 +248,11 @@ def test_overflow_keeps_the_bound_and_is_counted() -> None:
     # sorted stream: every audio sample first, then every video sample
     n, batch = 40, 2
     filt = HardSampleFilter(n, ("audio", "video"), score="loss")
-    filt.update(torch.arange(n), {"audio": (torch.arange(n) < 20).float(), "video": torch.zeros(n)}, modality=ALL)
+    filt.update(
+        torch.arange(n),
+        {"audio": (torch.arange(n) < 20).float(), "video": torch.zeros(n)},
+        modality=ALL,
+    )
     assign = filt.snapshot(1)
     stream = [sample(i) for i in assign.argsort(stable=True).tolist()[::-1]]  # audio first
     remixer = StreamingRemixer(stream, filt, batch, buffer_size=4)

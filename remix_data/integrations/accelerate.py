@@ -46,7 +46,7 @@ Example (one process; the same code runs under ``accelerate launch`` or
     ...     accelerator, DataLoader(ModalityDecoupler(base, ("a", "b")), batch_sampler=sampler))
     >>> loader.set_epoch(1)                # forwarded to the sampler
     >>> sampler.epoch, [m.tolist()[0] for _, _, m in loader]
-    (1, [0, 0, 1, 1])
+    (1, [0, 1])
 """
 
 from __future__ import annotations

@@ -415,10 +415,7 @@ class HardSampleFilter:
         if batch == 0:
             return
         cols_t = cols_t.expand(len(pos), batch)
-        if pos.tolist() == list(range(len(pos))):
-            rows_t = torch.arange(len(pos), device=device).unsqueeze(1)
-        else:
-            rows_t = torch.stack([torch.full((1,), int(p), device=device) for p in pos])
+        rows_t = to_device(torch.from_numpy(pos.astype(np.int64)[:, None]), device)
         table.write_device(rows_t, cols_t, values, smoothing=self.smoothing)
 
     def _device_cols(

@@ -169,7 +169,9 @@ def share_closed(
         >>> share_closed({"a": 0.0, "b": 0.04}, {"a": 0.01, "b": 0.01})
         {'a': None, 'b': 0.75}
     """
-    if isinstance(min_gap, bool) or not isinstance(min_gap, (int, float)) or not min_gap >= 0:
+    if isinstance(min_gap, bool) or not isinstance(min_gap, (int, float)):
+        raise TypeError(f"min_gap should be a number >= 0, but got min_gap={min_gap!r}")
+    if not min_gap >= 0:  # also rejects NaN
         raise ValueError(f"min_gap should be a number >= 0, but got min_gap={min_gap!r}")
     for name, values in (("reference", reference), ("gap", gap)):
         if not isinstance(values, Mapping):

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ._checks import check_nonnegative_int, check_positive_int
+
 __all__ = ["plot_history"]
 
 History = Sequence[Mapping[str, Any]]
@@ -64,6 +66,10 @@ def _check_history(name: str, history: Any) -> list[Mapping[str, Any]]:
                 f"history {name!r}[{i}] should have a non-empty 'counts' mapping "
                 f"(a HardSampleFilter.history record), but got keys {sorted(rec)}"
             )
+        for modality, count in counts.items():
+            check_nonnegative_int(f"history {name!r}[{i}]['counts'][{modality!r}]", count)
+        if rec.get("filtered") is not None:
+            check_nonnegative_int(f"history {name!r}[{i}]['filtered']", rec["filtered"])
     return records
 
 
@@ -169,8 +175,7 @@ def plot_history(
                 f"modalities={list(modalities)!r} does not match the history's "
                 f"modalities {list(seen)}"
             )
-    if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi <= 0:
-        raise ValueError(f"dpi should be a positive integer value, but got dpi={dpi!r}")
+    check_positive_int("dpi", dpi)
 
     mpl, figure_class = _matplotlib()
     out = Path(path)
@@ -188,7 +193,7 @@ def plot_history(
             shares, scores = [], []
             for rec in records:
                 counts = rec["counts"]
-                total = sum(counts.values()) + int(rec.get("filtered") or 0)
+                total = sum(counts.values()) + (rec.get("filtered") or 0)
                 shares.append(counts.get(m, 0) / total if total else math.nan)
                 value = (rec.get("mean_score") or {}).get(m)
                 scores.append(math.nan if value is None else float(value))

@@ -55,7 +55,7 @@ from typing import Any
 
 from torch.utils.data import DataLoader
 
-from ._checks import check_positive_int
+from ._checks import check_bool, check_choice, check_positive_int
 from .decoupler import ModalityDecoupler
 from .filter import HardSampleFilter
 from .sampler import ReassemblingBatchSampler
@@ -129,7 +129,7 @@ class Preset:
         >>> Preset("mine", warmup=0.25, masking="input")
         Traceback (most recent call last):
         ...
-        ValueError: masking should be one of ['zeros', 'drop', 'features'], but got masking='input'
+        ValueError: masking should be one of ('zeros', 'drop', 'features'), but got masking='input'
     """
 
     name: str
@@ -141,7 +141,9 @@ class Preset:
     sampler: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name:
+        if not isinstance(self.name, str):
+            raise TypeError(f"name should be a non-empty string, but got name={self.name!r}")
+        if not self.name:
             raise ValueError(f"name should be a non-empty string, but got name={self.name!r}")
         w = self.warmup
         if isinstance(w, bool) or not isinstance(w, (int, float)):
@@ -156,18 +158,9 @@ class Preset:
                 f"warmup as a fraction of the run should lie in (0, 1), but got warmup={w!r} "
                 "(use an int for a number of epochs)"
             )
-        if self.masking not in MASKINGS:
-            raise ValueError(
-                f"masking should be one of {list(MASKINGS)}, but got masking={self.masking!r}"
-            )
-        if self.scoring not in SCORINGS:
-            raise ValueError(
-                f"scoring should be one of {list(SCORINGS)}, but got scoring={self.scoring!r}"
-            )
-        if not isinstance(self.drop_last, bool):
-            raise ValueError(
-                f"drop_last should be a boolean value, but got drop_last={self.drop_last!r}"
-            )
+        check_choice("masking", self.masking, tuple(MASKINGS))
+        check_choice("scoring", self.scoring, SCORINGS)
+        check_bool("drop_last", self.drop_last)
         filt = _check_kwargs("filter", self.filter, _FILTER_KEYS)
         sampler = _check_kwargs("sampler", self.sampler, _SAMPLER_KEYS - _OWN_SAMPLER_KEYS)
         object.__setattr__(self, "filter", filt)

@@ -315,16 +315,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         self.drop_last = check_bool("drop_last", drop_last)
         self.tail = check_choice("tail", tail, TAILS)
         self.seed = check_int("seed", seed)
-        if num_replicas is not None:
-            check_positive_int("num_replicas", num_replicas)
-        if rank is not None:
-            check_nonnegative_int("rank", rank)
         self.num_replicas, self.rank = world_info(num_replicas, rank, filter.process_group)
-        if self.rank >= self.num_replicas:
-            raise ValueError(
-                f"rank should lie in [0, num_replicas={self.num_replicas}), "
-                f"but got rank={self.rank}"
-            )
         self.accumulation_steps = check_positive_int("accumulation_steps", accumulation_steps)
         if buffer_size is None:
             buffer_size = 32 * self.batch_size

@@ -123,6 +123,10 @@ def test_share_closed_boundaries_and_bad_input() -> None:
     assert share_closed({"w": 0.02}, {"w": 0.01}, min_gap=0.02)["w"] is None
     with pytest.raises(ValueError, match="min_gap should be a number >= 0"):
         share_closed({"w": 0.1}, {"w": 0.0}, min_gap=-0.1)
+    with pytest.raises(ValueError, match="min_gap=nan"):
+        share_closed({"w": 0.1}, {"w": 0.0}, min_gap=math.nan)
+    with pytest.raises(TypeError, match=r"min_gap='0\.1'"):
+        share_closed({"w": 0.1}, {"w": 0.0}, min_gap="0.1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="gap should hold finite gaps"):
         share_closed({"w": 0.1}, {"w": math.inf})
     with pytest.raises(ValueError, match=r"missing \['w'\]"):

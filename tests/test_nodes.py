@@ -125,5 +125,9 @@ def test_nodes_builders_reject_bad_arguments() -> None:
         batch_node(sampler, BASE)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_workers=-1"):
         batch_node(sampler, data, num_workers=-1)
+    with pytest.raises(TypeError, match=r"num_workers should be a non-negative integer.*=1\.5"):
+        batch_node(sampler, data, num_workers=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="method='fork'"):
+        batch_node(sampler, data, method="fork")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="remixer"):
         stream_node(sampler)  # type: ignore[arg-type]

@@ -100,6 +100,32 @@ def test_bad_input_raises(
     assert not path.exists()
 
 
+@pytest.mark.parametrize(
+    ("records", "kwargs", "error", "message"),
+    [
+        (None, {"dpi": 0}, ValueError, "dpi should be a positive integer value, but got dpi=0"),
+        (None, {"dpi": -3}, ValueError, "but got dpi=-3"),
+        (None, {"dpi": 72.0}, TypeError, r"dpi should be a positive integer value, .*dpi=72\.0"),
+        (None, {"dpi": True}, TypeError, "but got dpi=True"),
+        (None, {"dpi": "100"}, TypeError, "but got dpi='100'"),
+        ([{"counts": {"audio": -1}}], {}, ValueError, r"\['counts'\]\['audio'\]=-1"),
+        ([{"counts": {"audio": 2.5}}], {}, TypeError, r"\['counts'\]\['audio'\]=2\.5"),
+        ([{"counts": {"audio": 1}, "filtered": "2"}], {}, TypeError, r"\['filtered'\]='2'"),
+        ([{"counts": {"audio": 1}, "filtered": -2}], {}, ValueError, r"\['filtered'\]=-2"),
+    ],
+)
+def test_integers_go_through_the_shared_checks(
+    tmp_path: Path, records: Any, kwargs: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    """``dpi`` and a record's counts: TypeError for a non-int, ValueError for a bad int."""
+    path = tmp_path / "bad.png"
+    with pytest.raises(error, match=message):
+        plot_history(_history() if records is None else records, path, **kwargs)
+    assert not path.exists()
+    good = [{"counts": {"audio": 1, "video": 0}, "filtered": None}]  # None: not recorded
+    assert plot_history(good, tmp_path / "ok.png", dpi=20).exists()
+
+
 def test_accuracy_for_an_unknown_run_raises(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="history lacks"):
         plot_history({"a": _history()}, tmp_path / "x.png", accuracy={"b": {"fused": [1.0]}})

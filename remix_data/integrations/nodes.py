@@ -44,6 +44,7 @@ from typing import Any, Literal
 
 from torch.utils.data import default_collate
 
+from .._checks import check_choice, check_nonnegative_int
 from ..decoupler import ModalityDecoupler
 from ..sampler import ReassemblingBatchSampler
 from ..streaming import Plan, StreamingRemixer
@@ -105,15 +106,8 @@ def _graph(
 ) -> Any:
     from torchdata.nodes import ParallelMapper, SamplerWrapper  # type: ignore[import-untyped]
 
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise ValueError(
-            "num_workers should be a non-negative integer value, "
-            f"but got num_workers={num_workers!r}"
-        )
-    if method not in ("thread", "process"):
-        raise ValueError(
-            f"method should be one of ('thread', 'process'), but got method={method!r}"
-        )
+    check_nonnegative_int("num_workers", num_workers)
+    check_choice("method", method, ("thread", "process"))
     source = SamplerWrapper(sampler, initial_epoch=initial_epoch)
     return ParallelMapper(source, map_fn, num_workers=num_workers, in_order=True, method=method)
 

@@ -8,17 +8,22 @@ script (``python tests/test_accelerate.py --worker OUT``) this file is that work
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch import nn
+from _frameworks import (
+    NAMES,
+    LateFusion,
+    N,
+    free_port,
+    make_data,
+    read_ranks,
+    run_script,
+    write_rank,
+)
 from torch.utils.data import DataLoader
 
 accelerate = pytest.importorskip("accelerate", reason="needs accelerate (the test extra)")
@@ -31,39 +36,10 @@ from remix_data import (  # noqa: E402
     HardSampleFilter,
     ModalityDecoupler,
     ReassemblingBatchSampler,
-    mask_features,
     remix_loss,
 )
 from remix_data.integrations.accelerate import prepare_loader  # noqa: E402
 from remix_data.testing import check_epoch, check_step_modalities  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("a", "b")
-N = 44
-
-
-def make_data(n: int = N) -> list[dict[str, torch.Tensor]]:
-    gen = torch.Generator().manual_seed(0)
-    label = torch.arange(n) % 2
-    a = torch.randn(n, 4, generator=gen) + 2.0 * label.unsqueeze(1)
-    b = torch.randn(n, 3, generator=gen) + 0.3 * label.unsqueeze(1)
-    return [{"a": a[i], "b": b[i], "label": label[i]} for i in range(n)]
-
-
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.encoders = nn.ModuleDict({"a": nn.Linear(4, 8), "b": nn.Linear(3, 8)})
-        self.heads = nn.ModuleDict({m: nn.Linear(8, 2) for m in NAMES})
-        self.fused = nn.Linear(16, 2)
-
-    def forward(
-        self, sample: dict[str, torch.Tensor], modality: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        feats = {m: torch.relu(self.encoders[m](sample[m])) for m in NAMES}
-        feats = mask_features(feats, modality, NAMES)
-        fused = self.fused(torch.cat([feats[m] for m in NAMES], 1))
-        return fused, {m: self.heads[m](feats[m]) for m in NAMES}
 
 
 def decoupled() -> ModalityDecoupler:
@@ -191,29 +167,16 @@ def test_the_sampler_the_helper_needs_passes_check_epoch() -> None:
 
 
 # ------------------------------------------------------------ two processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_two_processes_train_the_same_modality_at_every_step(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",
-        "GLOO_SOCKET_IFNAME": "lo",
-        "PYTHONWARNINGS": "ignore",
-    }
     command = [
         sys.executable, "-m", "torch.distributed.run",
         "--nnodes=1", "--nproc_per_node=2",
         "--master_addr=127.0.0.1", f"--master_port={free_port()}",
         str(Path(__file__).resolve()), "--worker", str(tmp_path),
     ]  # fmt: skip
-    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = run_script(command)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = read_ranks(tmp_path)
     assert [r["world"] for r in ranks] == [[2, 0, "MULTI_CPU"], [2, 1, "MULTI_CPU"]]
 
     # The supported path: prepare_loader, accumulate over 2 micro-batches.
@@ -253,7 +216,7 @@ def _worker(out: Path) -> None:
         accumulation_steps=2,
     )  # fmt: skip
     loader = prepare_loader(accelerator, DataLoader(data, batch_sampler=sampler))
-    net = Net()
+    net = LateFusion()
     model, optimizer = accelerator.prepare(net, torch.optim.SGD(net.parameters(), lr=0.1))
     supported, planned = [], []
     for epoch in range(3):
@@ -293,7 +256,7 @@ def _worker(out: Path) -> None:
         "twice": twice,
         "twice_planned": len(sharded),
     }
-    (out / f"rank{rank}.json").write_text(json.dumps(record))
+    write_rank(out, rank, record)
     accelerator.end_training()
 
 

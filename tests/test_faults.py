@@ -25,7 +25,6 @@ import os
 import random
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,8 +33,7 @@ from typing import Any
 import pytest
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.utils.data import Dataset
+from _frameworks import LateFusion, make_data, run_script
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler, remix_loss
@@ -45,36 +43,18 @@ pytestmark = pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWa
 
 WORLD, N, BATCH, WARMUP, EPOCHS, K, CLASSES = 2, 37, 3, 2, 4, 4, 3
 MODALITIES = ("audio", "video")
+DIMS = {"audio": 4, "video": 3}  # feature sizes, in MODALITIES order
 WARMUP_STEPS = WARMUP * math.ceil(N / (WORLD * BATCH))  # joint epochs are padded to full steps
 
 
-class Pairs(Dataset[dict[str, Any]]):
-    """Dict samples of two modalities and a label (deterministic, no randomness)."""
-
-    def __init__(self) -> None:
-        gen = torch.Generator().manual_seed(3)
-        self.y = torch.arange(N) % CLASSES
-        self.audio = torch.randn(N, 4, generator=gen) + self.y[:, None]
-        self.video = torch.randn(N, 3, generator=gen) + 0.3 * self.y[:, None]
-
-    def __len__(self) -> int:
-        return N
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"audio": self.audio[i], "video": self.video[i], "label": self.y[i]}
+def pairs() -> list[dict[str, torch.Tensor]]:
+    """Dict samples of two modalities and a label (deterministic: a seeded generator)."""
+    return make_data(N, seed=3, dims=DIMS, shifts=(1.0, 0.3), classes=CLASSES)
 
 
-class Net(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.audio, self.video = nn.Linear(4, 6), nn.Linear(3, 6)
-        self.heads = nn.ModuleDict({m: nn.Linear(6, CLASSES) for m in MODALITIES})
-        self.fused = nn.Linear(12, CLASSES)
-
-    def forward(self, x: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        feats = {"audio": self.audio(x["audio"]).relu(), "video": self.video(x["video"]).relu()}
-        heads = {m: self.heads[m](feats[m]) for m in MODALITIES}
-        return self.fused(torch.cat([feats[m] for m in MODALITIES], 1)), heads
+def net() -> LateFusion:
+    """Encoders without masking: every head sees its own features (DDP needs them all)."""
+    return LateFusion(DIMS, hidden=6, classes=CLASSES)
 
 
 def _train(rank: int, workdir: str, run: str, kill_at: int | None, resume: bool) -> None:
@@ -84,19 +64,19 @@ def _train(rank: int, workdir: str, run: str, kill_at: int | None, resume: bool)
     out = Path(workdir)
     log = (out / f"{run}-rank{rank}.jsonl").open("w", buffering=1)
     torch.manual_seed(0)
-    net = Net()
+    model = net()
     filt = HardSampleFilter(N, MODALITIES)
     sampler = ReassemblingBatchSampler(filt, BATCH, warmup_epochs=WARMUP, order="random", seed=5)
-    data = ModalityDecoupler(Pairs(), MODALITIES)
+    data = ModalityDecoupler(pairs(), MODALITIES)
     loader = StatefulDataLoader(data, batch_sampler=sampler, num_workers=2)
     step, first_epoch = 0, 0
     if resume:  # rank 0's checkpoint on every rank
         state = torch.load(out / "checkpoint.pt", weights_only=True)
-        net.load_state_dict(state["model"])
+        model.load_state_dict(state["model"])
         filt.load_state_dict(state["filter"])
         loader.load_state_dict(state["loader"])
         step, first_epoch = state["step"], state["epoch"]
-    model = DistributedDataParallel(net)
+    ddp = DistributedDataParallel(model)
     for epoch in range(first_epoch, EPOCHS):
         taken = filt.snapshot_epoch == epoch  # restored with a checkpoint of this epoch
         sampler.set_epoch(epoch)  # after warm-up: the snapshot, one collective
@@ -110,11 +90,11 @@ def _train(rank: int, workdir: str, run: str, kill_at: int | None, resume: bool)
             if step == kill_at:
                 (out / f"{run}-reached{rank}").touch()
                 time.sleep(300)  # the test kills the pair here
-            fused, heads = model(sample)
+            fused, heads = ddp(sample)
             loss = remix_loss(fused, heads, sample["label"], modality, MODALITIES)
             loss.backward()  # DDP averages the gradients
             with torch.no_grad():
-                for p in net.parameters():
+                for p in model.parameters():
                     p -= 0.1 * p.grad
                     p.grad = None
             filt.update(index, {m: h.detach() for m, h in heads.items()}, modality=modality)
@@ -123,7 +103,7 @@ def _train(rank: int, workdir: str, run: str, kill_at: int | None, resume: bool)
             step += 1
             if step % K == 0:  # every rank takes the states; rank 0 writes them
                 state = {
-                    "model": net.state_dict(),
+                    "model": model.state_dict(),
                     "loader": loader.state_dict(),
                     "filter": filt.state_dict(),  # a collective under DDP
                     "epoch": epoch,
@@ -273,7 +253,7 @@ def _children() -> set[int]:
 def _worker_setup() -> tuple[ReassemblingBatchSampler, ModalityDecoupler]:
     filt = HardSampleFilter(N, MODALITIES, score="loss")
     sampler = ReassemblingBatchSampler(filt, BATCH, order="random", seed=5)
-    return sampler, ModalityDecoupler(Pairs(), MODALITIES)
+    return sampler, ModalityDecoupler(pairs(), MODALITIES)
 
 
 def _kill_a_worker(out: Path) -> None:
@@ -293,19 +273,9 @@ def _kill_a_worker(out: Path) -> None:
 
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc")
 def test_a_killed_worker_raises_a_clear_error_and_the_checkpoint_resumes(tmp_path: Path) -> None:
-    root = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-    }
     start = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-W", "ignore", __file__, "--kill-worker", str(tmp_path)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    command = [sys.executable, "-W", "ignore", __file__, "--kill-worker", str(tmp_path)]
+    done = run_script(command, timeout=60)
     assert time.monotonic() - start < 45  # the error ends it, not the loader's 30 s timeout
     assert done.returncode == 1, done.stderr[-2000:]
     # torch reports a dead worker from its SIGCHLD handler or from the next get

@@ -6,9 +6,6 @@ worker: Lightning's ``ddp`` strategy starts the second process by running it aga
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -17,7 +14,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from _frameworks import NAMES, LateFusion, N, make_data, read_ranks, run_script, write_rank
 from torch.utils.data import DataLoader
 
 pl = pytest.importorskip("lightning.pytorch", reason="needs lightning (the test extra)")
@@ -27,23 +24,9 @@ from remix_data import (  # noqa: E402
     HardSampleFilter,
     ModalityDecoupler,
     ReassemblingBatchSampler,
-    mask_features,
 )
 from remix_data.integrations.lightning import RemixCallback  # noqa: E402
 from remix_data.testing import check_step_modalities  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("a", "b")
-N = 44
-
-
-def make_data(n: int = N, seed: int = 0) -> list[dict[str, torch.Tensor]]:
-    """Two modalities of a 2-class problem: "a" is informative, "b" is mostly noise."""
-    gen = torch.Generator().manual_seed(seed)
-    label = torch.arange(n) % 2
-    a = torch.randn(n, 4, generator=gen) + 2.0 * label.unsqueeze(1)
-    b = torch.randn(n, 3, generator=gen) + 0.3 * label.unsqueeze(1)
-    return [{"a": a[i], "b": b[i], "label": label[i]} for i in range(n)]
 
 
 class LitRemix(pl.LightningModule):
@@ -56,9 +39,7 @@ class LitRemix(pl.LightningModule):
         self.filter = HardSampleFilter(N, NAMES, labels=[i % 2 for i in range(N)])
         self.data = ModalityDecoupler(make_data(), NAMES, mask="none")
         self.batch_size, self.warmup_epochs, self.order = batch_size, warmup_epochs, order
-        self.encoders = nn.ModuleDict({"a": nn.Linear(4, 8), "b": nn.Linear(3, 8)})
-        self.heads = nn.ModuleDict({m: nn.Linear(8, 2) for m in NAMES})
-        self.fused = nn.Linear(16, 2)
+        self.net = LateFusion()
         self.loader: DataLoader[Any] | None = None
         self.seen: list[dict[str, Any]] = []  # per batch: epoch, modalities, indices
 
@@ -82,10 +63,7 @@ class LitRemix(pl.LightningModule):
     def forward(
         self, sample: dict[str, torch.Tensor], modality: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        feats = {m: torch.relu(self.encoders[m](sample[m])) for m in NAMES}
-        feats = mask_features(feats, modality, NAMES)
-        fused = self.fused(torch.cat([feats[m] for m in NAMES], 1))
-        return fused, {m: self.heads[m](feats[m]) for m in NAMES}
+        return self.net(sample, modality)  # type: ignore[no-any-return]
 
     def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         sample, index, modality = batch
@@ -140,7 +118,7 @@ def per_epoch(seen: list[dict[str, Any]], key: str = "modality") -> dict[int, li
 @pytest.fixture(autouse=True)
 def _quiet_lightning() -> Any:
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; two threads on a busy 2-core machine crawl
+    torch.set_num_threads(1)  # [B, 8] layers: more intra-op threads only add synchronisation
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
@@ -258,24 +236,10 @@ def test_resume_from_an_epoch_end_checkpoint_replays_the_same_plan(tmp_path: Pat
 
 # ------------------------------------------------------------------------ DDP
 def test_two_process_ddp_trains_the_same_modality_on_both_ranks(tmp_path: Path) -> None:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "OMP_NUM_THREADS": "1",
-        "MASTER_ADDR": "127.0.0.1",
-        "GLOO_SOCKET_IFNAME": "lo",
-        "PYTHONWARNINGS": "ignore",
-    }
-    done = subprocess.run(
-        [sys.executable, str(Path(__file__).resolve()), "--ddp", str(tmp_path)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    command = [sys.executable, str(Path(__file__).resolve()), "--ddp", str(tmp_path)]
+    done = run_script(command, MASTER_ADDR="127.0.0.1")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    ranks = read_ranks(tmp_path)
     assert [r["world"] for r in ranks] == [[2, 0], [2, 1]]
     seen = [r["seen"] for r in ranks]
     epochs = [per_epoch(s) for s in seen]
@@ -316,7 +280,7 @@ def _ddp_main(out: Path) -> None:
         "seen": module.seen,
         "history": module.filter.history,
     }
-    (out / f"rank{fit.global_rank}.json").write_text(json.dumps(record))
+    write_rank(out, fit.global_rank, record)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
   scoring's call (the active head's logits only, with ``modality=``);
 - planning one epoch (the filter's assignment snapshot + the sampler's batch
   plan) for N = 10^4 .. 10^7 samples, and how it grows with N (goal: 10^7 in
-  under 1 s on a 2-core machine);
+  under 1 s; the JSON records the machine);
 - bytes per sample held by the filter (the tensors of its state) and by the
   sampler's plan (what planning an epoch allocates and keeps, traced);
 - the same assignment the way the paper's reference code computes it (softmax

@@ -375,8 +375,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
 
     def _build_plan(self, epoch: int, snapshot: torch.Tensor | None) -> _Plan:
         # Only ``randperm`` runs in torch (its stream defines the plan); the rest
-        # is numpy: single-threaded, where torch's intra-op threads stall on a
-        # busy 2-core machine (10-100x slower per op measured there).
+        # is numpy: single-threaded. These are small ops, and torch's intra-op
+        # threads make them 10-100x slower per op when the cores are shared
+        # with other processes (measured against the same ops in numpy).
         gen = epoch_generator(self.seed, epoch, PLAN)
         n = self.filter.num_samples
         filtered = 0

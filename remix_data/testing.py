@@ -308,16 +308,6 @@ def check_epoch(
     return batches
 
 
-def _batch_modalities(batch: Any) -> list[int]:
-    if isinstance(batch, torch.Tensor):
-        return [int(v) for v in batch.reshape(-1).tolist()]
-    if isinstance(batch, int):
-        return [batch]
-    if isinstance(batch, Iterable):
-        return [int(v) for v in batch]
-    raise TypeError(f"a batch's modalities should be an int, a tensor or ints, but got {batch!r}")
-
-
 def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: int = 1) -> list[int]:
     """Check the modalities a training loop received, batch by batch, on every rank.
 
@@ -346,7 +336,7 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     for r, batches in enumerate(ranks):
         mods = []
         for t, batch in enumerate(batches):
-            ids = set(_batch_modalities(batch))
+            ids = set(_ids(batch, "modalities"))
             if len(ids) != 1:
                 _fail("unimodal", f"rank {r} batch {t} holds modalities {sorted(ids)}")
             mods.append(ids.pop())
@@ -385,13 +375,14 @@ def _find(root: Any, kind: type, depth: int = 3) -> Any:
 
 
 def _ids(value: Any, name: str) -> list[int]:
+    """``value`` (an int, a tensor or an iterable of ints) as a list of ints."""
     if isinstance(value, torch.Tensor):
         return [int(v) for v in value.reshape(-1).tolist()]
     if isinstance(value, int):
         return [value]
     if isinstance(value, Iterable):
         return [int(v) for v in value]
-    raise TypeError(f"the batch's {name} should be a tensor or ints, but got {value!r}")
+    raise TypeError(f"the batch's {name} should be an int, a tensor or ints, but got {value!r}")
 
 
 def _as_tensor(value: Any) -> Any:

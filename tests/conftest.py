@@ -1,4 +1,4 @@
-"""Shared test settings: hypothesis profiles sized for a 2-core CI machine."""
+"""Shared test settings: hypothesis profiles ``ci`` (60 examples, the default) and ``thorough``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""DESIGN §4: every bad input raises a clear error naming the argument and the value."""
+"""Every bad input raises a clear error naming the argument and the value."""
 
 from __future__ import annotations
 

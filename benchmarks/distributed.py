@@ -169,7 +169,7 @@ def _rank(rank: int, out_dir: str, config: dict[str, Any]) -> None:
     steps = _time_steps(config["step_n"], config["batch_size"], config["steps"], config["reps"])
     syncs = [_time_sync(n, rank, config["reps"]) for n in config["sizes"]]
     result = {"rank": rank, "step": steps, "sync": syncs}
-    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+    write_json(Path(out_dir) / f"rank{rank}.json", result)
 
 
 def run(config: dict[str, Any]) -> list[dict[str, Any]]:

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import mean_std
+from benchmarks._common import markdown_table, mean_std, points, ratio_cell
 from benchmarks.harness import Task
 from remix_data.gap import laziness_gap
 
@@ -129,36 +129,41 @@ def format_shares(summary: Mapping[str, Mapping[str, Any]], modality: str) -> st
     return "\n".join(lines)
 
 
+def _columns(task: Task, *more: str) -> list[str]:
+    """The header: method, fused and the two heads of ``task``, then ``more``."""
+    _, strong, weak = task.keys
+    return ["method", "fused", f"{strong} head", f"{weak} head", *more]
+
+
+def _accuracies(
+    summary: Mapping[str, Mapping[str, Any]], split: str
+) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
+    """``(method, its summary, its accuracies on split)`` for each method that has them."""
+    for name, s in summary.items():
+        acc = s if split == "test" else s["val"]
+        if acc is not None:
+            yield name, s, acc
+
+
 def format_table(summary: Mapping[str, Mapping[str, Any]], task: Task, split: str = "test") -> str:
     """Markdown: method | fused | strong head | weak head | time (s) | time vs joint.
 
     A last column gives the CPU-time ratio, steadier than wall time on a shared
     machine. ``split="val"`` shows the validation accuracies instead.
     """
-
-    def pct(s: Mapping[str, float]) -> str:
-        return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
-
-    def ratio(s: Mapping[str, float] | None) -> str:
-        return "—" if s is None else f"{s['mean']:.2f}x ± {s['std']:.2f}"
-
-    _, strong, weak = task.keys
-    lines = [
-        f"| method | fused | {strong} head | {weak} head | time (s) | time vs joint "
-        "| CPU time vs joint |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, s in summary.items():
+    rows = []
+    for name, s, acc in _accuracies(summary, split):
         t = s["train_time_s"]
-        acc = s if split == "test" else s["val"]
-        if acc is None:
-            continue
-        lines.append(
-            f"| {name} | {pct(acc['fused'])} | {pct(acc[strong])} | {pct(acc[weak])} "
-            f"| {t['mean']:.1f} ± {t['std']:.1f} | {ratio(s['time_vs_joint'])} "
-            f"| {ratio(s['cpu_vs_joint'])} |"
+        rows.append(
+            [
+                name,
+                *(points(acc[k]) for k in task.keys),
+                f"{t['mean']:.1f} ± {t['std']:.1f}",
+                ratio_cell(s["time_vs_joint"]),
+                ratio_cell(s["cpu_vs_joint"]),
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(_columns(task, "time (s)", "time vs joint", "CPU time vs joint"), rows)
 
 
 def format_gap_table(
@@ -167,34 +172,24 @@ def format_gap_table(
     """Markdown: method | fused | strong head | weak head | strong gap | weak gap |
     time vs joint, accuracies and gaps in points (an alone run shows its own head
     only; a gap is ``alone - head``, positive where the head learnt less)."""
-
-    def pct(s: Mapping[str, float] | None) -> str:
-        return "—" if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
-
-    def signed(s: Mapping[str, float] | None) -> str:
-        return "—" if s is None else f"{100 * s['mean']:+.1f} ± {100 * s['std']:.1f}"
-
     _, strong, weak = task.keys
-    lines = [
-        f"| method | fused | {strong} head | {weak} head | {strong} gap | {weak} gap "
-        "| time vs joint |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, s in summary.items():
-        acc = s if split == "test" else s["val"]
-        if acc is None:
-            continue
+    rows = []
+    for name, s, acc in _accuracies(summary, split):
         gap = s["gap"] if split == "test" else s["val_gap"]
         alone = s.get("alone")
-        cells = [
-            pct(None if alone else acc["fused"]),
-            *(pct(acc[m] if alone in (None, m) else None) for m in (strong, weak)),
-            *(signed(None if gap is None or alone else gap.get(m)) for m in (strong, weak)),
-        ]
-        t = s["time_vs_joint"]
-        time_cell = "—" if t is None else f"{t['mean']:.2f}x ± {t['std']:.2f}"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {time_cell} |")
-    return "\n".join(lines)
+        rows.append(
+            [
+                name,
+                points(None if alone else acc["fused"]),
+                *(points(acc[m] if alone in (None, m) else None) for m in (strong, weak)),
+                *(
+                    points(None if gap is None or alone else gap.get(m), signed=True)
+                    for m in (strong, weak)
+                ),
+                ratio_cell(s["time_vs_joint"]),
+            ]
+        )
+    return markdown_table(_columns(task, f"{strong} gap", f"{weak} gap", "time vs joint"), rows)
 
 
 def plot_runs(

@@ -57,7 +57,14 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import machine_info, mean_std, write_json
+from benchmarks._common import (
+    machine_info,
+    markdown_table,
+    mean_std,
+    points,
+    ratio_cell,
+    write_json,
+)
 from benchmarks.hapt import prepare_data
 from benchmarks.harness import Splits, run_interleaved
 from benchmarks.methods import VARIANTS
@@ -353,61 +360,77 @@ def goal_check(
     }
 
 
-def _pct(s: Mapping[str, float]) -> str:
-    return f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
-
-
 def format_validation(
     table: Mapping[str, Mapping[str, float]], selection: Mapping[str, Any], strong: str, weak: str
 ) -> str:
     """Markdown: every method's validation accuracies, gaps, share closed, time ratio."""
     rank = {e["name"]: e for e in selection["ranking"]}
-    lines = [
-        f"| method | fused | {strong} head | {weak} head (weak) | {strong} gap | {weak} gap "
-        "| share of joint's weak gap closed | time vs joint |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "method",
+        "fused",
+        f"{strong} head",
+        f"{weak} head (weak)",
+        f"{strong} gap",
+        f"{weak} gap",
+        "share of joint's weak gap closed",
+        "time vs joint",
     ]
+    rows = []
     for name, row in table.items():
         e = rank.get(name)
 
-        def cell(k: str, row: Mapping[str, float] = row) -> str:
-            return f"{100 * row[k]:.1f} ± {100 * row[k + '_std']:.1f}"
-
-        def gap(g: str, row: Mapping[str, float] = row) -> str:
-            k = f"{g}_gap"
-            return "—" if k not in row else f"{100 * row[k]:+.1f} ± {100 * row[k + '_std']:.1f}"
+        def cell(k: str, row: Mapping[str, float] = row, signed: bool = False) -> str:
+            stat = {"mean": row[k], "std": row[k + "_std"]} if k in row else None
+            return points(stat, signed=signed)
 
         closed = "—" if e is None or e["gap_closed"] is None else f"{100 * e['gap_closed']:.0f} %"
         if e is not None and not e["eligible"]:
             closed += " (not eligible)"
         mark = " **(chosen)**" if name == selection["chosen"] else ""
-        lines.append(
-            f"| {name}{mark} | {cell('fused')} | {cell('strong')} | {cell('weak')} "
-            f"| {gap('strong')} | {gap('weak')} | {closed} | {row['time_vs_joint']:.2f}x |"
+        rows.append(
+            [
+                f"{name}{mark}",
+                cell("fused"),
+                cell("strong"),
+                cell("weak"),
+                cell("strong_gap", signed=True),
+                cell("weak_gap", signed=True),
+                closed,
+                f"{row['time_vs_joint']:.2f}x",
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def format_test(
     summary: Mapping[str, Mapping[str, Any]], names: Sequence[str], strong: str, weak: str
 ) -> str:
     """Markdown: test accuracies and weak gap (mean ± std over seeds) and time ratios."""
-    lines = [
-        f"| method | fused | {strong} head | {weak} head (weak) | {weak} gap | time (s) "
-        "| time vs joint | CPU time vs joint |",
-        "|---|---|---|---|---|---|---|---|",
+    header = [
+        "method",
+        "fused",
+        f"{strong} head",
+        f"{weak} head (weak)",
+        f"{weak} gap",
+        "time (s)",
+        "time vs joint",
+        "CPU time vs joint",
     ]
+    rows = []
     for name in dict.fromkeys(names):
         s = summary[name]
-        t, r, c = s["train_time_s"], s["time_vs_joint"], s["cpu_vs_joint"]
-        g = s["gap"]["test"].get("weak")
-        gap = "—" if g is None else f"{100 * g['mean']:+.1f} ± {100 * g['std']:.1f}"
-        lines.append(
-            f"| {name} | {_pct(s['test']['fused'])} | {_pct(s['test']['strong'])} "
-            f"| {_pct(s['test']['weak'])} | {gap} | {t['mean']:.1f} ± {t['std']:.1f} "
-            f"| {r['mean']:.2f}x ± {r['std']:.2f} | {c['mean']:.2f}x ± {c['std']:.2f} |"
+        t = s["train_time_s"]
+        rows.append(
+            [
+                name,
+                *(points(s["test"][k]) for k in ("fused", "strong", "weak")),
+                points(s["gap"]["test"].get("weak"), signed=True),
+                f"{t['mean']:.1f} ± {t['std']:.1f}",
+                ratio_cell(s["time_vs_joint"]),
+                ratio_cell(s["cpu_vs_joint"]),
+            ]
         )
-    return "\n".join(lines)
+    return markdown_table(header, rows)
 
 
 def study_task(

@@ -28,12 +28,19 @@ def check_machine(machine: dict[str, Any]) -> None:
     assert positive(machine["torch_threads"]) and positive(machine["cpu_count"])
 
 
-def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
-    out = tmp_path / "throughput.json"
-    result = throughput.main(["--quick", "--out", str(out)])
+def quick(module: Any, tmp_path: Path) -> dict[str, Any]:
+    """``module.main(["--quick"])``: the JSON it writes is what it returns, machine included."""
+    name = module.__name__.rpartition(".")[2]
+    out = tmp_path / f"{name}.json"
+    result: dict[str, Any] = module.main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["benchmark"] == "throughput"
+    assert result["benchmark"] == name
     check_machine(result["machine"])
+    return result
+
+
+def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
+    result = quick(throughput, tmp_path)
     rows = result["levels"]
     names = [row["level"] for row in rows]
     assert names[0] == "sampler alone" and names[-1] == "train step"
@@ -68,11 +75,7 @@ def test_throughput_levels_can_be_chosen(tmp_path: Path) -> None:
 
 
 def test_scaling_quick_writes_every_table(tmp_path: Path) -> None:
-    out = tmp_path / "scaling.json"
-    result = scaling.main(["--quick", "--out", str(out)])
-    assert json.loads(out.read_text()) == json.loads(json.dumps(result))
-    assert result["benchmark"] == "scaling"
-    check_machine(result["machine"])
+    result = quick(scaling, tmp_path)
     assert [row["batch"] for row in result["update"]] == result["config"]["batch_sizes"]
     for row in result["update"]:
         assert all(positive(row[k]) for k in ("table_us", "logits_us", "online_us"))

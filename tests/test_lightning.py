@@ -168,14 +168,16 @@ def test_batch_counts_follow_each_epochs_plan() -> None:
     assert [h["counts"] for h in module.filter.history] == [{"a": 10, "b": 34}] * 2
 
 
+class Rebuilt(LitRemix):
+    """A fresh one-step sampler (and loader) every epoch."""
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        sampler = ReassemblingBatchSampler(self.filter, 4, warmup_epochs=1)
+        return DataLoader(self.data, batch_sampler=sampler)
+
+
 def test_a_loader_rebuilt_every_epoch_is_caught() -> None:
     """A fresh sampler starts at epoch 0, so Lightning would count the wrong plan."""
-
-    class Rebuilt(LitRemix):
-        def train_dataloader(self) -> DataLoader[Any]:
-            sampler = ReassemblingBatchSampler(self.filter, 4, warmup_epochs=1)
-            return DataLoader(self.data, batch_sampler=sampler)
-
     module = Rebuilt()
     preset(module, hard_for_a=10)
     callback = RemixCallback(module.filter, outputs_key="no feedback")
@@ -192,12 +194,7 @@ def test_callback_requires_reloading_the_loader_every_epoch() -> None:
 
 
 def test_callback_rejects_a_sampler_that_accumulates_differently() -> None:
-    class OneStep(LitRemix):
-        def train_dataloader(self) -> DataLoader[Any]:
-            sampler = ReassemblingBatchSampler(self.filter, 4, warmup_epochs=1)
-            return DataLoader(self.data, batch_sampler=sampler)
-
-    module = OneStep()
+    module = Rebuilt()  # its sampler takes one batch per step
     fit = trainer(accumulate_grad_batches=2, callbacks=[RemixCallback(module.filter)])
     with pytest.raises(ValueError, match="accumulation_steps=2"):
         fit.fit(module)

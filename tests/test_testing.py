@@ -156,12 +156,17 @@ def test_check_epoch_names_the_broken_invariant(
         check_epoch(sampler, epoch=0)
 
 
-def test_check_epoch_catches_ranks_training_different_modalities_in_one_step() -> None:
+def two_ranks(second: type[ReassemblingBatchSampler]) -> list[ReassemblingBatchSampler]:
+    """Rank 0 a plain sampler, rank 1 a ``second`` one, over one spread filter."""
     filt = spread_filter()
-    ranks = [
+    return [
         ReassemblingBatchSampler(filt, 2, num_replicas=2, rank=0),
-        ReversedOrder(filt, 2, num_replicas=2, rank=1),
+        second(filt, 2, num_replicas=2, rank=1),
     ]
+
+
+def test_check_epoch_catches_ranks_training_different_modalities_in_one_step() -> None:
+    ranks = two_ranks(ReversedOrder)
     with pytest.raises(AssertionError, match="same modality per step: step 0 mixes"):
         check_epoch(ranks, epoch=0)
 
@@ -180,11 +185,7 @@ def test_check_epoch_catches_a_rank_that_yields_fewer_batches() -> None:
         def __len__(self) -> int:
             return super().__len__() - 1
 
-    filt = spread_filter()
-    ranks = [
-        ReassemblingBatchSampler(filt, 2, num_replicas=2, rank=0),
-        Short(filt, 2, num_replicas=2, rank=1),
-    ]
+    ranks = two_ranks(Short)
     with pytest.raises(AssertionError, match="len honest: ranks yield different batch counts"):
         check_epoch(ranks, epoch=0)
 

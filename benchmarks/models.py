@@ -1,7 +1,9 @@
-"""The models of the HAPT and mfeat jobs: one encoder and one head per modality, late fusion.
+"""The models of the benchmarks: one encoder and one head per modality, late fusion.
 
-Both have what :func:`benchmarks.methods.train_step` needs: ``encoders`` and
-``heads`` (``ModuleDict`` by modality), ``fuse`` and ``feature_dim``.
+:class:`LateFusionNet` holds the heads and the fusion for any encoders, so every
+model (these two, and :mod:`benchmarks.training`'s) has what
+:func:`benchmarks.methods.train_step` needs: ``encoders`` and ``heads``
+(``ModuleDict`` by modality), ``fuse`` and ``feature_dim``.
 
 :class:`HaptNet` (HAPT): one small 1-D CNN per modality.
 
@@ -39,7 +41,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
-__all__ = ["HaptNet", "MfeatNet", "make_encoder"]
+__all__ = ["HaptNet", "LateFusionNet", "MfeatNet", "make_encoder"]
 
 
 def make_encoder(in_channels: int = 3, width: int = 32) -> nn.Sequential:
@@ -59,8 +61,47 @@ def make_encoder(in_channels: int = 3, width: int = 32) -> nn.Sequential:
     )
 
 
-class HaptNet(nn.Module):
-    """Per-modality encoders, a fused linear head and one linear head per modality.
+class LateFusionNet(nn.Module):
+    """Given one encoder per modality (``[B, ...] -> [B, feature_dim]``): a linear head
+    per modality and a fused linear head on the features concatenated in modality order.
+
+    Args:
+        encoders: modality name -> encoder, in the fused head's order.
+        feature_dim: features per modality.
+        num_classes: output classes.
+    """
+
+    def __init__(
+        self, encoders: Mapping[str, nn.Module], feature_dim: int, num_classes: int
+    ) -> None:
+        super().__init__()
+        self.modalities = tuple(encoders)
+        self.feature_dim = feature_dim
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.heads = nn.ModuleDict(
+            {m: nn.Linear(feature_dim, num_classes) for m in self.modalities}
+        )
+        self.fused = nn.Linear(feature_dim * len(self.modalities), num_classes)
+
+    def features(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Encode every modality, in modality order."""
+        return {m: self.encoders[m](inputs[m]) for m in self.modalities}
+
+    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Fused logits from ``{modality: [B, feature_dim]}`` features (all modalities needed)."""
+        logits: torch.Tensor = self.fused(torch.cat([features[m] for m in self.modalities], dim=1))
+        return logits
+
+    def forward(
+        self, inputs: Mapping[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Fused logits and each unimodal head's logits."""
+        feats = self.features(inputs)
+        return self.fuse(feats), {m: self.heads[m](f) for m, f in feats.items()}
+
+
+class HaptNet(LateFusionNet):
+    """Per-modality 1-D CNN encoders (:func:`make_encoder`) and the linear heads.
 
     Args:
         modalities: modality names; the fused head sees their features
@@ -78,33 +119,15 @@ class HaptNet(nn.Module):
         width: int = 32,
         in_channels: int = 3,
     ) -> None:
-        super().__init__()
-        self.modalities = tuple(modalities)
-        self.feature_dim = 2 * width
-        self.encoders = nn.ModuleDict({m: make_encoder(in_channels, width) for m in modalities})
-        self.heads = nn.ModuleDict(
-            {m: nn.Linear(self.feature_dim, num_classes) for m in modalities}
-        )
-        self.fused = nn.Linear(self.feature_dim * len(self.modalities), num_classes)
+        encoders = {m: make_encoder(in_channels, width) for m in modalities}
+        super().__init__(encoders, 2 * width, num_classes)
 
     def features(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Encode every modality present in ``inputs``."""
+        """Encode every modality present in ``inputs``, in their order."""
         return {m: self.encoders[m](x) for m, x in inputs.items()}
 
-    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Fused logits from ``{modality: [B, D]}`` features (all modalities needed)."""
-        logits: torch.Tensor = self.fused(torch.cat([features[m] for m in self.modalities], dim=1))
-        return logits
 
-    def forward(
-        self, inputs: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Fused logits and each unimodal head's logits, from all modalities."""
-        feats = self.features(inputs)
-        return self.fuse(feats), {m: self.heads[m](f) for m, f in feats.items()}
-
-
-class MfeatNet(nn.Module):
+class MfeatNet(LateFusionNet):
     """One MLP encoder and linear head per view; a fused linear head on all features.
 
     Args:
@@ -114,28 +137,10 @@ class MfeatNet(nn.Module):
     """
 
     def __init__(self, dims: Mapping[str, int], num_classes: int, *, width: int = 32) -> None:
-        super().__init__()
-        self.modalities = tuple(dims)
-        self.feature_dim = width
-
         def encoder(d: int) -> nn.Sequential:
             return nn.Sequential(
                 nn.Linear(d, 2 * width), nn.BatchNorm1d(2 * width), nn.ReLU(),
                 nn.Linear(2 * width, width), nn.BatchNorm1d(width), nn.ReLU(),
             )  # fmt: skip
 
-        self.encoders = nn.ModuleDict({m: encoder(d) for m, d in dims.items()})
-        self.heads = nn.ModuleDict({m: nn.Linear(width, num_classes) for m in dims})
-        self.fused = nn.Linear(width * len(self.modalities), num_classes)
-
-    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Fused logits from ``{view: [B, width]}`` features (all views needed)."""
-        out: torch.Tensor = self.fused(torch.cat([features[m] for m in self.modalities], dim=1))
-        return out
-
-    def forward(
-        self, inputs: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Fused logits and each view's head logits, from all views."""
-        feats = {m: self.encoders[m](inputs[m]) for m in self.modalities}
-        return self.fuse(feats), {m: self.heads[m](feats[m]) for m in self.modalities}
+        super().__init__({m: encoder(d) for m, d in dims.items()}, width, num_classes)

@@ -44,36 +44,13 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 from benchmarks._common import NAMES, compare, spin
 from benchmarks.methods import method_config, train_step
+from benchmarks.models import LateFusionNet
 from remix_data import ALL, HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
 
 __all__ = ["AVResNet", "SyntheticAV", "TinyNet", "compare_training", "resnet18_encoder"]
 
 
-class _TwoEncoders(nn.Module):
-    """Encoders and heads per modality of :data:`NAMES`, a fused linear head."""
-
-    def __init__(self, encoders: Mapping[str, nn.Module], feature_dim: int, classes: int) -> None:
-        super().__init__()
-        self.modalities = NAMES
-        self.feature_dim = feature_dim
-        self.encoders = nn.ModuleDict(dict(encoders))
-        self.heads = nn.ModuleDict({m: nn.Linear(feature_dim, classes) for m in NAMES})
-        self.fused = nn.Linear(feature_dim * len(NAMES), classes)
-
-    def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Fused logits from the features of every modality."""
-        out: torch.Tensor = self.fused(torch.cat([features[m] for m in NAMES], dim=1))
-        return out
-
-    def forward(
-        self, inputs: Mapping[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Fused logits and each head's logits, from all modalities."""
-        feats = {m: self.encoders[m](inputs[m]) for m in NAMES}
-        return self.fuse(feats), {m: self.heads[m](feats[m]) for m in NAMES}
-
-
-class TinyNet(_TwoEncoders):
+class TinyNet(LateFusionNet):
     """Two MLP encoders: audio ``[40]`` features and a ``video_shape`` frame."""
 
     def __init__(
@@ -125,7 +102,7 @@ def resnet18_encoder(in_channels: int, base: int = 64) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-class AVResNet(_TwoEncoders):
+class AVResNet(LateFusionNet):
     """Two ResNet-18-style encoders: a 1-channel spectrogram and a 3-channel frame."""
 
     def __init__(self, classes: int = 10, base: int = 64) -> None:

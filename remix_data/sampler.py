@@ -43,7 +43,7 @@ from .alerts import RemixWarning
 from .distributed import world_info
 from .filter import HardSampleFilter
 from .seeds import PLAN, epoch_generator
-from .states import snapshot_rule
+from .states import check_config, snapshot_rule
 from .vocabulary import ALL, Batch
 
 __all__ = ["ALL", "TAILS", "BatchSplit", "ReassemblingBatchSampler", "split_batches"]
@@ -607,13 +607,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         for key in mine:
             if key not in state:
                 raise ValueError(f"state should contain {key!r}; got keys {sorted(state)}")
-        for key in _CONFIG_KEYS:
-            theirs = tuple(state[key]) if key == "modalities" else state[key]
-            if theirs != mine[key] or type(theirs) is not type(mine[key]):
-                raise ValueError(
-                    f"state was saved with {key}={state[key]!r}, but this sampler has "
-                    f"{key}={mine[key]!r}"
-                )
+        check_config(state, mine, _CONFIG_KEYS, "sampler")
         epoch = check_nonnegative_int("state['epoch']", state["epoch"])
         yielded = check_nonnegative_int("state['yielded']", state["yielded"])
         batches, samples = state["batches"], state["samples"]

@@ -110,6 +110,7 @@ from .filter import HardSampleFilter
 from .masking import Location, Masker
 from .sampler import TAILS, arrange_steps, split_batches
 from .seeds import epoch_generator
+from .states import check_config
 from .vocabulary import ALL, FILTERED
 
 __all__ = ["StreamingRemixer", "step_schedule", "MAX_WORKERS"]
@@ -541,13 +542,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         for key in (*_CONFIG_KEYS, "epoch", "position", "worker"):
             if key not in state:
                 raise ValueError(f"state should contain {key!r}; got keys {sorted(state)}")
-        for key in _CONFIG_KEYS:
-            theirs = list(state[key]) if key == "modalities" else state[key]
-            if theirs != mine[key]:
-                raise ValueError(
-                    f"state was saved with {key}={state[key]!r}, but this remixer has "
-                    f"{key}={mine[key]!r}"
-                )
+        check_config(state, mine, _CONFIG_KEYS, "remixer")
         epoch = check_nonnegative_int("state['epoch']", state["epoch"])
         if state["worker"] is None:  # saved before any iteration: the epoch's start
             self._pending = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -125,8 +126,10 @@ def test_sampler_needs_a_filter_and_valid_epochs_and_states() -> None:
     with pytest.raises(ValueError, match="epoch=-1"):
         sampler.set_epoch(-1)
     state = sampler.state_dict()
-    for key, value in (("num_samples", 11), ("num_replicas", 2), ("batch_size", 8), ("seed", 5)):
-        with pytest.raises(ValueError, match=f"{key}={value}"):
+    changes = (("num_samples", 11), ("num_replicas", 2), ("batch_size", 8), ("seed", 5),
+               ("num_replicas", True), ("modalities", ("audio", "text")))  # fmt: skip
+    for key, value in changes:
+        with pytest.raises(ValueError, match=re.escape(f"{key}={value}")):
             sampler.load_state_dict({**state, key: value})
     with pytest.raises(ValueError, match=r"should contain 'epoch'"):
         sampler.load_state_dict({k: v for k, v in state.items() if k != "epoch"})

@@ -411,6 +411,10 @@ def test_state_of_another_configuration_or_worker_is_rejected() -> None:
     other = StreamingRemixer([sample(i) for i in range(8)], filt, 4)
     with pytest.raises(ValueError, match="batch_size=2"):
         other.load_state_dict(state)
+    for key, value in (("modalities", ["audio", "text"]), ("seed", True), ("tail", "keep")):
+        with pytest.raises(ValueError, match=f"this remixer has {key}="):
+            remixer.load_state_dict({**state, key: value})
+    remixer.load_state_dict({**state, "modalities": tuple(state["modalities"])})  # same names
     again = StreamingRemixer([sample(i) for i in range(8)], filt, 2)
     again.load_state_dict(state)
     with pytest.raises(ValueError, match="worker 0 of 1"):

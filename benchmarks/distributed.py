@@ -25,7 +25,6 @@ are noisy: compare numbers from one run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -165,18 +164,16 @@ def _time_steps(n: int, batch: int, steps: int, reps: int) -> list[dict[str, Any
     return rows
 
 
-def _rank(rank: int, out_dir: str, config: dict[str, Any]) -> None:
+def _rank(rank: int, config: dict[str, Any]) -> dict[str, Any]:
     steps = _time_steps(config["step_n"], config["batch_size"], config["steps"], config["reps"])
     syncs = [_time_sync(n, rank, config["reps"]) for n in config["sizes"]]
-    result = {"rank": rank, "step": steps, "sync": syncs}
-    write_json(Path(out_dir) / f"rank{rank}.json", result)
+    return {"rank": rank, "step": steps, "sync": syncs}
 
 
 def run(config: dict[str, Any]) -> list[dict[str, Any]]:
     """Run both ranks with ``config``; return each rank's results."""
     with tempfile.TemporaryDirectory() as tmp:
-        run_ranks(_rank, WORLD, tmp, tmp, config, timeout=3600, group_timeout=600)
-        return [json.loads((Path(tmp) / f"rank{r}.json").read_text()) for r in range(WORLD)]
+        return run_ranks(_rank, WORLD, tmp, config, timeout=3600, group_timeout=600)
 
 
 SYNC_COLUMNS = (

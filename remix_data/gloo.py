@@ -6,7 +6,8 @@ store in a work folder on loopback, runs ``fn(rank, *args)`` and destroys the
 group. Every rank runs in a process group of its own, so :meth:`GlooRanks.kill`
 ends a rank together with its ``DataLoader`` workers (``SIGKILL``, as a crashed
 node or an out-of-memory kill would). :func:`run_ranks` is the one-call form
-that waits and raises when a rank fails or the time runs out.
+that waits, raises when a rank fails or the time runs out, and returns what
+``fn`` returned on each rank (saved with ``torch.save`` in the work folder).
 
 ``fn`` must be importable by the spawned processes (a module-level function).
 One intra-op thread per rank: the ranks share the machine's cores as separate
@@ -16,7 +17,7 @@ workers) start with the platform's default method, as under ``torchrun``.
 Example:
     >>> import tempfile
     >>> with tempfile.TemporaryDirectory() as tmp:  # doctest: +SKIP
-    ...     run_ranks(my_rank_function, 2, tmp, "some argument", timeout=60)
+    ...     results = run_ranks(my_rank_function, 2, tmp, "some argument", timeout=60)
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ def _entry(
     multiprocessing.set_start_method(None, force=True)
     init_gloo(rank, world_size, store, timeout=timeout)
     try:
-        fn(rank, *args)
+        result = fn(rank, *args)
     finally:
         dist.destroy_process_group()
+    torch.save(result, _result_path(store, rank))
+
+
+def _result_path(store: str | Path, rank: int) -> Path:
+    return Path(f"{store}-rank{rank}.pt")
 
 
 class GlooRanks:
@@ -97,6 +103,7 @@ class GlooRanks:
         timeout: float = 60.0,
     ) -> None:
         store = Path(workdir) / f"gloo-store-{os.getpid()}-{next(_launches)}"
+        self.store = store
         self.context = start_processes(  # type: ignore[no-untyped-call]
             _entry,
             args=(fn, world_size, str(store), tuple(args), timeout),
@@ -124,6 +131,17 @@ class GlooRanks:
                 self.kill()
                 raise TimeoutError(f"the ranks did not finish within {timeout:.0f} s")
 
+    def results(self) -> list[Any]:
+        """What ``fn`` returned on each rank, rank order (after :meth:`join`).
+
+        Loaded with ``torch.load(weights_only=False)``: only for results of
+        ranks this process started.
+        """
+        return [
+            torch.load(_result_path(self.store, r), weights_only=False)
+            for r in range(len(self.processes))
+        ]
+
     def kill(self) -> None:
         """``SIGKILL`` every live rank and its process group, and reap them."""
         for proc in self.processes:
@@ -149,7 +167,9 @@ def run_ranks(
     *args: Any,
     timeout: float = 120.0,
     group_timeout: float = 60.0,
-) -> None:
-    """Run ``fn(rank, *args)`` on ``world_size`` gloo ranks and wait (see :class:`GlooRanks`)."""
+) -> list[Any]:
+    """Run ``fn(rank, *args)`` on ``world_size`` gloo ranks, wait, and return each rank's
+    result (see :class:`GlooRanks`)."""
     with GlooRanks(fn, world_size, workdir, args, timeout=group_timeout) as ranks:
         ranks.join(timeout)
+        return ranks.results()

@@ -29,7 +29,7 @@ def _to_sample(s: dict[str, Any]) -> dict[str, Any]:
     return {"id": int(s["__key__"]), "audio": audio, "video": torch.from_numpy(s["video.npy"])}
 
 
-def _rank_main(rank: int, out_dir: str) -> None:
+def _rank_main(rank: int, out_dir: str) -> dict[str, Any]:
     # What torchrun gives every rank: WebDataset's split_by_node reads them in workers.
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(WORLD))
     try:
@@ -63,7 +63,7 @@ def _rank_main(rank: int, out_dir: str) -> None:
             out.setdefault("snapshots", []).append(
                 None if remixer.is_warmup() else filt.snapshot(epoch).clone()
             )
-        torch.save(out, Path(out_dir) / f"rank{rank}.pt")
+        return out
     finally:
         os.environ.pop("RANK")
 
@@ -72,8 +72,7 @@ def _rank_main(rank: int, out_dir: str) -> None:
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("stream-gloo")
     write_shards(tmp, N, SHARDS)  # uneven: 90 samples over 8 shards
-    run_ranks(_rank_main, WORLD, tmp, str(tmp), timeout=120)
-    return [torch.load(tmp / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
+    return run_ranks(_rank_main, WORLD, tmp, str(tmp), timeout=120)
 
 
 def test_every_step_trains_one_modality_on_both_ranks(ranks: list[dict[str, Any]]) -> None:

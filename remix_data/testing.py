@@ -141,10 +141,7 @@ def build_samplers(config: dict[str, Any]) -> list[ReassemblingBatchSampler]:
     )
     values = config.get("values")
     if values is not None:
-        state = filt.state_dict()
-        state["values"] = values
-        state["scored"] = ~torch.isnan(values).all(0)
-        filt.load_state_dict(state)
+        filt.set_scores(values)
     world = config.get("num_replicas", 1)
     return [
         ReassemblingBatchSampler(

@@ -62,7 +62,11 @@ def _check_accuracies(name: str, values: Any) -> Mapping[str, float]:
 
 def _target(batch: Any, target: str | int | Callable[[Any], torch.Tensor]) -> torch.Tensor:
     y = target(batch) if callable(target) else batch[target]
-    if not isinstance(y, torch.Tensor) or y.dim() != 1:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(
+            f"target should select a [B] tensor of class indices from each batch, but got {y!r}"
+        )
+    if y.dim() != 1:
         raise ValueError(
             f"target should select a [B] tensor of class indices from each batch, but got {y!r}"
         )

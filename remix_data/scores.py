@@ -100,11 +100,15 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         0.1269
     """
     _check_logits(logits, "logits")
-    if not isinstance(targets, torch.Tensor) or targets.shape != logits.shape[:1]:
-        shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else targets
+    if not isinstance(targets, torch.Tensor):
+        raise TypeError(
+            f"targets should be a tensor of shape [{logits.shape[0]}] matching the logits, "
+            f"but got {type(targets).__name__}"
+        )
+    if targets.shape != logits.shape[:1]:
         raise ValueError(
             f"targets should be a tensor of shape [{logits.shape[0]}] matching the logits, "
-            f"but got {shape!r}"
+            f"but got {tuple(targets.shape)!r}"
         )
     return F.cross_entropy(
         logits.detach().float(), to_device(targets.detach(), logits.device), reduction="none"

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler, scoring_pass
+from remix_data import (
+    HardSampleFilter,
+    ModalityDecoupler,
+    ReassemblingBatchSampler,
+    cross_entropy,
+    scoring_pass,
+)
 
 
 def filt(**kw: object) -> HardSampleFilter:
@@ -91,6 +97,8 @@ def test_loss_score_needs_targets_for_logits() -> None:
         f.update([0], {"audio": torch.zeros(1, 3)})
     with pytest.raises(ValueError, match=r"targets should be a tensor of shape \[1\]"):
         f.update([0], {"audio": torch.zeros(1, 3)}, torch.tensor([0, 1]))
+    with pytest.raises(TypeError, match=r"targets should be a tensor .* but got list"):
+        cross_entropy(torch.zeros(2, 3), [0, 1])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

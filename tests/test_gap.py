@@ -77,6 +77,8 @@ def test_evaluate_heads_rejects_heads_that_change_and_bad_targets() -> None:
         evaluate_heads(lambda s: next(calls), batches)
     with pytest.raises(ValueError, match="target should select a \\[B\\] tensor"):
         evaluate_heads(lambda s: {"x": s["x"]}, batches, target="x")
+    with pytest.raises(TypeError, match=r"target should select a \[B\] tensor .* got \[0\]"):
+        evaluate_heads(lambda s: {"x": s["x"]}, batches, target=lambda b: [0])  # type: ignore[arg-type, return-value]
 
 
 @given(st.dictionaries(st.sampled_from("abc"), st.tuples(accuracy, accuracy), min_size=1))

@@ -20,7 +20,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -38,13 +38,10 @@ __all__ = [
     "compare",
     "finite",
     "machine_info",
-    "markdown_table",
     "mean_std",
     "median",
     "num_threads",
-    "points",
     "print_table",
-    "ratio_cell",
     "realistic_filter",
     "setup",
     "spin",
@@ -234,43 +231,6 @@ def print_table(
                 v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(c, widths))
             )
         )
-
-
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """A Markdown table: ``header`` cells, a rule, one line per row of cells.
-
-    Example:
-        >>> print(markdown_table(["method", "fused"], [["joint", "90.0 ± 1.0"]]))
-        | method | fused |
-        |---|---|
-        | joint | 90.0 ± 1.0 |
-    """
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines.extend("| " + " | ".join(row) + " |" for row in rows)
-    return "\n".join(lines)
-
-
-def points(stat: Mapping[str, float] | None, *, signed: bool = False) -> str:
-    """A :func:`mean_std` of fractions as ``"mean ± std"`` in points (``"—"`` for ``None``).
-
-    Example:
-        >>> points({"mean": 0.9123, "std": 0.01}), points({"mean": -0.02, "std": 0.0}, signed=True)
-        ('91.2 ± 1.0', '-2.0 ± 0.0')
-    """
-    if stat is None:
-        return "—"
-    mean = format(100 * stat["mean"], "+.1f" if signed else ".1f")
-    return f"{mean} ± {100 * stat['std']:.1f}"
-
-
-def ratio_cell(stat: Mapping[str, float] | None) -> str:
-    """A :func:`mean_std` of ratios as ``"meanx ± std"`` (``"—"`` for ``None``).
-
-    Example:
-        >>> ratio_cell({"mean": 1.234, "std": 0.05})
-        '1.23x ± 0.05'
-    """
-    return "—" if stat is None else f"{stat['mean']:.2f}x ± {stat['std']:.2f}"
 
 
 def finite(obj: Any) -> Any:

@@ -2,7 +2,9 @@
 
 :func:`summarize` gives per method mean ± std over seeds of the final
 accuracies and of the time against ``joint``; :func:`format_table` prints it
-as Markdown, :func:`plot_runs` draws the per-epoch curves. A new metric is a
+as Markdown (:func:`markdown_table`, cells by :func:`points` and
+:func:`ratio_cell`, which the study's tables use too), :func:`plot_runs` draws
+the per-epoch curves. A new metric is a
 key of the runs' ``final`` records passed in ``keys``.
 
 The laziness gap of a modality (:func:`remix_data.gap.laziness_gap`) is the
@@ -15,11 +17,11 @@ from __future__ import annotations
 
 import statistics
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import markdown_table, mean_std, points, ratio_cell
+from benchmarks._common import mean_std
 from benchmarks.harness import Task
 from remix_data.gap import laziness_gap
 
@@ -28,8 +30,11 @@ __all__ = [
     "format_shares",
     "format_table",
     "gaps",
+    "markdown_table",
     "per_epoch",
     "plot_runs",
+    "points",
+    "ratio_cell",
     "summarize",
 ]
 
@@ -117,6 +122,43 @@ def per_epoch(runs: Sequence[Mapping[str, Any]], keys: Sequence[str]) -> dict[st
             for m in keys[1:]
         }
     return out
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A Markdown table: ``header`` cells, a rule, one line per row of cells.
+
+    Example:
+        >>> print(markdown_table(["method", "fused"], [["joint", "90.0 ± 1.0"]]))
+        | method | fused |
+        |---|---|
+        | joint | 90.0 ± 1.0 |
+    """
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines.extend("| " + " | ".join(row) + " |" for row in rows)
+    return "\n".join(lines)
+
+
+def points(stat: Mapping[str, float] | None, *, signed: bool = False) -> str:
+    """A :func:`mean_std` of fractions as ``"mean ± std"`` in points (``"—"`` for ``None``).
+
+    Example:
+        >>> points({"mean": 0.9123, "std": 0.01}), points({"mean": -0.02, "std": 0.0}, signed=True)
+        ('91.2 ± 1.0', '-2.0 ± 0.0')
+    """
+    if stat is None:
+        return "—"
+    mean = format(100 * stat["mean"], "+.1f" if signed else ".1f")
+    return f"{mean} ± {100 * stat['std']:.1f}"
+
+
+def ratio_cell(stat: Mapping[str, float] | None) -> str:
+    """A :func:`mean_std` of ratios as ``"meanx ± std"`` (``"—"`` for ``None``).
+
+    Example:
+        >>> ratio_cell({"mean": 1.234, "std": 0.05})
+        '1.23x ± 0.05'
+    """
+    return "—" if stat is None else f"{stat['mean']:.2f}x ± {stat['std']:.2f}"
 
 
 def format_shares(summary: Mapping[str, Mapping[str, Any]], modality: str) -> str:

@@ -57,18 +57,12 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import (
-    machine_info,
-    markdown_table,
-    mean_std,
-    points,
-    ratio_cell,
-    write_json,
-)
+from benchmarks._common import machine_info, mean_std, write_json
 from benchmarks.hapt import prepare_data
 from benchmarks.harness import Splits, run_interleaved
 from benchmarks.methods import VARIANTS
 from benchmarks.mfeat import prepare_mfeat
+from benchmarks.report import markdown_table, points, ratio_cell
 from remix_data.datasets import HaptData, MfeatData
 
 __all__ = [

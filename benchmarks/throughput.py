@@ -14,7 +14,12 @@ Levels (``--levels``, comma-separated):
 - ``sampler``: one epoch of keys, no data (goal >= 1.0x);
 - ``zeros`` / ``drop``: in-memory tensors, ``num_workers=0`` (items of a few
   microseconds: the worst case), ``mask="zeros"`` (goal >= 0.90x) and
-  ``mask="drop"`` (goal >= 1.0x);
+  ``mask="drop"`` (goal >= 0.98x), the remix loader collating with
+  :class:`~remix_data.RemixCollate` as ``RemixParts.loader`` does (every remix
+  loader here does);
+- ``default``: the same two with torch's ``default_collate`` (a bare
+  ``DataLoader(data, batch_sampler=sampler)``: it builds the ``index`` and
+  ``modality`` tensors value by value; no goal);
 - ``decode``: a decode-like cost per item (``--decode-us``), without and with
   workers (goal >= 0.99x); ``partial`` adds the same dataset with
   ``load_modalities``, so remixing skips the masked modality's decode (no goal);
@@ -53,9 +58,9 @@ from benchmarks._common import (
     write_json,
 )
 from benchmarks.training import TinyNet, compare_training
-from remix_data import ModalityDecoupler, ReassemblingBatchSampler
+from remix_data import ModalityDecoupler, ReassemblingBatchSampler, RemixCollate
 
-LEVELS = ("sampler", "zeros", "drop", "decode", "partial", "train")
+LEVELS = ("sampler", "zeros", "drop", "default", "decode", "partial", "train")
 
 
 class Pairs(Dataset[dict[str, Any]]):
@@ -107,14 +112,22 @@ def _epochs(
 
 
 def loaders(
-    dataset: Pairs, mask: str, batch_size: int, seed: int, **kwargs: Any
+    dataset: Pairs, mask: str, batch_size: int, seed: int, *, collate: str = "remix", **kwargs: Any
 ) -> tuple[DataLoader[Any], DataLoader[Any], ReassemblingBatchSampler]:
-    """The plain and the remix loader over one dataset, with the same keyword arguments."""
+    """The plain and the remix loader over one dataset, with the same keyword arguments.
+
+    ``collate="remix"``: the remix loader collates with :class:`~remix_data.RemixCollate`
+    (what :meth:`RemixParts.loader <remix_data.presets.RemixParts.loader>` builds);
+    ``"default"``: with torch's ``default_collate``, as a bare ``DataLoader(data,
+    batch_sampler=sampler)`` does.
+    """
     n = len(dataset)
     plain = DataLoader(
         dataset, batch_sampler=BatchSampler(RandomSampler(dataset), batch_size, False), **kwargs
     )
     sampler = ReassemblingBatchSampler(realistic_filter(n, seed=seed), batch_size, warmup_epochs=1)
+    if collate == "remix":
+        kwargs = {**kwargs, "collate_fn": RemixCollate()}
     remix = DataLoader(
         ModalityDecoupler(dataset, NAMES, mask=mask), batch_sampler=sampler, **kwargs
     )
@@ -136,9 +149,12 @@ def loader_level(
     goal: float | None,
     args: argparse.Namespace,
     workers: int,
+    collate: str = "remix",
 ) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"num_workers": workers, "persistent_workers": workers > 0}
-    plain, remix, sampler = loaders(dataset, mask, args.batch_size, args.seed, **kwargs)
+    plain, remix, sampler = loaders(
+        dataset, mask, args.batch_size, args.seed, collate=collate, **kwargs
+    )
     return compare(
         name,
         drain(plain),
@@ -150,6 +166,7 @@ def loader_level(
         warmup=args.warmup,
         mask=mask,
         num_workers=workers,
+        collate=collate,
     )
 
 
@@ -201,10 +218,13 @@ def run_levels(args: argparse.Namespace) -> list[dict[str, Any]]:
     if "sampler" in chosen:
         rows.append(sampler_level(args))
     memory = Pairs(args.memory_n, seed=args.seed)
-    if "zeros" in chosen:
-        rows.append(loader_level("in-memory, mask=zeros", memory, "zeros", 0.90, args, 0))
-    if "drop" in chosen:
-        rows.append(loader_level("in-memory, mask=drop", memory, "drop", 1.0, args, 0))
+    for mask, goal in (("zeros", 0.90), ("drop", 0.98)):
+        if mask in chosen:
+            rows.append(loader_level(f"in-memory, mask={mask}", memory, mask, goal, args, 0))
+    if "default" in chosen:  # the bare DataLoader: torch's default_collate (no goal)
+        for mask in ("zeros", "drop"):
+            label = f"in-memory, mask={mask}, default_collate"
+            rows.append(loader_level(label, memory, mask, None, args, 0, collate="default"))
     for workers in (0, args.workers):
         us = f"{args.decode_us:g} us/item"
         if "decode" in chosen:

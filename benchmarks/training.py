@@ -45,7 +45,13 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 from benchmarks._common import NAMES, compare, spin
 from benchmarks.methods import method_config, train_step
 from benchmarks.models import LateFusionNet
-from remix_data import ALL, HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
+from remix_data import (
+    ALL,
+    HardSampleFilter,
+    ModalityDecoupler,
+    ReassemblingBatchSampler,
+    RemixCollate,
+)
 
 __all__ = ["AVResNet", "SyntheticAV", "TinyNet", "compare_training", "resnet18_encoder"]
 
@@ -215,7 +221,10 @@ def compare_training(
     filt = HardSampleFilter(n, NAMES)
     sampler = ReassemblingBatchSampler(filt, batch_size, warmup_epochs=0, seed=seed)
     remix = DataLoader(
-        ModalityDecoupler(dataset, NAMES, mask=mask), batch_sampler=sampler, **kwargs
+        ModalityDecoupler(dataset, NAMES, mask=mask),
+        batch_sampler=sampler,
+        collate_fn=RemixCollate(),
+        **kwargs,
     )
     joint_cfg, remix_cfg = method_config("joint", NAMES), method_config(method, NAMES)
     all_rows: dict[int, torch.Tensor] = {}  # the joint side's modality ids, pinned once

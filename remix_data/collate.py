@@ -10,6 +10,7 @@ the samples alone and collates index and modality alongside.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -17,6 +18,25 @@ import torch
 from torch.utils.data import default_collate
 
 __all__ = ["RemixCollate"]
+
+
+def _int64(values: tuple[Any, ...]) -> torch.Tensor:
+    """``torch.tensor(values, dtype=torch.int64)`` for a batch of ints, without its
+    per-element type dispatch (~0.12 us per value; this takes ~6 us per batch of 256).
+
+    One repeated value (a unimodal batch's modality) is a ``torch.full``; plain
+    ints go through an ``array`` buffer (which refuses floats and other types:
+    those take ``torch.tensor``'s path, with its own checks). The result owns
+    torch memory, so it can move to shared memory from a ``DataLoader`` worker.
+    """
+    first = values[0]
+    if type(first) is int and values.count(first) == len(values):
+        return torch.full((len(values),), first, dtype=torch.int64)
+    try:
+        buffer = array("q", values)
+    except (TypeError, OverflowError):
+        return torch.tensor(values, dtype=torch.int64)
+    return torch.frombuffer(buffer, dtype=torch.int64).clone()
 
 
 class RemixCollate:
@@ -56,7 +76,7 @@ class RemixCollate:
         self.collate_fn = collate_fn
 
     def __call__(self, batch: Sequence[Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        if not batch or not all(type(item) is tuple and len(item) == 3 for item in batch):
+        if not batch or set(map(type, batch)) != {tuple} or set(map(len, batch)) != {3}:
             first = batch[0] if batch else None
             raise TypeError(
                 "RemixCollate should receive the (sample, index, modality) triples of a "
@@ -65,11 +85,7 @@ class RemixCollate:
             )
         samples, index, modality = zip(*batch)
         collate = self.collate_fn if self.collate_fn is not None else default_collate
-        return (
-            collate(list(samples)),
-            torch.tensor(index, dtype=torch.int64),
-            torch.tensor(modality, dtype=torch.int64),
-        )
+        return collate(list(samples)), _int64(index), _int64(modality)
 
     def __repr__(self) -> str:
         name = getattr(self.collate_fn, "__name__", repr(self.collate_fn))

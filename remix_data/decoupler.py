@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from ._checks import check_choice
 from ._source import is_source, modality_names, modality_rows
 from .masking import MASKS, Location, Masker, describe, locate
-from .vocabulary import ALL, Key, ModalitySource
+from .vocabulary import ALL, Key, KeyBatch, ModalitySource
 
 __all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
 
@@ -210,9 +210,18 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
     def _split_keys(self, keys: list[Key | int]) -> tuple[list[int], list[int]]:
         """Indices and modalities of a batch of keys, validated like :meth:`_split_key`.
 
-        Fast path for what the sampler yields, ``(int, int)`` tuples: a few
-        C-level passes per batch instead of Python work per key.
+        Fast paths for what the sampler yields: a :class:`~remix_data.vocabulary.KeyBatch`
+        carries its indices and modality (no pass over the keys); other lists of
+        ``(int, int)`` tuples take a few C-level passes instead of Python work per key.
         """
+        if type(keys) is KeyBatch:  # unedited: indices and modality checked when built
+            indices, modality = keys.indices, keys.modality
+            if (
+                indices is not None
+                and modality is not None
+                and ALL <= modality < len(self.modalities)
+            ):
+                return indices, [modality] * len(indices)
         pairs = cast(list[tuple[Any, Any]], keys)
         if pairs and set(map(type, pairs)) == {tuple} and set(map(len, pairs)) == {2}:
             indices, modalities = (list(column) for column in zip(*pairs))
@@ -246,12 +255,12 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             return [(self._get(i, m), i, m) for i, m in zip(indices, modalities)]
         fetch = getattr(self.dataset, "__getitems__", None)
         if fetch is not None:
-            samples = fetch(indices)
+            samples = list(fetch(indices))  # our own list, whatever fetch returned
         else:
             dataset = self.dataset
             samples = [dataset[i] for i in indices]
         if self.mask != "none":
-            samples = self.masker.mask_mixed(samples, modalities)
+            samples = self.masker.mask_mixed(samples, modalities, in_place=True)
         return list(zip(samples, indices, modalities))
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ masked modality is copied (dicts, lists and tuples rebuilt, named tuples
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -54,6 +55,23 @@ def _zeros_like(value: Any, name: str = "") -> Any:
         f"mask='zeros' needs tensors or numpy arrays, but {where} holds "
         f"{type(value).__name__}; use mask='drop' or mask='none'"
     )
+
+
+#: ``sys.getrefcount`` of a dict held only by the list being masked (the list,
+#: the comprehension's name, the call's argument).
+_UNSHARED = 3
+
+
+def _private_dicts(samples: list[dict[Any, Any]]) -> list[dict[Any, Any]]:
+    """The dicts to mask in place, from a list only the caller holds: each sample
+    itself when nothing but that list holds it (a fresh dict from ``__getitem__``,
+    as most datasets return), a copy otherwise (a dataset's stored sample, a
+    cache's entry: never changed).
+
+    CPython's reference count tells the two apart; the saved copy is ~0.1 us per
+    sample, and one tracked allocation less for the garbage collector.
+    """
+    return [s if sys.getrefcount(s) == _UNSHARED else dict(s) for s in samples]
 
 
 def _parts(location: Location) -> tuple[str | int, ...]:
@@ -306,8 +324,15 @@ class Masker:
             ) from None
 
     # ---------------------------------------------------------------- one batch
-    def mask_batch(self, samples: list[Any], modality: int) -> list[Any]:
-        """:meth:`mask_one` of samples that share one active modality, a batch at once."""
+    def mask_batch(self, samples: list[Any], modality: int, *, in_place: bool = False) -> list[Any]:
+        """:meth:`mask_one` of samples that share one active modality, a batch at once.
+
+        ``in_place=True`` says that ``samples`` is a list only the caller holds
+        (as the decoupler's and the streaming remixer's are): a dict sample that
+        nothing else references is then masked in place instead of copied. A
+        sample held anywhere else (a dataset's stored list, a cache) is still
+        copied and never changed.
+        """
         if modality == ALL or self.mask == "none":
             return list(samples)
         kind = self._kind
@@ -316,25 +341,30 @@ class Masker:
         others = [(m, slot) for m, slot in enumerate(self._slots) if m != modality]
         if self.mask == "drop":  # dict samples only
             self._check_active(samples[0], modality)
-            dropped = [dict(s) for s in samples]
+            dropped = _private_dicts(samples) if in_place else list(map(dict, samples))
             for _, name in others:
                 for d in dropped:
                     d.pop(name, None)
             return dropped
-        copier = list if kind is tuple else dict
-        outs: list[Any] = [copier(s) for s in samples]
+        if kind is tuple:
+            outs: list[Any] = list(map(list, samples))
+        else:
+            outs = _private_dicts(samples) if in_place else list(map(dict, samples))
         for m, slot in others:
             values = [o[slot] for o in outs] if kind is tuple else [o.get(slot) for o in outs]
             for o, zero in zip(outs, self._zeros_many(m, values)):
                 o[slot] = zero
         return [tuple(o) for o in outs] if kind is tuple else outs
 
-    def mask_mixed(self, samples: list[Any], modalities: list[int]) -> list[Any]:
-        """Mask each sample for its own modality (one batch call when they share one)."""
+    def mask_mixed(
+        self, samples: list[Any], modalities: list[int], *, in_place: bool = False
+    ) -> list[Any]:
+        """Mask each sample for its own modality (one batch call when they share one);
+        ``in_place`` as in :meth:`mask_batch`."""
         first = modalities[0] if modalities else ALL
         if modalities.count(first) != len(modalities):  # mixed keys: item by item
             return [self.mask_one(s, m) for s, m in zip(samples, modalities)]
-        return self.mask_batch(samples, first)
+        return self.mask_batch(samples, first, in_place=in_place)
 
     # ------------------------------------------------------------------- zeros
     def _zeros_many(self, m: int, values: list[Any]) -> list[Any]:

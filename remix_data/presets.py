@@ -47,7 +47,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from types import MappingProxyType
@@ -56,6 +56,7 @@ from typing import Any
 from torch.utils.data import DataLoader
 
 from ._checks import check_bool, check_choice, check_positive_int
+from .collate import RemixCollate
 from .decoupler import ModalityDecoupler
 from .filter import HardSampleFilter
 from .sampler import ReassemblingBatchSampler
@@ -245,12 +246,26 @@ class RemixParts:
         """``preset.scoring``: how scores reach the filter."""
         return self.preset.scoring
 
-    def loader(self, **kwargs: Any) -> DataLoader[Any]:
-        """``DataLoader(self.data, batch_sampler=self.sampler, **kwargs)``."""
+    def loader(
+        self, *, collate_fn: Callable[[list[Any]], Any] | None = None, **kwargs: Any
+    ) -> DataLoader[Any]:
+        """The remix loader: ``DataLoader(self.data, batch_sampler=self.sampler,
+        collate_fn=RemixCollate(collate_fn), **kwargs)``.
+
+        It yields ``(batch, index, modality)``: ``collate_fn`` (your collate,
+        torch's ``default_collate`` if ``None``) runs on the samples alone, and
+        :class:`~remix_data.RemixCollate` builds the two ``int64`` columns
+        without ``default_collate``'s per-value cost.
+        """
         for key in ("batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"):
             if key in kwargs:
                 raise ValueError(f"{key} is set by the preset's sampler; got {key}={kwargs[key]!r}")
-        return DataLoader(self.data, batch_sampler=self.sampler, **kwargs)
+        return DataLoader(
+            self.data,
+            batch_sampler=self.sampler,
+            collate_fn=RemixCollate(collate_fn),
+            **kwargs,
+        )
 
 
 def build(

@@ -24,7 +24,6 @@ import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -44,7 +43,7 @@ from .distributed import world_info
 from .filter import HardSampleFilter
 from .seeds import PLAN, epoch_generator
 from .states import check_config, snapshot_rule
-from .vocabulary import ALL, Batch
+from .vocabulary import ALL, Batch, KeyBatch
 
 __all__ = ["ALL", "TAILS", "BatchSplit", "ReassemblingBatchSampler", "split_batches"]
 
@@ -500,9 +499,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             values = idx[lo : min(lo + chunk, last)].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
-                yield list(zip(part, repeat(m, len(part))))
+                yield KeyBatch(part, m)
         tail = idx[last:].tolist()
-        yield list(zip(tail, repeat(m, len(tail))))
+        yield KeyBatch(tail, m)
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:

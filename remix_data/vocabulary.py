@@ -9,7 +9,11 @@ every other module takes these names from here.
 - An *assignment* holds one modality id per sample, or :data:`FILTERED` for a
   sample that trains no modality this epoch.
 - A :data:`Key` is what the batch sampler yields and the decoupler receives:
-  ``(index, modality id)``, two plain Python ints. A :data:`Batch` is a list of them.
+  ``(index, modality id)``, two plain Python ints. A :data:`Batch` is a list of them;
+  the sampler yields each as a :class:`KeyBatch`, a read-only list that also
+  holds its indices and its one modality id, so the decoupler need not split
+  the keys again and a batch travels to a ``DataLoader`` worker as one list of
+  ints and one int.
 - A :data:`ModalitySpec` is what a user may pass as ``modalities``: a sequence of
   names (dict samples) or a ``{name: position}`` mapping (tuple samples), whose
   order defines the ids.
@@ -24,9 +28,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from itertools import repeat
+from typing import Any, Protocol
 
-__all__ = ["ALL", "FILTERED", "Key", "Batch", "ModalitySpec", "ModalitySource"]
+__all__ = ["ALL", "FILTERED", "Key", "Batch", "KeyBatch", "ModalitySpec", "ModalitySource"]
 
 #: Modality id of a joint (all-modality) batch: warm-up epochs and unmasked keys.
 ALL = -1
@@ -39,6 +44,72 @@ Key = tuple[int, int]
 
 #: One batch of keys, as the batch sampler yields it.
 Batch = list[Key]
+
+
+class KeyBatch(list[Key]):
+    """A batch of keys that share one modality id: ``[(index, modality), ...]``.
+
+    A plain list of keys in every respect (equal to one, iterated, indexed,
+    sliced and edited like one) that also keeps ``indices`` (the sample
+    indices, a list of ``int``) and ``modality`` (the one id), so the decoupler
+    need not split every key again. Any edit through the list's methods (a
+    framework completing a batch in place, ``batch += more``) sets both to
+    ``None``, and the decoupler then reads the keys themselves. It pickles as
+    the indices and the id (half the bytes of the keys) while unedited.
+
+    Example:
+        >>> batch = KeyBatch([4, 9], 1)
+        >>> batch == [(4, 1), (9, 1)], batch.indices, batch.modality
+        (True, [4, 9], 1)
+        >>> batch += [(5, 0)]
+        >>> batch, batch.indices, batch.modality
+        ([(4, 1), (9, 1), (5, 0)], None, None)
+    """
+
+    __slots__ = ("indices", "modality")
+
+    indices: list[int] | None
+    modality: int | None
+
+    def __init__(self, indices: list[int], modality: int) -> None:
+        super().__init__(zip(indices, repeat(modality, len(indices))))
+        self.indices = indices
+        self.modality = modality
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if self.indices is None or self.modality is None:  # edited: as the list it is
+            return type(self)._edited, (list(self),)
+        return type(self), (self.indices, self.modality)
+
+    @classmethod
+    def _edited(cls, keys: list[Key]) -> KeyBatch:
+        batch = cls([], ALL)
+        batch += keys
+        return batch
+
+    def _forget(self) -> None:
+        self.indices = self.modality = None
+
+
+def _editing(name: str) -> Any:
+    edit = getattr(list, name)
+
+    def method(self: KeyBatch, *args: Any, **kwargs: Any) -> Any:
+        self._forget()
+        return edit(self, *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = edit.__doc__
+    return method
+
+
+for _name in (
+    "__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
+    "insert", "pop", "remove", "sort", "reverse", "clear",
+):  # fmt: skip
+    setattr(KeyBatch, _name, _editing(_name))
+del _name
+
 
 #: What a user may pass as ``modalities``: names in id order, or ``{name: position}``.
 ModalitySpec = Sequence[str] | Mapping[str, int]

@@ -44,7 +44,7 @@ def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
     rows = result["levels"]
     names = [row["level"] for row in rows]
     assert names[0] == "sampler alone" and names[-1] == "train step"
-    assert len(rows) == 8  # sampler, zeros, drop, decode x2, partial x2, train
+    assert len(rows) == 10  # sampler, zeros, drop, default x2, decode x2, partial x2, train
     reps = result["config"]["reps"]
     for row in rows:
         for key in ("work", "plain", "remix", "ratio", "pair_ratio", "cpu_ratio"):
@@ -63,7 +63,11 @@ def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
             assert row["met"] == (row["ratio"] >= row["goal"])
     goals = {row["level"]: row["goal"] for row in rows}
     assert goals["sampler alone"] == 1.0 and goals["in-memory, mask=zeros"] == 0.90
-    assert goals["in-memory, mask=drop"] == 1.0 and goals["train step"] == 0.99
+    assert goals["in-memory, mask=drop"] == 0.98 and goals["train step"] == 0.99
+    collates = {row["level"]: row.get("collate") for row in rows}
+    assert collates["in-memory, mask=zeros"] == "remix"
+    assert collates["in-memory, mask=zeros, default_collate"] == "default"
+    assert goals["in-memory, mask=drop, default_collate"] is None
     assert rows[-1]["device"] == "cpu"
 
 

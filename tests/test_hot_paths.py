@@ -3,11 +3,16 @@
 - ``ModalityDecoupler.__getitems__`` (batch path) gives, item for item, what
   ``__getitem__`` gives, and collates to the same batch;
 - the sampler's numpy planning yields the batches of the torch formulation it
-  replaced (same ``randperm`` stream, so seeds keep their plans).
+  replaced (same ``randperm`` stream, so seeds keep their plans);
+- a :class:`~remix_data.vocabulary.KeyBatch` stays the list of its keys through
+  any edit, and the decoupler's shortcut over it gives what the keys give;
+- masking in place touches only samples nothing else holds;
+- :class:`~remix_data.RemixCollate`'s int columns equal ``torch.tensor``'s.
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import numpy as np
@@ -15,10 +20,18 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
-from torch.utils.data import default_collate
+from torch.utils.data import DataLoader, default_collate
 
-from remix_data import ALL, HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler
+from remix_data import (
+    ALL,
+    HardSampleFilter,
+    ModalityDecoupler,
+    ReassemblingBatchSampler,
+    RemixCollate,
+)
+from remix_data.collate import _int64
 from remix_data.seeds import PLAN, SCORING, mix_seed
+from remix_data.vocabulary import KeyBatch
 
 NAMES = ("audio", "video")
 
@@ -103,6 +116,135 @@ def test_batch_zeros_are_shared_read_only_views() -> None:
     mixed = ModalityDecoupler(odd, NAMES).__getitems__([(0, 1), (1, 1)])
     assert mixed[1][0]["audio"].shape == (5,) and mixed[1][0]["audio"].dtype == torch.float64
     assert mixed[0][0]["audio"].shape == (2,) and mixed[0][0]["audio"].is_contiguous()
+
+
+EDITS = [
+    ("setitem", lambda b: b.__setitem__(0, (6, 0))),
+    ("slice", lambda b: b.__setitem__(slice(0, 1), [(2, 1), (3, 0)])),
+    ("delitem", lambda b: b.__delitem__(0)),
+    ("iadd", lambda b: b.__iadd__([(1, 0)])),
+    ("imul", lambda b: b.__imul__(2)),
+    ("append", lambda b: b.append((5, ALL))),
+    ("extend", lambda b: b.extend([(4, 1)])),
+    ("insert", lambda b: b.insert(0, (3, 1))),
+    ("pop", lambda b: b.pop()),
+    ("remove", lambda b: b.remove(b[0])),
+    ("sort", lambda b: b.sort(reverse=True)),
+    ("reverse", lambda b: b.reverse()),
+    ("clear", lambda b: b.clear()),
+]
+
+
+@given(
+    indices=st.lists(st.integers(0, 6), min_size=1, max_size=6),
+    modality=st.sampled_from([ALL, 0, 1]),
+    edit=st.sampled_from(EDITS),
+)
+def test_a_key_batch_is_its_keys_through_any_edit(
+    indices: list[int], modality: int, edit: Any
+) -> None:
+    batch = KeyBatch(indices, modality)
+    plain = [(i, modality) for i in indices]
+    assert batch == plain and batch.indices == indices and batch.modality == modality
+    assert pickle.loads(pickle.dumps(batch)) == plain
+    data = ModalityDecoupler(items("tensor"), NAMES)
+    assert same(data.__getitems__(batch), data.__getitems__(plain))
+    name, change = edit
+    change(batch)
+    change(plain)
+    assert batch == plain, name
+    assert batch.indices is None and batch.modality is None, name  # the shortcut is off
+    again = pickle.loads(pickle.dumps(batch))
+    assert again == plain and again.indices is None
+    if plain and all(0 <= i < 7 for i, _ in plain):
+        assert same(data.__getitems__(batch), data.__getitems__(plain)), name
+
+
+def test_the_shortcut_checks_the_modality_against_the_decoupler() -> None:
+    data = ModalityDecoupler(items("tensor"), NAMES)
+    with pytest.raises(ValueError, match="modality=2"):
+        data.__getitems__(KeyBatch([0, 1], 2))  # e.g. a sampler of a 3-modality filter
+
+
+class Stored(list[dict[str, Any]]):
+    """A dataset that keeps its samples and returns its own list from ``__getitems__``."""
+
+    def __getitems__(self, indices: list[int]) -> list[dict[str, Any]]:
+        return self if indices == list(range(len(self))) else [self[i] for i in indices]
+
+
+class Fresh:
+    """A dataset that builds a new dict per call (as most do)."""
+
+    def __init__(self) -> None:
+        self.made: list[int] = []
+
+    def __len__(self) -> int:
+        return 7
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        sample = items("tensor")[i]
+        self.made.append(id(sample))
+        return sample
+
+
+@pytest.mark.parametrize("mask", ["zeros", "drop"])
+@pytest.mark.parametrize("dataset", ["list", "stored", "fresh"])
+def test_masking_in_place_only_touches_samples_nothing_else_holds(mask: str, dataset: str) -> None:
+    base: Any = {"list": items("tensor"), "stored": Stored(items("tensor")), "fresh": Fresh()}
+    base = base[dataset]
+    before = [dict(base[i]) for i in range(7)] if dataset != "fresh" else None
+    data = ModalityDecoupler(base, NAMES, mask=mask)
+    keys = KeyBatch(list(range(7)), 1)
+    batch = data.__getitems__(keys)
+    assert same(batch, [data[k] for k in keys])
+    for sample, _, _ in batch:
+        assert ("audio" in sample) == (mask == "zeros") and "video" in sample
+    if before is not None:  # the dataset's own samples are never edited
+        assert all(same(base[i], before[i]) for i in range(7))
+        assert all(sample is not base[i] for i, (sample, _, _) in enumerate(batch))
+    else:  # a fresh dict is masked in place: no copy
+        assert {id(sample) for sample, _, _ in batch} <= set(base.made)
+
+
+@given(
+    values=st.lists(
+        st.one_of(
+            st.integers(-(2**63), 2**63 - 1),
+            st.booleans(),
+            st.integers(-5, 5).map(np.int64),
+            st.integers(-5, 5).map(torch.tensor),
+        ),
+        min_size=1,
+        max_size=20,
+    ),
+    repeat=st.booleans(),
+)
+def test_int_columns_equal_torch_tensor(values: list[Any], repeat: bool) -> None:
+    column = tuple([values[0]] * len(values)) if repeat else tuple(values)
+    got, want = _int64(column), torch.tensor(column, dtype=torch.int64)
+    assert got.dtype == torch.int64 and torch.equal(got, want)
+
+
+def test_remix_collate_builds_the_columns_of_the_keys() -> None:
+    data = ModalityDecoupler(items("tensor"), NAMES)
+    batch = data.__getitems__([(0, 1), (3, 1), (5, 0)])
+    sample, index, modality = RemixCollate()(batch)
+    assert index.tolist() == [0, 3, 5] and modality.tolist() == [1, 1, 0]
+    assert same(sample, default_collate([s for s, _, _ in batch]))
+
+
+def test_remix_collate_columns_cross_from_dataloader_workers() -> None:
+    """The columns move to shared memory from a worker (they own torch memory)."""
+    base = items("tensor", n=12)
+    filt = HardSampleFilter(len(base), NAMES)
+    sampler = ReassemblingBatchSampler(filt, batch_size=4, seed=1)
+    data = ModalityDecoupler(base, filt)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=RemixCollate(), num_workers=2)
+    want = [([i for i, _ in b], [m for _, m in b]) for b in sampler]
+    sampler.set_epoch(0)
+    got = [(index.tolist(), modality.tolist()) for _, index, modality in loader]
+    assert got == want and len(got) == len(sampler)
 
 
 def torch_plan(sampler: ReassemblingBatchSampler, snapshot: torch.Tensor | None) -> list[list[Any]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from ._checks import (
     check_fraction,
     check_nonnegative_int,
 )
+from .alerts import RemixWarning
 from .assignment import AssignmentRule
 from .distributed import average_written, is_distributed, world_size
 from .scores import _check_logits, confidence, cross_entropy
@@ -882,7 +884,11 @@ class HardSampleFilter:
         state of any one rank restores every rank exactly. ``gather=False``
         (and one process, or ``sync="never"``) returns this rank's state alone,
         without a collective (``ranks`` is ``None``): restoring every rank
-        exactly from such states needs each rank's own.
+        exactly from such states needs each rank's own. Under
+        ``torch.distributed`` it warns (:class:`~remix_data.RemixWarning`) when
+        this rank holds entries written since the last sync, which the other
+        ranks' states lack (a collective would be needed to know whether the
+        other ranks hold some).
 
         Example:
             >>> filt = HardSampleFilter(3, ("a", "b"), score="loss", smoothing=0.5)
@@ -895,15 +901,39 @@ class HardSampleFilter:
             ValueError: state was saved with smoothing=0.5, but this filter has smoothing=0.0
         """
         ranks = None
-        if gather and self.sync_mode == "auto" and is_distributed(self.process_group):
-            ranks = gather_ranks(
-                self._values,
-                self._fresh,
-                self._scored,
-                self._ignored,
-                self._snapshot_epoch,
-                self.process_group,
-            )
+        if self.sync_mode == "auto" and is_distributed(self.process_group):
+            if gather:
+                ranks = gather_ranks(
+                    self._values,
+                    self._fresh,
+                    self._scored,
+                    self._ignored,
+                    self._snapshot_epoch,
+                    self.process_group,
+                )
+            else:
+                self._warn_local("state_dict(gather=False)")
+        return self._state(ranks)
+
+    def _warn_local(self, where: str) -> None:
+        """Warn that a state of this rank alone leaves out unsynced entries (DDP)."""
+        unsynced = int(self._fresh.sum())
+        if not unsynced:
+            return
+        rank = dist.get_rank(self.process_group)
+        warnings.warn(
+            f"HardSampleFilter: {where} on rank {rank} of {world_size(self.process_group)} "
+            f"holds only this rank's scores: {unsynced} entries written since the last sync "
+            "are in it, the other ranks' are not, so loading this state on every rank does "
+            "not resume exactly (the next snapshot differs from the uninterrupted run). Call "
+            "state_dict() on every rank at the same point (a collective that gathers them), "
+            "or save every rank's own state and load each on its rank",
+            RemixWarning,
+            stacklevel=3,
+        )
+
+    def _state(self, ranks: dict[str, Any] | None) -> dict[str, Any]:
+        """The state with the gathered ``ranks`` entry (``None``: this rank's alone)."""
         return {
             **self._config(),
             "values": self._values.clone(),

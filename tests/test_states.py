@@ -204,6 +204,7 @@ def _gathered(state: dict[str, Any]) -> dict[str, Any]:
     """The ``ranks`` entry a one-rank gather would hold."""
     return {
         "ignored": torch.zeros(1, dtype=torch.int64),
+        "duplicates": torch.zeros(1, dtype=torch.int64),
         "values": state["values"][None].clone(),
         "fresh": state["fresh"][None].clone(),
         "scored": state["scored"][None].clone(),
@@ -285,6 +286,13 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
         "state['ignored'] should be a non-negative integer value, but got state['ignored']=0.0",
     ),
     (
+        "duplicates negative",
+        lambda s: {"duplicates": -1},
+        ValueError,
+        "state['duplicates'] should be a non-negative integer value, but got "
+        "state['duplicates']=-1",
+    ),
+    (
         "snapshot int64",
         lambda s: {"snapshot": s["snapshot"].long()},
         ValueError,
@@ -344,7 +352,7 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
         "ranks without fresh",
         lambda s: {"ranks": {k: v for k, v in _gathered(s).items() if k != "fresh"}},
         ValueError,
-        "state['ranks'] should contain 'fresh'; got ['ignored', 'scored', 'values']",
+        "state['ranks'] should contain 'fresh'; got ['duplicates', 'ignored', 'scored', 'values']",
     ),
     (
         "ranks of two ranks",
@@ -357,6 +365,12 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
         _ranks(ignored=torch.tensor([-3])),
         ValueError,
         "state['ranks']['ignored'] should be non-negative, got tensor([-3])",
+    ),
+    (
+        "ranks duplicates negative",
+        _ranks(duplicates=torch.tensor([-2])),
+        ValueError,
+        "state['ranks']['duplicates'] should be non-negative, got tensor([-2])",
     ),
     (
         "ranks values truncated",

@@ -772,3 +772,29 @@ def test_a_bad_streaming_state_is_rejected_at_the_next_iteration(
     loading.load_state_dict(change(state))
     with pytest.raises(ValueError, match=re.escape(text)):
         next(loading.iterate(0, 1))
+
+
+@pytest.mark.filterwarnings("ignore:'set_vital' is deprecated:UserWarning")
+def test_a_worker_state_of_another_epoch_is_rejected_in_the_worker() -> None:
+    """A worker cannot prepare the saved epoch itself (the main process must call set_epoch):
+    the error raised in the DataLoader worker reaches the loop."""
+    from torchdata.stateful_dataloader import StatefulDataLoader
+
+    filt = HardSampleFilter(N, NAMES)
+    remixer = StreamingRemixer(stream(), filt, **STREAM_BASE)
+    remixer.set_epoch(1)
+    loader = StatefulDataLoader(remixer, batch_size=None, num_workers=1)
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    del it
+    fresh = StatefulDataLoader(
+        StreamingRemixer(stream(), filt, **STREAM_BASE), batch_size=None, num_workers=1
+    )
+    fresh.load_state_dict(state)
+    text = (
+        "state was saved in epoch 1, but the remixer holds epoch 0: call set_epoch(1) in the "
+        "main process before resuming"
+    )
+    with pytest.raises(ValueError, match=re.escape(text)):
+        list(fresh)

@@ -14,6 +14,10 @@ Each rank writes different score entries after the last sync, then:
 - Accelerate's ``save_state`` / ``load_state`` with the filter registered by
   ``register_for_checkpointing`` (``save_state`` on every rank, as Accelerate requires)
   restores both ranks exactly from the one saved file;
+- a real Lightning DDP fit (both ranks in the gloo group, as under ``torchrun``): every
+  checkpoint ``ModelCheckpoint`` writes mid-epoch holds both ranks' unsynced tables, and
+  an exception at a step makes ``OnExceptionCheckpoint`` write a checkpoint with a
+  warning instead of hanging;
 - the real ``HardSampleFilter.sync`` of the two ranks equals
   :func:`remix_data.testing.simulate_sync` of their two states, which the resume
   property of tests/test_resume_ranks.py relies on.
@@ -31,7 +35,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from remix_data import ALL, HardSampleFilter, RemixWarning
+from remix_data import ALL, HardSampleFilter, ReassemblingBatchSampler, RemixWarning
 from remix_data.gloo import run_ranks
 from remix_data.testing import simulate_sync
 
@@ -148,6 +152,82 @@ def _rank(rank: int, workdir: str) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(record))
 
 
+def _lightning_rank(rank: int, workdir: str) -> None:
+    """Two Lightning DDP fits on the gloo group: a checkpoint every step, then an exception."""
+    import lightning.pytorch as pl
+    from torch import nn
+    from torch.nn import functional as F
+    from torch.utils.data import DataLoader
+
+    from remix_data import ModalityDecoupler
+    from remix_data.integrations.lightning import RemixCallback
+
+    out = Path(workdir)
+    env = {"TORCHELASTIC_RUN_ID": "remix", "RANK": rank, "LOCAL_RANK": rank, "GROUP_RANK": 0}
+    env.update(WORLD_SIZE=WORLD, LOCAL_WORLD_SIZE=WORLD, MASTER_ADDR="127.0.0.1")
+    os.environ.update({k: str(v) for k, v in {**env, "MASTER_PORT": 29400}.items()})
+    gen = torch.Generator().manual_seed(0)
+    data = [{"audio": torch.randn(3, generator=gen), "video": torch.randn(2, generator=gen),
+             "label": torch.tensor(i % 2)} for i in range(N)]  # fmt: skip
+
+    class Lit(pl.LightningModule):
+        def __init__(self, fail_at: int | None) -> None:
+            super().__init__()
+            self.filter, self.fail_at = make(), fail_at
+            self.audio, self.video = nn.Linear(3, 2), nn.Linear(2, 2)
+            self.loader: DataLoader[Any] | None = None
+            self.saved: dict[int, list[Any]] = {}
+
+        def train_dataloader(self) -> DataLoader[Any]:
+            if self.loader is None:
+                sampler = ReassemblingBatchSampler(
+                    self.filter, 2, warmup_epochs=1, num_replicas=WORLD, rank=rank
+                )
+                self.loader = DataLoader(ModalityDecoupler(data, NAMES), batch_sampler=sampler)
+            sampler = self.loader.batch_sampler
+            assert isinstance(sampler, ReassemblingBatchSampler)
+            sampler.set_epoch(self.trainer.current_epoch)
+            return self.loader
+
+        def training_step(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+            if self.global_step == self.fail_at:
+                raise RuntimeError(f"failed at step {self.global_step}")
+            sample, _, _ = batch
+            heads = {"audio": self.audio(sample["audio"]), "video": self.video(sample["video"])}
+            losses = [F.cross_entropy(h, sample["label"], reduction="none") for h in heads.values()]
+            return {"loss": sum(losses).mean(), "remix_outputs": (heads, sample["label"])}
+
+        def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            self.saved[self.global_step] = local(self.filter)["values"].nan_to_num(-1).tolist()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def fit(module: Lit, callbacks: list[Any]) -> None:
+        pl.Trainer(
+            accelerator="cpu", devices=WORLD, strategy="ddp", max_epochs=2,
+            use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
+            callbacks=[RemixCallback(module.filter), *callbacks], logger=False,
+            enable_progress_bar=False, enable_model_summary=False, default_root_dir=out,
+        ).fit(module)  # fmt: skip
+
+    every = pl.callbacks.ModelCheckpoint(
+        dirpath=out / "steps", every_n_train_steps=1, save_top_k=-1, filename="{step}"
+    )
+    module = Lit(None)
+    fit(module, [every])
+    record: dict[str, Any] = {"saved": module.saved}
+    failing = Lit(fail_at=4)  # in the remix epoch, scores written since its snapshot
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit(failing, [pl.callbacks.OnExceptionCheckpoint(out / "failed")])
+        except RuntimeError as error:
+            record["error"] = str(error)
+    record["warnings"] = _messages(caught)
+    (out / f"lightning{rank}.json").write_text(json.dumps(record))
+
+
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (
         torch.equal(a["values"].nan_to_num(-1), b["values"].nan_to_num(-1))
@@ -216,3 +296,53 @@ def test_simulated_sync_equals_the_real_one(ranks: list[dict[str, Any]]) -> None
     assert not torch.equal(
         ranks[0]["before"]["values"][0, 4:6], ranks[1]["before"]["values"][0, 4:6]
     )
+
+
+@pytest.fixture(scope="module")
+def lightning_ranks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("lightning_ranks")
+    run_ranks(_lightning_rank, WORLD, tmp, str(tmp), timeout=150)
+    records = [json.loads((tmp / f"lightning{r}.json").read_text()) for r in range(WORLD)]
+    steps = {
+        int(p.stem.split("=")[1]): torch.load(p, weights_only=True)
+        for p in (tmp / "steps").glob("step=*.ckpt")
+    }
+    failed = torch.load(tmp / "failed" / "on_exception.ckpt", weights_only=True)
+    return {"records": records, "steps": steps, "failed": failed}
+
+
+def _callback_state(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    (state,) = [v for k, v in checkpoint["callbacks"].items() if k.startswith("RemixCallback")]
+    filt: dict[str, Any] = state["filter"]
+    return filt
+
+
+def test_lightning_checkpoints_hold_every_ranks_scores(lightning_ranks: dict[str, Any]) -> None:
+    """Rank 0 writes each checkpoint; its filter state holds both ranks' tables of that step."""
+    records, steps = lightning_ranks["records"], lightning_ranks["steps"]
+    assert len(steps) >= 4
+    differ = 0
+    for step, checkpoint in steps.items():
+        state = _callback_state(checkpoint)
+        for rank in range(WORLD):
+            expected = torch.tensor(records[rank]["saved"][str(step)])
+            ranks = state["ranks"]
+            own = (
+                state["values"]
+                if ranks is None or ranks["values"] is None
+                else ranks["values"][rank]
+            )
+            assert torch.equal(own.nan_to_num(-1), expected), (step, rank)
+        differ += records[0]["saved"][str(step)] != records[1]["saved"][str(step)]
+    assert differ >= 2  # the ranks' tables differed at those checkpoints: the gather mattered
+
+
+def test_lightning_after_an_exception_writes_a_local_state_and_warns(
+    lightning_ranks: dict[str, Any],
+) -> None:
+    for rank, record in enumerate(lightning_ranks["records"]):
+        assert record["error"] == "failed at step 4"
+        texts = [t for t in record["warnings"] if "written after an exception" in t]
+        assert len(texts) == 1 and f"on rank {rank} of 2 holds only this rank's scores" in texts[0]
+    state = _callback_state(lightning_ranks["failed"])
+    assert state["ranks"] is None and bool(state["fresh"].any())

@@ -266,7 +266,9 @@ class RemixCallback(pl.Callback):
         ``OnExceptionCheckpoint``) the other ranks may never reach the
         collective: the state is then this rank's alone, and a
         :class:`~remix_data.RemixWarning` says so when it lacks unsynced
-        entries of other ranks.
+        entries of other ranks. Call ``trainer.save_checkpoint`` on every rank
+        (Lightning's checkpoint callbacks do): on one rank alone the gather
+        waits for the others until the process group's timeout.
         """
         filt = self.filter
         if self._interrupted and filt.sync_mode == "auto" and is_distributed(filt.process_group):

@@ -2,9 +2,12 @@
 
 :class:`RemixWarning` marks wiring that still runs but probably trains something
 other than intended (an epoch iterated again without ``set_epoch``, an epoch
-counter going backwards). Turn it into an error in a test suite with
-``warnings.simplefilter("error", RemixWarning)`` or pytest's
-``-W error::remix_data.RemixWarning``.
+counter going backwards), and, at save time, a filter state under
+``torch.distributed`` that holds this rank's unsynced scores alone
+(``state_dict(gather=False)``, or a Lightning checkpoint written after an
+exception), so that loading it on every rank would not resume exactly. Turn it
+into an error in a test suite with ``warnings.simplefilter("error",
+RemixWarning)`` or pytest's ``-W error::remix_data.RemixWarning``.
 
 Example:
     >>> import warnings

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ from ._checks import (
     check_fraction,
     check_nonnegative_int,
 )
+from .alerts import RemixWarning
 from .assignment import AssignmentRule
 from .distributed import average_written, is_distributed, world_size
 from .scores import _check_logits, confidence, cross_entropy
@@ -113,6 +115,7 @@ _STATE_KEYS = (
     "fresh",
     "scored",
     "ignored",
+    "duplicates",
     "snapshot",
     "snapshot_epoch",
     "weights",
@@ -866,8 +869,9 @@ class HardSampleFilter:
         ``torch.distributed``), which :meth:`load_state_dict` checks;
         ``values`` (float32 ``[M, N]``), ``fresh`` (bool ``[M, N]``, entries
         written since the last :meth:`sync`), ``scored`` (bool ``[N]``),
-        ``ignored``, ``snapshot`` (the int8 assignment of ``snapshot_epoch``,
-        or ``None``), ``weights``, ``history`` and ``ranks``. All tensors are
+        ``ignored`` and ``duplicates`` (the counters of :meth:`stats`),
+        ``snapshot`` (the int8 assignment of ``snapshot_epoch``, or ``None``),
+        ``weights``, ``history`` and ``ranks``. All tensors are
         copies on the CPU, so the state can be ``torch.save``-d and loaded with
         ``weights_only=True``.
 
@@ -878,11 +882,16 @@ class HardSampleFilter:
         ``Trainer.save_checkpoint`` and Accelerate's ``save_state`` call state
         hooks on every rank). ``ranks`` then holds every rank's ``values``,
         ``fresh`` and ``scored`` (``[W, ...]``, or ``None`` when no rank wrote
-        anything since the last sync) and ``ignored`` (int64 ``[W]``), so the
+        anything since the last sync), ``ignored`` and ``duplicates`` (int64
+        ``[W]``), so the
         state of any one rank restores every rank exactly. ``gather=False``
         (and one process, or ``sync="never"``) returns this rank's state alone,
         without a collective (``ranks`` is ``None``): restoring every rank
-        exactly from such states needs each rank's own.
+        exactly from such states needs each rank's own. Under
+        ``torch.distributed`` it warns (:class:`~remix_data.RemixWarning`) when
+        this rank holds entries written since the last sync, which the other
+        ranks' states lack (a collective would be needed to know whether the
+        other ranks hold some).
 
         Example:
             >>> filt = HardSampleFilter(3, ("a", "b"), score="loss", smoothing=0.5)
@@ -895,21 +904,47 @@ class HardSampleFilter:
             ValueError: state was saved with smoothing=0.5, but this filter has smoothing=0.0
         """
         ranks = None
-        if gather and self.sync_mode == "auto" and is_distributed(self.process_group):
-            ranks = gather_ranks(
-                self._values,
-                self._fresh,
-                self._scored,
-                self._ignored,
-                self._snapshot_epoch,
-                self.process_group,
-            )
+        if self.sync_mode == "auto" and is_distributed(self.process_group):
+            if gather:
+                ranks = gather_ranks(
+                    self._values,
+                    self._fresh,
+                    self._scored,
+                    self._ignored,
+                    self._snapshot_epoch,
+                    self.process_group,
+                    self._table.duplicates,
+                )
+            else:
+                self._warn_local("state_dict(gather=False)")
+        return self._state(ranks)
+
+    def _warn_local(self, where: str) -> None:
+        """Warn that a state of this rank alone leaves out unsynced entries (DDP)."""
+        unsynced = int(self._fresh.sum())
+        if not unsynced:
+            return
+        rank = dist.get_rank(self.process_group)
+        warnings.warn(
+            f"HardSampleFilter: {where} on rank {rank} of {world_size(self.process_group)} "
+            f"holds only this rank's scores: {unsynced} entries written since the last sync "
+            "are in it, the other ranks' are not, so loading this state on every rank does "
+            "not resume exactly (the next snapshot differs from the uninterrupted run). Call "
+            "state_dict() on every rank at the same point (a collective that gathers them), "
+            "or save every rank's own state and load each on its rank",
+            RemixWarning,
+            stacklevel=3,
+        )
+
+    def _state(self, ranks: dict[str, Any] | None) -> dict[str, Any]:
+        """The state with the gathered ``ranks`` entry (``None``: this rank's alone)."""
         return {
             **self._config(),
             "values": self._values.clone(),
             "fresh": self._fresh.clone(),
             "scored": self._scored.clone(),
             "ignored": self._ignored,
+            "duplicates": self._table.duplicates,
             "snapshot": None if self._snapshot is None else self._snapshot.clone(),
             "snapshot_epoch": self._snapshot_epoch,
             "weights": None if self._weights is None else self._weights.clone(),
@@ -961,8 +996,11 @@ class HardSampleFilter:
         fresh = state_tensor(state, "fresh", (m, n), torch.bool)
         scored = state_tensor(state, "scored", (n,), torch.bool)
         ignored = check_nonnegative_int("state['ignored']", state["ignored"])
+        duplicates = check_nonnegative_int("state['duplicates']", state["duplicates"])
         if state["ranks"] is not None:
-            values, fresh, scored, ignored = self._own_rank(state["ranks"], values, fresh, scored)
+            values, fresh, scored, ignored, duplicates = self._own_rank(
+                state["ranks"], values, fresh, scored
+            )
         if bool(torch.isinf(values).any()):
             raise ValueError("state['values'] should hold finite scores or NaN, but holds inf")
         snap = state["snapshot"]
@@ -997,6 +1035,7 @@ class HardSampleFilter:
         self._fresh = fresh.clone()
         self._scored = scored.clone()
         self._ignored = ignored
+        self._table.duplicates = duplicates
         self._snapshot = None if snap is None else snap.clone()
         self._snapshot_epoch = snapshot_epoch
         self._weights = None if weights is None else weights.clone()
@@ -1009,28 +1048,31 @@ class HardSampleFilter:
         values: torch.Tensor,
         fresh: torch.Tensor,
         scored: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
-        """This rank's ``(values, fresh, scored, ignored)`` from a gathered ``ranks`` entry."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int, int]:
+        """This rank's ``(values, fresh, scored, ignored, duplicates)`` from ``ranks``."""
         if not isinstance(ranks, Mapping):
             raise TypeError(
                 f"state['ranks'] should be a mapping or None, but got {type(ranks).__name__}"
             )
-        for key in ("ignored", "values", "fresh", "scored"):
+        for key in ("ignored", "duplicates", "values", "fresh", "scored"):
             if key not in ranks:
                 raise ValueError(f"state['ranks'] should contain {key!r}; got {sorted(ranks)}")
         w = world_size(self.process_group)  # equal to the saved world_size (checked)
         me = dist.get_rank(self.process_group) if is_distributed(self.process_group) else 0
-        counts = state_tensor(ranks, "ignored", (w,), torch.int64)
-        if bool((counts < 0).any()):
-            raise ValueError(f"state['ranks']['ignored'] should be non-negative, got {counts}")
-        ignored = int(counts[me])
+        counters = []
+        for key in ("ignored", "duplicates"):
+            counts = state_tensor(ranks, key, (w,), torch.int64)
+            if bool((counts < 0).any()):
+                raise ValueError(f"state['ranks'][{key!r}] should be non-negative, got {counts}")
+            counters.append(int(counts[me]))
+        ignored, duplicates = counters
         if ranks["values"] is None:  # nothing was written since the last sync
-            return values, fresh, scored, ignored
+            return values, fresh, scored, ignored, duplicates
         m, n = values.shape
         every = state_tensor(ranks, "values", (w, m, n), torch.float32)
         flags = state_tensor(ranks, "fresh", (w, m, n), torch.bool)
         seen = state_tensor(ranks, "scored", (w, n), torch.bool)
-        return every[me], flags[me], seen[me], ignored
+        return every[me], flags[me], seen[me], ignored, duplicates
 
     def _confirm_pair(self) -> None:
         """Run a restored sampler's snapshot-epoch check before the next snapshot."""

@@ -62,6 +62,7 @@ _CONFIG_KEYS = (
     "order",
     "drop_last",
     "joint_fraction",
+    "tail",
 )
 logger = logging.getLogger("remix_data")
 # Batches converted from tensor to Python ints at a time (amortises ``tolist``).
@@ -543,8 +544,8 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         and to check the restored plan; and the configuration that shapes the
         plan (``num_samples``, ``modalities``, ``num_replicas``, ``batch_size``,
         ``accumulation_steps``, ``seed``, ``warmup_epochs``, ``order``,
-        ``drop_last``). The plan itself is rebuilt from ``(seed, epoch)`` and
-        the filter's epoch snapshot, so save the filter's
+        ``drop_last``, ``joint_fraction``, ``tail``). The plan itself is
+        rebuilt from ``(seed, epoch)`` and the filter's epoch snapshot, so save the filter's
         :meth:`~HardSampleFilter.state_dict` alongside (every rank's, under
         ``torch.distributed``).
 
@@ -570,6 +571,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             "order": self.order,
             "drop_last": self.drop_last,
             "joint_fraction": self.joint_fraction,
+            "tail": self.tail,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -592,13 +594,14 @@ class ReassemblingBatchSampler(Sampler[Batch]):
 
         Raises ``ValueError`` naming the key and both values when the state was
         saved with another dataset size, modality list, world size
-        (``num_replicas``), batch size, accumulation, seed, warm-up, order or
-        ``drop_last``; and when the filter's state comes from another point of
-        the run: a remix epoch resumed after its first batch needs the filter's
-        snapshot of that epoch, and a filter snapshot of a later epoch is only
-        right after the saved epoch was fully handed out (``epoch + 1``). The
-        filter is checked now if it was already restored, else when it is
-        restored or, failing that, at its next snapshot.
+        (``num_replicas``), batch size, accumulation, seed, warm-up, order,
+        ``drop_last``, ``joint_fraction`` or ``tail``; and when the filter's
+        state comes from another point of the run: a remix epoch resumed after
+        its first batch needs the filter's snapshot of that epoch, and a filter
+        snapshot of a later epoch is only right after the saved epoch was fully
+        handed out (``epoch + 1``). The filter is checked now if it was already
+        restored, else when it is restored or, failing that, at its next
+        snapshot.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")

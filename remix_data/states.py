@@ -127,11 +127,13 @@ def gather_ranks(
     ignored: int,
     snapshot_epoch: int | None,
     group: Any,
+    duplicates: int = 0,
 ) -> dict[str, Any]:
     """Every rank's per-rank table, gathered on every rank (a collective).
 
-    Returns ``{"ignored": int64 [W], "values": float32 [W, M, N] | None,
-    "fresh": bool [W, M, N] | None, "scored": bool [W, N] | None}``. A first,
+    Returns ``{"ignored": int64 [W], "duplicates": int64 [W], "values":
+    float32 [W, M, N] | None, "fresh": bool [W, M, N] | None, "scored": bool
+    [W, N] | None}``. A first,
     small ``all_gather`` compares the ranks' snapshot epochs (every rank raises
     ``RuntimeError`` if they differ, so none is left waiting) and counts the
     entries written since the last sync; when no rank holds one, every rank's
@@ -141,7 +143,7 @@ def gather_ranks(
     sample).
     """
     code = -1 if snapshot_epoch is None else snapshot_epoch
-    header = torch.tensor([int(fresh.sum()), ignored, code], dtype=torch.int64)
+    header = torch.tensor([int(fresh.sum()), ignored, code, duplicates], dtype=torch.int64)
     heads = _all_gather(header, group)
     codes = heads[:, 2].tolist()
     if len(set(codes)) > 1:
@@ -150,7 +152,7 @@ def gather_ranks(
             "HardSampleFilter.state_dict: the ranks hold snapshots of different epochs "
             f"({epochs}); take the state on every rank at the same point of the loop"
         )
-    out: dict[str, Any] = {"ignored": heads[:, 1].clone()}
+    out: dict[str, Any] = {"ignored": heads[:, 1].clone(), "duplicates": heads[:, 3].clone()}
     if int(heads[:, 0].sum()) == 0:
         return {**out, "values": None, "fresh": None, "scored": None}
     m, n = values.shape

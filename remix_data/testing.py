@@ -5,7 +5,10 @@ integration keeps the method's guarantees; this project's property tests use
 them too. Needs ``hypothesis`` (the ``test`` extra).
 
 Strategies (call without arguments for the defaults): :func:`logits`,
-:func:`score_tables`, :func:`sampler_configs`. Checkers, raising
+:func:`score_tables`, :func:`sampler_configs`. Simulated ranks:
+:func:`build_samplers` (one sampler per rank over a shared filter) and
+:func:`simulate_sync` (per-rank filters combined as ``HardSampleFilter.sync``
+combines them under ``torch.distributed``). Checkers, raising
 ``AssertionError("remix invariant broken: <invariant>: <detail>")``:
 :func:`check_epoch` (a sampler's epoch, on every rank) and
 :func:`check_step_modalities` (what a training loop actually received on each
@@ -44,6 +47,7 @@ __all__ = [
     "score_tables",
     "sampler_configs",
     "build_samplers",
+    "simulate_sync",
     "check_epoch",
     "check_step_modalities",
     "check_loader",
@@ -159,6 +163,46 @@ def build_samplers(config: dict[str, Any]) -> list[ReassemblingBatchSampler]:
         )
         for rank in range(world)
     ]
+
+
+def simulate_sync(filters: Sequence[HardSampleFilter]) -> None:
+    """Combine per-rank filters in one process as :meth:`HardSampleFilter.sync` does.
+
+    ``filters[r]`` stands for rank ``r``'s filter (one process, no
+    ``torch.distributed``, so their own ``sync`` is a no-op). Every entry written
+    since the last sync on some rank becomes the mean of the values written on
+    the ranks that wrote it, on every rank; every other entry keeps its value
+    (the same on all ranks after the previous sync); the scored flags take the
+    union and the written flags are cleared, as
+    :func:`remix_data.distributed.average_written` leaves them. Call it on all
+    ranks' filters right before the epoch's first snapshot (``set_epoch`` of a
+    remix epoch not yet snapshotted); a one-filter list is left as it is.
+
+    Example:
+        >>> a, b = HardSampleFilter(2, ("x", "y"), score="loss"), HardSampleFilter(
+        ...     2, ("x", "y"), score="loss")
+        >>> a.update([0], {"x": torch.tensor([1.0])}, modality=0)
+        >>> b.update([0, 1], {"x": torch.tensor([3.0, 5.0])}, modality=0)
+        >>> simulate_sync([a, b])
+        >>> a.state_dict()["values"][0].tolist() == b.state_dict()["values"][0].tolist() == [2, 5]
+        True
+    """
+    if len(filters) < 2:
+        return
+    shapes = {(f.num_samples, f.modalities) for f in filters}
+    if len(shapes) != 1:
+        raise ValueError(f"filters should share num_samples and modalities, but got {shapes}")
+    values = torch.stack([f._values for f in filters])
+    written = torch.stack([f._fresh for f in filters])
+    count = written.sum(0).to(torch.float32)
+    total = (torch.nan_to_num(values, nan=0.0) * written).sum(0)
+    seen = count > 0
+    merged = torch.where(seen, total / count.clamp(min=1), values[0])
+    scored = seen.any(0)
+    for f in filters:
+        f._values = merged.clone()
+        f._scored = f._scored | scored
+        f._fresh = torch.zeros_like(f._fresh)
 
 
 def naive_assignment(

@@ -68,7 +68,7 @@ def _train(rank: int, workdir: str, run: str, kill_at: int | None, resume: bool)
     filt = HardSampleFilter(N, MODALITIES)
     sampler = ReassemblingBatchSampler(filt, BATCH, warmup_epochs=WARMUP, order="random", seed=5)
     data = ModalityDecoupler(pairs(), MODALITIES)
-    loader = StatefulDataLoader(data, batch_sampler=sampler, num_workers=2)
+    loader = StatefulDataLoader(data, batch_sampler=sampler, num_workers=2, persistent_workers=True)
     step, first_epoch = 0, 0
     if resume:  # rank 0's checkpoint on every rank
         state = torch.load(out / "checkpoint.pt", weights_only=True)
@@ -165,7 +165,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     rng = random.Random(seed)
     snap_epoch = rng.choice(range(WARMUP, EPOCHS))
     kills = {
-        "warm-up": rng.randrange(1, WARMUP_STEPS),
+        # after the first checkpoint (step K): a kill before it leaves nothing to restart from
+        "warm-up": rng.randrange(K, WARMUP_STEPS),
         "after snapshot": starts[snap_epoch],
     }
     later = range(starts[snap_epoch] + 1, steps[0] - 1)
@@ -259,6 +260,12 @@ def _worker_setup() -> tuple[ReassemblingBatchSampler, ModalityDecoupler]:
 def _kill_a_worker(out: Path) -> None:
     """Script mode: 3 batches, save the loader state, SIGKILL a worker, go on iterating."""
     sampler, data = _worker_setup()
+    # Batches travel as shared-memory files, not as file descriptors that the main process
+    # fetches from the worker when it unpickles a batch: with torch's default
+    # 'file_descriptor' strategy a batch the killed worker had queued fails in
+    # multiprocessing's resource sharer (ConnectionResetError), sometimes while the
+    # interpreter reports it, instead of in the loader's own dead-worker check.
+    torch.multiprocessing.set_sharing_strategy("file_system")
     before = _children()
     loader = StatefulDataLoader(data, batch_sampler=sampler, num_workers=2, timeout=30)
     it = iter(loader)

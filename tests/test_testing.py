@@ -35,6 +35,7 @@ def test_each_strategy_function_returns_a_strategy_without_arguments(name: str) 
 def test_every_export_is_a_strategy_or_a_helper() -> None:
     helpers = {
         "build_samplers",
+        "simulate_sync",
         "check_epoch",
         "check_step_modalities",
         "check_loader",

@@ -61,6 +61,7 @@ import torch
 from lightning.fabric.utilities.apply_func import move_data_to_device
 
 from ..decoupler import ModalityDecoupler
+from ..distributed import is_distributed
 from ..filter import HardSampleFilter
 from ..sampler import ReassemblingBatchSampler
 from ..scoring import scoring_pass
@@ -243,8 +244,37 @@ class RemixCallback(pl.Callback):
             self.filter.update(index, fed, modality=modality)
 
     # ------------------------------------------------------------------- state
+    _interrupted = False
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        # Checkpoint callbacks run after this one (Lightning orders them last):
+        # a checkpoint written now must not wait in a collective for other ranks.
+        self._interrupted = True
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._interrupted = False
+
     def state_dict(self) -> dict[str, Any]:
-        return {"filter": self.filter.state_dict()}
+        """``{"filter": state}``: the filter's state gathered from every rank.
+
+        Lightning calls it on every rank when it writes a checkpoint, so under
+        DDP the filter's :meth:`~remix_data.HardSampleFilter.state_dict` runs as
+        the collective that puts every rank's unsynced scores into rank 0's
+        checkpoint. After an exception (Lightning's ``on_exception``, e.g. an
+        ``OnExceptionCheckpoint``) the other ranks may never reach the
+        collective: the state is then this rank's alone, and a
+        :class:`~remix_data.RemixWarning` says so when it lacks unsynced
+        entries of other ranks. Call ``trainer.save_checkpoint`` on every rank
+        (Lightning's checkpoint callbacks do): on one rank alone the gather
+        waits for the others until the process group's timeout.
+        """
+        filt = self.filter
+        if self._interrupted and filt.sync_mode == "auto" and is_distributed(filt.process_group):
+            filt._warn_local("a checkpoint written after an exception")
+            return {"filter": filt._state(None)}
+        return {"filter": filt.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.filter.load_state_dict(state_dict["filter"])

@@ -355,9 +355,10 @@ class HardSampleFilter:
         if not outputs:
             return
         pos = self._positions(outputs, modality)
-        # Small per-batch work runs in numpy: torch's per-op overhead would dominate.
-        values = self._scores(outputs, targets, idx.size)  # float32 [k, B]
         keep, duplicates = self._host_keep(idx, self._host_modality(modality, idx.size), pos)
+        # Small per-batch work runs in numpy: torch's per-op overhead would dominate.
+        live: np.ndarray | None = None if keep is None else np.asarray(keep.any(axis=1))
+        values = self._scores(outputs, targets, idx.size, live=live)  # float32 [k, B]
         finite = np.isfinite(values)
         ignored = 0
         if not finite.all():
@@ -368,6 +369,9 @@ class HardSampleFilter:
             keep = finite if keep is None else keep & finite
         if keep is None:
             table_rows, where = pos[:, None], idx[None, :]
+        elif live is not None and live.sum() == 1 and keep[int(np.argmax(live))].all():
+            one = int(np.argmax(live))  # a unimodal batch: one whole row, no gather
+            table_rows, where, values = pos[one : one + 1], idx, values[one]
         else:
             r, c = np.nonzero(keep)
             table_rows, where, values = pos[r], idx[c], values[r, c]
@@ -641,8 +645,16 @@ class HardSampleFilter:
         targets: torch.Tensor | None,
         batch: int,
         device: torch.device | None = None,
+        *,
+        live: np.ndarray | None = None,
     ) -> Any:
-        """Scores of every output as float32 ``[k, B]``: numpy on the host, else on ``device``."""
+        """Scores of every output as float32 ``[k, B]``: numpy on the host, else on ``device``.
+
+        ``live`` (``[k]`` bools, host path): the outputs of which some entry is
+        written. Same-shaped logits are all validated but only the live ones
+        scored (a unimodal batch scores one head, not every head); the rows of
+        the others hold 0 and must not be written.
+        """
         tensors = list(outputs.values())
         same = all(
             isinstance(t, torch.Tensor)
@@ -653,6 +665,13 @@ class HardSampleFilter:
         )
         if same and self.score == "confidence" and tensors[0].shape[0] == batch:
             _check_logits(tensors[0], f"outputs[{next(iter(outputs))!r}]")
+            if device is None and live is not None and not live.all():
+                out = np.zeros((len(tensors), batch), dtype=np.float32)
+                if live.any():
+                    scored = np.flatnonzero(live)
+                    chosen = torch.cat([tensors[r] for r in scored])
+                    out[scored] = _as_numpy(confidence(chosen)).reshape(len(scored), batch)
+                return out
             # One computation for all modalities instead of one per modality.
             scores = confidence(torch.cat(tensors)).view(len(tensors), batch)
             if device is not None:

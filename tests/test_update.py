@@ -137,3 +137,33 @@ def test_going_back_an_epoch_keeps_one_history_record_per_epoch() -> None:
     assert [h["epoch"] for h in filt.history] == [2, 3]
     assert filt.stats() is filt.history[-1] and filt.stats()["counts"] == {"a": 0, "b": 4}
     assert first.tolist() == [0] * 4 and again.tolist() == [1] * 4
+
+
+@given(
+    indices=st.lists(st.integers(0, 5), min_size=1, max_size=10),
+    ids=st.one_of(
+        st.sampled_from([ALL, 0, 1]),  # one id for the batch (unimodal, or joint)
+        st.lists(st.sampled_from([ALL, 0, 1]), min_size=10, max_size=10),  # mixed rows
+    ),
+    smoothing=st.sampled_from([0.0, 0.5]),
+    seed=st.integers(0, 2**16),
+)
+def test_logits_update_writes_what_the_per_entry_reference_writes(
+    indices: list[int], ids: int | list[int], smoothing: float, seed: int
+) -> None:
+    """Scoring only the heads a batch writes (one head for a unimodal batch) changes no entry."""
+    gen = torch.Generator().manual_seed(seed)
+    heads = {m: torch.randn(len(indices), 3, generator=gen) for m in NAMES}
+    rows = [ids] * len(indices) if isinstance(ids, int) else ids[: len(indices)]
+    filt = HardSampleFilter(6, NAMES, smoothing=smoothing)
+    filt.update(torch.arange(6), {m: torch.zeros(6, 3) for m in NAMES}, modality=ALL)
+    expected = values(filt)
+    filt.update(indices, heads, modality=ids if isinstance(ids, int) else torch.tensor(rows))
+    last = {i: j for j, i in enumerate(indices)}  # the last occurrence of each index
+    for m, name in enumerate(NAMES):
+        score = confidence(heads[name]).tolist()
+        for i, j in last.items():
+            if rows[j] in (m, ALL):
+                old = expected[m][i]
+                expected[m][i] = smoothing * old + (1 - smoothing) * score[j]
+    assert np.allclose(values(filt), expected, atol=1e-6)

@@ -44,7 +44,7 @@ from .distributed import world_info
 from .filter import HardSampleFilter
 from .seeds import PLAN, epoch_generator
 from .states import snapshot_rule
-from .vocabulary import ALL, Batch
+from .vocabulary import ALL, Batch, KeyBatch
 
 __all__ = ["ALL", "TAILS", "BatchSplit", "ReassemblingBatchSampler", "split_batches"]
 
@@ -489,8 +489,13 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             self._armed = False
 
     def _batches(self, group: _Group, start: int) -> Iterator[Batch]:
-        """This rank's batches of one group from batch ``start`` on, as key lists."""
+        """This rank's batches of one group from batch ``start`` on, as key lists.
+
+        Each is a :class:`~remix_data.vocabulary.KeyBatch` naming the filter's
+        modalities, which the decoupler checks against its own order.
+        """
         b, m, idx = self.batch_size, group.modality, group.indices
+        names = self.filter.modalities
         if start >= group.batches:
             return
         chunk = _CHUNK_BATCHES * b
@@ -499,9 +504,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             values = idx[lo : min(lo + chunk, last)].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
-                yield list(zip(part, repeat(m, len(part))))
+                yield KeyBatch(zip(part, repeat(m, len(part))), names)
         tail = idx[last:].tolist()
-        yield list(zip(tail, repeat(m, len(tail))))
+        yield KeyBatch(zip(tail, repeat(m, len(tail))), names)
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:

@@ -117,6 +117,12 @@ def test_stated_output_reads_every_backticked_line() -> None:
     assert not matches("{'a': '+0.5'}", "{'a': '+0.6'}")
 
 
+def test_optional_extras_are_read_from_the_imports() -> None:
+    code = "import lightning.pytorch as L\nfrom torchdata.nodes import Loader\nfrom . import x\n"
+    assert imported_packages(code) == {"lightning", "torchdata"}
+    assert imported_packages("import torch, webdataset as wds") & OPTIONAL == {"webdataset"}
+
+
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
 def test_block_runs_verbatim(block: Block, tmp_path: Path) -> None:
     missing = sorted(

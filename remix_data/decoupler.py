@@ -80,6 +80,13 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
     every modality, and ``dataset[-1]``, see the module docstring). An empty
     dataset is not checked.
 
+    Names given in another order than the filter's cannot be noticed here, so
+    the batches carry the order: the sampler yields
+    :class:`~remix_data.vocabulary.KeyBatch` lists naming its filter's
+    modalities, and a batch whose names differ from the decoupler's (another
+    order, other names) raises a ``ValueError`` naming both, at the first batch.
+    Plain lists of keys (the decoupler used on its own) are not checked.
+
     ``data[(index, m)]`` returns ``(sample, index, m)`` with every modality other
     than ``modalities[m]`` masked; ``data[index]`` and ``data[(index, ALL)]``
     return the full sample with modality :data:`~remix_data.ALL`. A list of keys
@@ -135,6 +142,8 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         )
         loader = getattr(dataset, PARTIAL_LOADER, None)
         self._partial = loader if callable(loader) and self.mask != "none" else None
+        # The names of the last KeyBatch found in this order (identity: one check per group).
+        self._checked: object = None
         if len(dataset):
             self._check_samples()
 
@@ -233,6 +242,25 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         split = [self._split_key(k) for k in keys]  # converts tensors, raises on bad keys
         return [i for i, _ in split], [m for _, m in split]
 
+    def _check_order(self, names: Any) -> None:
+        """Raise unless a batch's modality names (its ids' meaning) are the decoupler's."""
+        ours = self.modalities
+        if tuple(names) != ours:
+            m = next((i for i, (a, b) in enumerate(zip(ours, names)) if a != b), 0)
+            shown = (
+                f"modality id {m} would keep {ours[m]!r} visible while the filter trains "
+                f"{names[m]!r}"
+                if m < min(len(ours), len(names))
+                else "the modality ids would not mean the same modalities"
+            )
+            raise ValueError(
+                f"modalities should be the names in the sampler's filter order, but got "
+                f"modalities={ours} and a batch from a sampler whose filter has "
+                f"modalities={tuple(names)}: {shown}; pass the filter itself, "
+                "ModalityDecoupler(dataset, filt), to take names and order from it"
+            )
+        self._checked = names
+
     def __getitem__(self, key: Key | int) -> tuple[Any, int, int]:
         index, modality = self._split_key(key)
         return self._get(index, modality), index, modality
@@ -248,6 +276,9 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
 
     def __getitems__(self, keys: list[Key | int]) -> list[tuple[Any, int, int]]:
         """Batch access (used by the DataLoader's fetcher): one call per batch."""
+        names = getattr(keys, "modalities", None)
+        if names is not None and names is not self._checked:
+            self._check_order(names)
         if not isinstance(keys, list):
             keys = list(keys)
         indices, modalities = self._split_keys(keys)

@@ -490,8 +490,13 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             self._armed = False
 
     def _batches(self, group: _Group, start: int) -> Iterator[Batch]:
-        """This rank's batches of one group from batch ``start`` on, as key lists."""
+        """This rank's batches of one group from batch ``start`` on, as key lists.
+
+        Each is a :class:`~remix_data.vocabulary.KeyBatch` naming the filter's
+        modalities, which the decoupler checks against its own order.
+        """
         b, m, idx = self.batch_size, group.modality, group.indices
+        names = self.filter.modalities
         if start >= group.batches:
             return
         chunk = _CHUNK_BATCHES * b
@@ -500,9 +505,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             values = idx[lo : min(lo + chunk, last)].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
-                yield KeyBatch(part, m)
+                yield KeyBatch(part, m, names)
         tail = idx[last:].tolist()
-        yield KeyBatch(tail, m)
+        yield KeyBatch(tail, m, names)
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:

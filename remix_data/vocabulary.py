@@ -10,10 +10,10 @@ every other module takes these names from here.
   sample that trains no modality this epoch.
 - A :data:`Key` is what the batch sampler yields and the decoupler receives:
   ``(index, modality id)``, two plain Python ints. A :data:`Batch` is a list of them;
-  the sampler yields each as a :class:`KeyBatch`, a read-only list that also
-  holds its indices and its one modality id, so the decoupler need not split
-  the keys again and a batch travels to a ``DataLoader`` worker as one list of
-  ints and one int.
+  the sampler yields each as a :class:`KeyBatch`, a list that also holds its
+  indices, its one modality id and the filter's modality names (so the
+  decoupler need not split the keys again, and can check that its own order is
+  the filter's).
 - A :data:`ModalitySpec` is what a user may pass as ``modalities``: a sequence of
   names (dict samples) or a ``{name: position}`` mapping (tuple samples), whose
   order defines the ids.
@@ -50,40 +50,55 @@ class KeyBatch(list[Key]):
     """A batch of keys that share one modality id: ``[(index, modality), ...]``.
 
     A plain list of keys in every respect (equal to one, iterated, indexed,
-    sliced and edited like one) that also keeps ``indices`` (the sample
-    indices, a list of ``int``) and ``modality`` (the one id), so the decoupler
-    need not split every key again. Any edit through the list's methods (a
-    framework completing a batch in place, ``batch += more``) sets both to
-    ``None``, and the decoupler then reads the keys themselves. It pickles as
-    the indices and the id (half the bytes of the keys) while unedited.
+    sliced and edited like one) with three more attributes:
+
+    - ``modalities``: the names, in id order, of the filter the keys were
+      planned from (``None`` if not given). The
+      :class:`~remix_data.ModalityDecoupler` compares them with its own names,
+      so that names given in another order than the filter's fail at the first
+      batch instead of masking the wrong modality.
+    - ``indices`` (the sample indices, a list of ``int``) and ``modality`` (the
+      one id), which the decoupler reads instead of splitting every key again.
+      Any edit through the list's methods (a framework completing a batch in
+      place, ``batch += more``) sets both to ``None``, and the decoupler then
+      reads the keys themselves.
+
+    It pickles as the indices, the id and the names while unedited (half the
+    bytes of the keys).
 
     Example:
-        >>> batch = KeyBatch([4, 9], 1)
-        >>> batch == [(4, 1), (9, 1)], batch.indices, batch.modality
-        (True, [4, 9], 1)
+        >>> import pickle
+        >>> batch = KeyBatch([4, 9], 1, ("audio", "video"))
+        >>> batch == [(4, 1), (9, 1)], batch.indices, batch.modality, batch.modalities
+        (True, [4, 9], 1, ('audio', 'video'))
+        >>> pickle.loads(pickle.dumps(batch)).modalities
+        ('audio', 'video')
         >>> batch += [(5, 0)]
-        >>> batch, batch.indices, batch.modality
-        ([(4, 1), (9, 1), (5, 0)], None, None)
+        >>> batch, batch.indices, batch.modality, batch.modalities
+        ([(4, 1), (9, 1), (5, 0)], None, None, ('audio', 'video'))
     """
 
-    __slots__ = ("indices", "modality")
+    __slots__ = ("indices", "modalities", "modality")
 
     indices: list[int] | None
     modality: int | None
 
-    def __init__(self, indices: list[int], modality: int) -> None:
+    def __init__(
+        self, indices: list[int], modality: int, modalities: tuple[str, ...] | None = None
+    ) -> None:
         super().__init__(zip(indices, repeat(modality, len(indices))))
         self.indices = indices
         self.modality = modality
+        self.modalities = modalities
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.indices is None or self.modality is None:  # edited: as the list it is
-            return type(self)._edited, (list(self),)
-        return type(self), (self.indices, self.modality)
+            return type(self)._edited, (list(self), self.modalities)
+        return type(self), (self.indices, self.modality, self.modalities)
 
     @classmethod
-    def _edited(cls, keys: list[Key]) -> KeyBatch:
-        batch = cls([], ALL)
+    def _edited(cls, keys: list[Key], modalities: tuple[str, ...] | None) -> KeyBatch:
+        batch = cls([], ALL, modalities)
         batch += keys
         return batch
 

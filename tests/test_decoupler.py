@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader, Dataset
 
 from remix_data import (
@@ -425,3 +428,64 @@ def test_remix_collate_runs_the_projects_collate_on_the_samples_in_workers() -> 
         RemixCollate()([{"audio": 1}])
     with pytest.raises(TypeError, match="collate_fn should be callable, but got collate_fn=3"):
         RemixCollate(3)  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- names vs the filter's order
+def named_items(names: tuple[str, ...], n: int = 8) -> list[dict[str, Any]]:
+    return [
+        {name: torch.full((2,), float(i)) for name in names} | {"label": i % 2} for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_names_in_another_order_than_the_filter_fail_at_the_first_batch(
+    num_workers: int,
+) -> None:
+    filt = HardSampleFilter(8, ("audio", "video"))
+    sampler = ReassemblingBatchSampler(filt, 4, warmup_epochs=1)
+    data = ModalityDecoupler(named_items(("audio", "video")), ("video", "audio"))
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=num_workers)
+    with pytest.raises(ValueError) as caught:
+        next(iter(loader))  # a warm-up batch: caught before any remix epoch
+    message = str(caught.value)
+    assert "modalities=('video', 'audio')" in message
+    assert "modalities=('audio', 'video')" in message
+    assert "ModalityDecoupler(dataset, filt)" in message
+
+
+def test_names_the_filter_lacks_fail_naming_both_lists() -> None:
+    filt = HardSampleFilter(8, ("audio", "video"))
+    sampler = ReassemblingBatchSampler(filt, 4)
+    data = ModalityDecoupler(named_items(("a", "v")), ("a", "v"))
+    with pytest.raises(
+        ValueError, match=r"modalities=\('a', 'v'\).*modalities=\('audio', 'video'\)"
+    ):
+        data.__getitems__(next(iter(sampler)))
+
+
+def test_the_filters_order_and_plain_key_lists_pass() -> None:
+    filt = HardSampleFilter(8, ("audio", "video"))
+    sampler = ReassemblingBatchSampler(filt, 4)
+    items = named_items(("audio", "video"))
+    for data in (ModalityDecoupler(items, filt), ModalityDecoupler(items, ("audio", "video"))):
+        batches = list(DataLoader(data, batch_sampler=sampler))
+        sampler.set_epoch(sampler.epoch + 1)
+        assert sum(len(index) for _, index, _ in batches) == 8
+    # Used on its own, with keys that name no filter, the decoupler cannot and does not check.
+    swapped = ModalityDecoupler(items, ("video", "audio"))
+    sample, index, modality = swapped.__getitems__([(3, 0)])[0]
+    assert (index, modality) == (3, 0) and float(sample["audio"].sum()) == 0.0
+
+
+@given(st.permutations(["a", "b", "c", "d"]), st.integers(2, 4))
+@settings(max_examples=30, deadline=None)
+def test_only_the_filters_own_order_passes(order: list[str], m: int) -> None:
+    names = tuple(n for n in order if n in "abcd"[:m])
+    filt = HardSampleFilter(8, tuple("abcd"[:m]))
+    batch = next(iter(ReassemblingBatchSampler(filt, 4)))
+    data = ModalityDecoupler(named_items(tuple("abcd"[:m])), names)
+    if names == filt.modalities:
+        assert len(data.__getitems__(batch)) == len(batch)
+    else:
+        with pytest.raises(ValueError, match=rf"modalities={re.escape(repr(names))}"):
+            data.__getitems__(batch)

@@ -43,7 +43,7 @@ Example (one process; the same code runs under ``accelerate launch`` or
     ...     filt, batch_size=4, num_replicas=accelerator.num_processes,
     ...     rank=accelerator.process_index)
     >>> loader = prepare_loader(
-    ...     accelerator, DataLoader(ModalityDecoupler(base, ("a", "b")), batch_sampler=sampler))
+    ...     accelerator, DataLoader(ModalityDecoupler(base, filt), batch_sampler=sampler))
     >>> loader.set_epoch(1)                # forwarded to the sampler
     >>> sampler.epoch, [m.tolist()[0] for _, _, m in loader]
     (1, [0, 1])

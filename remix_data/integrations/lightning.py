@@ -44,11 +44,11 @@ recipe)::
     def training_step(self, batch, batch_idx):
         sample, index, modality = batch
         fused, heads = self(sample, modality)
-        return {"loss": remix_loss(fused, heads, sample["label"], modality),
-                "remix_outputs": heads}           # {modality name: [B, C] logits}
+        loss = remix_loss(fused, heads, sample["label"], modality, self.filter)
+        return {"loss": loss, "remix_outputs": heads}  # {modality name: [B, C] logits}
 
     trainer = Trainer(use_distributed_sampler=False, reload_dataloaders_every_n_epochs=1,
-                      callbacks=[RemixCallback(filter)])
+                      callbacks=[RemixCallback(model.filter)])
 """
 
 from __future__ import annotations

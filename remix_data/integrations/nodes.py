@@ -30,7 +30,7 @@ Example:
     >>> base = [{"audio": torch.ones(2), "video": torch.ones(3)} for _ in range(6)]
     >>> filt = HardSampleFilter(6, ("audio", "video"))
     >>> sampler = ReassemblingBatchSampler(filt, batch_size=3, warmup_epochs=1)
-    >>> loader = Loader(batch_node(sampler, ModalityDecoupler(base, ("audio", "video"))))
+    >>> loader = Loader(batch_node(sampler, ModalityDecoupler(base, filt)))
     >>> [m.tolist() for _, _, m in loader]                 # epoch 0: warm-up
     [[-1, -1, -1], [-1, -1, -1]]
     >>> [m.tolist() for _, _, m in loader], sampler.epoch  # the graph moved to epoch 1

@@ -550,29 +550,24 @@ def test_states_of_different_epochs_are_rejected_in_either_load_order() -> None:
     unchanged(filt)
 
 
-def test_a_filter_state_from_a_later_epoch_is_rejected() -> None:
-    """A snapshot of a later epoch fits only a sampler whose epoch was fully handed out."""
-    early, late = states_at(1, 2), states_at(3, 1)
-    batches = early["sampler"]["batches"]
+@pytest.mark.parametrize(
+    ("sampler_at", "filter_at", "ours", "theirs"),
+    [
+        # a snapshot of a later epoch fits only a sampler whose epoch was fully handed out
+        ((1, 2), (3, 1), "the snapshot of epoch 1", "the snapshot of epoch 3"),
+        # a warm-up sampler with a remix filter state
+        ((0, 2), (1, 2), "no snapshot after epoch 0", "the snapshot of epoch 1"),
+    ],
+)
+def test_a_filter_state_of_another_epoch_than_the_samplers_is_rejected(
+    sampler_at: tuple[int, int], filter_at: tuple[int, int], ours: str, theirs: str
+) -> None:
+    mine, other = states_at(*sampler_at), states_at(*filter_at)
     filt, sampler = build()
-    sampler.load_state_dict(early["sampler"])
-    with pytest.raises(
-        ValueError,
-        match=_pair_error(1, 2, batches, "the snapshot of epoch 1", "the snapshot of epoch 3"),
-    ):
-        filt.load_state_dict(late["filter"])
-
-
-def test_a_warm_up_sampler_with_a_remix_filter_state_is_rejected() -> None:
-    warm, remix = states_at(0, 2), states_at(1, 2)
-    batches = warm["sampler"]["batches"]
-    filt, sampler = build()
-    sampler.load_state_dict(warm["sampler"])
-    with pytest.raises(
-        ValueError,
-        match=_pair_error(0, 2, batches, "no snapshot after epoch 0", "the snapshot of epoch 1"),
-    ):
-        filt.load_state_dict(remix["filter"])
+    sampler.load_state_dict(mine["sampler"])
+    batches = mine["sampler"]["batches"]
+    with pytest.raises(ValueError, match=_pair_error(*sampler_at, batches, ours, theirs)):
+        filt.load_state_dict(other["filter"])
 
 
 def test_a_resumed_remix_epoch_without_the_filter_state_fails_at_the_snapshot() -> None:

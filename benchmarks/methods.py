@@ -133,6 +133,9 @@ METHODS: dict[str, dict[str, Any]] = {
     # The reference code's schedule ratio: Remix at Adam 5e-5 where its baseline
     # uses 1e-3 (1/20 of the job's learning rate).
     "remix-lr20": from_preset(PAPER, lr_scale=1 / 20),
+    # Its control: joint training at that learning rate (does the lower rate alone
+    # explain what remix-lr20 does?).
+    "joint-lr20": {"remix": False, "lr_scale": 1 / 20},
 }
 
 _RECOMMENDED = from_preset(RECOMMENDED)
@@ -159,6 +162,7 @@ MAIN_METHODS = (
 #: ``--full`` adds these.
 FULL_METHODS = (
     *MAIN_METHODS, "remix-online", "remix-evalbn", "remix-online-evalbn", "remix-lr20",
+    "joint-lr20",
 )  # fmt: skip
 
 

@@ -234,6 +234,9 @@ def test_lr_scale_reaches_the_optimiser(data: Splits) -> None:
     job = Job("remix-lr20", 0, data, epochs=2, warmup=1, lr=1e-3)
     assert job.opt.param_groups[0]["lr"] == pytest.approx(5e-5)
     assert Job("joint", 0, data, epochs=2, lr=1e-3).opt.param_groups[0]["lr"] == 1e-3
+    control = Job("joint-lr20", 0, data, epochs=2, lr=1e-3)  # the same rate, no remixing
+    assert control.opt.param_groups[0]["lr"] == pytest.approx(5e-5)
+    assert not control.cfg["remix"]
 
 
 def test_interleaved_jobs_give_the_results_of_separate_runs(data: Splits) -> None:

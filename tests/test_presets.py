@@ -10,8 +10,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remix_data import ALL, scoring_pass
-from remix_data.presets import PAPER, RECOMMENDED, Preset, RemixParts, build
+from remix_data import ALL, presets, scoring_pass
+from remix_data.presets import MASKINGS, PAPER, RECOMMENDED, Preset, RemixParts, build
 
 NAMES = ("audio", "video")
 N = 37  # divides by no batch size used here
@@ -41,11 +41,20 @@ def _heads(sample: dict[str, Any]) -> dict[str, torch.Tensor]:
 
 
 ZEROS_DROP_LAST = Preset("zeros-tail", warmup=2, masking="zeros", drop_last=True)
+END_TO_END = [(PAPER, 0), (RECOMMENDED, 2), (ZEROS_DROP_LAST, 0)]
 
 
-@pytest.mark.parametrize(
-    ("preset", "workers"), [(PAPER, 0), (RECOMMENDED, 2), (ZEROS_DROP_LAST, 0)]
-)
+def test_every_shipped_preset_is_run_end_to_end() -> None:
+    shipped = {v.name for v in vars(presets).values() if isinstance(v, Preset)}
+    assert shipped == {"paper", "recommended"}
+    assert shipped <= {p.name for p, _ in END_TO_END}, "add the new preset to END_TO_END"
+    for name in presets.__all__:
+        value = getattr(presets, name)
+        if isinstance(value, Preset):  # every shipped recipe warms up, from any run length
+            assert all(value.warmup_epochs(e) >= 1 for e in range(2, 121))
+
+
+@pytest.mark.parametrize(("preset", "workers"), END_TO_END)
 def test_every_preset_runs_its_recipe_end_to_end(preset: Preset, workers: int) -> None:
     base = _dataset()
     epochs = 6
@@ -56,13 +65,20 @@ def test_every_preset_runs_its_recipe_end_to_end(preset: Preset, workers: int) -
     assert isinstance(parts, RemixParts)
     assert parts.sampler.filter is parts.filter and parts.data.dataset is base
     assert parts.warmup_epochs == parts.sampler.warmup_epochs == preset.warmup_epochs(epochs) >= 1
+    assert parts.data.mask == MASKINGS[preset.masking]
+    assert (parts.masking, parts.scoring) == (preset.masking, preset.scoring)
+    assert parts.sampler.drop_last is preset.drop_last
+    joint_batches = float(preset.sampler.get("joint_fraction", 0.0)) > 0
     loader = parts.loader(num_workers=workers, persistent_workers=workers > 0)
     for epoch in range(epochs):
         warm = epoch < parts.warmup_epochs
         if preset.scoring == "pass" and not warm:
             scored = scoring_pass(_heads, parts.data, parts.filter, epoch=epoch, progress=False)
             assert scored == N
+        if not warm:  # the warm-up scored every sample: no remix epoch splits by index
+            assert parts.filter.stats()["unscored"] == 0
         parts.sampler.set_epoch(epoch)
+        plan = parts.filter.snapshot(epoch) if not warm else None
         seen: list[int] = []
         unimodal = 0
         for sample, index, modality in loader:
@@ -73,11 +89,14 @@ def test_every_preset_runs_its_recipe_end_to_end(preset: Preset, workers: int) -
             full = {name: torch.stack([base[i][name] for i in index.tolist()]) for name in NAMES}
             if warm:
                 assert m == ALL
+            elif not joint_batches:
+                assert m != ALL, "a remix epoch without joint_fraction served a joint batch"
             if m == ALL:  # warm-up, or a joint batch of a remix epoch: everything visible
                 for name in NAMES:
                     assert torch.equal(sample[name], full[name])
                 continue
             unimodal += 1
+            assert plan is not None and bool((plan[index] == m).all()), "batch off the plan"
             active, other = NAMES[m], NAMES[1 - m]
             assert torch.equal(sample[active], full[active])
             if preset.masking == "zeros":

@@ -77,6 +77,9 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add_common_args(parser, "streaming")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--cost-us", type=float, default=200.0, help="decode-like cost per item")
+    parser.add_argument(
+        "--prefetch", type=int, default=None, help="DataLoader prefetch_factor (both sides)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.n, args.shards, args.workers, args.dims, args.cost_us = 512, 4, [0, 2], (8, 16), 0.0
@@ -94,6 +97,8 @@ def level(args: argparse.Namespace, workers: int) -> tuple[dict[str, Any], dict[
     kwargs: dict[str, Any] = {"num_workers": workers}
     if workers:
         kwargs["persistent_workers"] = True
+        if args.prefetch is not None:
+            kwargs["prefetch_factor"] = args.prefetch
     plain = DataLoader(stream, batch_size=args.batch_size, **kwargs)
     remix = DataLoader(remixer, batch_size=None, **kwargs)
     counted: dict[str, int] = {}

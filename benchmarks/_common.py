@@ -13,6 +13,7 @@ and the *median* of the repetitions reported.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import math
 import os
@@ -131,6 +132,11 @@ def alternate(
 
     Returns wall-clock seconds (``perf_counter``) of plain and remix, then this
     process's CPU seconds (``process_time``, workers not included) of each.
+
+    Every timed run starts from a full ``gc.collect()``: the garbage collector
+    stays on (a side's own collections are its cost), but a full collection of
+    what earlier runs left (0.2-0.5 s in this process) no longer lands on
+    whichever side happens to cross its threshold.
     """
     for _ in range(warmup):
         plain()
@@ -141,6 +147,7 @@ def alternate(
         order = (0, 1) if r % 2 == 0 else (1, 0)
         for side in order:
             fn = plain if side == 0 else remix
+            gc.collect()
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
             wall[side].append(time.perf_counter() - start)

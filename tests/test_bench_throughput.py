@@ -82,7 +82,8 @@ def test_scaling_quick_writes_every_table(tmp_path: Path) -> None:
     result = quick(scaling, tmp_path)
     assert [row["batch"] for row in result["update"]] == result["config"]["batch_sizes"]
     for row in result["update"]:
-        assert all(positive(row[k]) for k in ("table_us", "logits_us", "online_us"))
+        kinds = ("table_us", "logits_us", "online_us", "online_all_us")
+        assert all(positive(row[k]) for k in kinds)
     planning = result["planning"]
     assert [row["n"] for row in planning] == result["config"]["sizes"]
     assert planning[0]["growth"] is None

@@ -140,6 +140,9 @@ def _rank(rank: int, workdir: str) -> None:
     accelerator.register_for_checkpointing(filt)
     feed(filt, rank, 1)
     accelerator.save_state(str(out / "accelerate"))
+    # save_state returns on rank 1 before rank 0 has written the custom states (its last
+    # step, without a barrier): a restart reads them in a new run; here, wait for rank 0.
+    accelerator.wait_for_everyone()
     restored = make()
     fresh = Accelerator(cpu=True)
     fresh.register_for_checkpointing(restored)

@@ -2,7 +2,7 @@
 
 Two tasks, each with a strong and a weak modality:
 
-- ``hapt``: UCI HAPT (:func:`benchmarks.hapt.prepare_data`), accelerometer
+- ``hapt``: UCI HAPT (:func:`benchmarks.hapt_data.prepare_data`), accelerometer
   (strong) and gyroscope (weak); subjects 1-16 train, 17-21 validation, 22-30 test;
 - ``mfeat``: UCI mfeat (:mod:`benchmarks.mfeat`), views ``fac`` (strong) and
   ``mor`` (weak); a fixed stratified 60/20/20 train / validation / test split.
@@ -58,7 +58,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import machine_info, mean_std, write_json
-from benchmarks.hapt import prepare_data
+from benchmarks.hapt_data import prepare_data
 from benchmarks.harness import Splits, run_interleaved
 from benchmarks.methods import VARIANTS
 from benchmarks.mfeat import prepare_mfeat

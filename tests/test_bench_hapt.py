@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from benchmarks import hapt as bench
 from benchmarks import methods
+from benchmarks.hapt_data import HAPT, prepare_data
 from benchmarks.harness import Job, Splits, run, run_interleaved
 from benchmarks.models import HaptNet
 from remix_data import ALL, remix_loss
@@ -45,7 +46,7 @@ def synthetic_hapt(per_user: int = 4, window: int = 32, seed: int = 0) -> HaptDa
 
 @pytest.fixture(scope="module")
 def data() -> Splits:
-    return bench.prepare_data(synthetic_hapt())
+    return prepare_data(synthetic_hapt())
 
 
 def _run(method: Any, data: Splits, **kwargs: Any) -> dict[str, Any]:
@@ -59,11 +60,11 @@ def test_prepare_data_splits_by_subject_and_normalises_on_train(data: Splits) ->
     assert data.val is None
     mean = data.train.inputs["acc"].mean(dim=(0, 2))
     assert torch.allclose(mean, torch.zeros(3), atol=1e-4)
-    val = bench.prepare_data(synthetic_hapt(), val_users=[20, 21])
+    val = prepare_data(synthetic_hapt(), val_users=[20, 21])
     assert val.val is not None and len(val.val) == 8 and len(val.train) == 19 * 4
     assert val.info["val_users"] == [20, 21] and 20 not in val.info["train_users"]
     with pytest.raises(ValueError, match="training subjects"):
-        bench.prepare_data(synthetic_hapt(), val_users=[25])
+        prepare_data(synthetic_hapt(), val_users=[25])
 
 
 @pytest.mark.parametrize("method", list(methods.METHODS))
@@ -125,7 +126,7 @@ def test_skip_encoder_never_runs_the_masked_encoder(
 def test_step_losses_follow_the_recipe() -> None:
     torch.manual_seed(0)
     model = HaptNet(("gyro", "acc"), 6, width=4)
-    cfg = methods.method_config("remix", bench.HAPT.modalities)
+    cfg = methods.method_config("remix", HAPT.modalities)
     x = {"acc": torch.randn(5, 3, 32), "gyro": torch.randn(5, 3, 32), "label": torch.arange(5)}
     y = x["label"]
     fa, fg = model.encoders["acc"](x["acc"]), model.encoders["gyro"](x["gyro"])
@@ -140,7 +141,7 @@ def test_step_losses_follow_the_recipe() -> None:
 
     acc_id = cfg["modalities"].index("acc")
     for skip in (False, True):
-        cfg_m = methods.method_config("remix", bench.HAPT.modalities, skip_encoder=skip)
+        cfg_m = methods.method_config("remix", HAPT.modalities, skip_encoder=skip)
         loss, logits = methods.train_step(model, cfg_m, x, torch.full((5,), acc_id))
         fused = model.fused(torch.cat([torch.zeros_like(fg), fa], 1))
         expected = F.cross_entropy(fused, y) + F.cross_entropy(model.heads["acc"](fa), y)
@@ -150,7 +151,7 @@ def test_step_losses_follow_the_recipe() -> None:
 
 def test_step_is_remix_loss_and_leaves_untrained_heads_without_gradient() -> None:
     torch.manual_seed(0)
-    names = bench.HAPT.modalities
+    names = HAPT.modalities
     model = HaptNet(names, 6, width=4)
     x = {"acc": torch.randn(6, 3, 32), "gyro": torch.randn(6, 3, 32), "label": torch.arange(6)}
     mixed = torch.tensor([ALL, 0, 1, ALL, 1, 0])
@@ -179,7 +180,7 @@ def test_step_is_remix_loss_and_leaves_untrained_heads_without_gradient() -> Non
 
 
 def test_methods_are_built_from_the_presets() -> None:
-    names = bench.HAPT.modalities
+    names = HAPT.modalities
 
     def resolved(method: Any) -> dict[str, Any]:
         return {k: v for k, v in methods.method_config(method, names).items() if k != "name"}
@@ -196,7 +197,7 @@ def test_methods_are_built_from_the_presets() -> None:
 
 def test_alone_and_probe_steps_train_what_they_claim() -> None:
     torch.manual_seed(0)
-    names = bench.HAPT.modalities  # weak first
+    names = HAPT.modalities  # weak first
     model = HaptNet(names, 6, width=4)
     x = {"acc": torch.randn(5, 3, 32), "gyro": torch.randn(5, 3, 32), "label": torch.arange(5)}
     joint = torch.full((5,), ALL)
@@ -259,7 +260,7 @@ def test_interleaved_jobs_give_the_results_of_separate_runs(data: Splits) -> Non
 
 
 def test_method_config_validation() -> None:
-    names = bench.HAPT.modalities
+    names = HAPT.modalities
     cfg = methods.method_config("remix-online", names, order="interleave")
     assert cfg["order"] == "interleave" and cfg["scoring"] == "online"
     assert cfg["modalities"] == ("gyro", "acc")
@@ -278,7 +279,7 @@ def test_method_config_validation() -> None:
 
 
 def test_filter_options_reach_the_filter(data: Splits) -> None:
-    cfg = methods.method_config("remix", bench.HAPT.modalities, filter={"keep_ratio": 0.5})
+    cfg = methods.method_config("remix", HAPT.modalities, filter={"keep_ratio": 0.5})
     result = _run(cfg, data)
     assert result["epochs"][1]["filtered"] > 0
 

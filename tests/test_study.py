@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks import hapt, study
+from benchmarks import study
+from benchmarks.hapt_data import HAPT, prepare_data
 from benchmarks.harness import Job
 from benchmarks.methods import method_config
 from benchmarks.mfeat import prepare_mfeat
@@ -195,7 +196,7 @@ def test_goal_check_needs_the_gap_shrunk_beyond_the_spread_fused_kept_and_the_bu
 
 
 def test_variant_presets_reach_the_filter_and_the_sampler() -> None:
-    names = hapt.HAPT.modalities
+    names = HAPT.modalities
     cfg = method_config("remix-skip+all", names)
     assert cfg["skip_encoder"] and cfg["scoring"] == "online" and cfg["order"] == "interleave"
     assert cfg["filter"] == {"balance": "class", "smoothing": 0.5}
@@ -204,7 +205,7 @@ def test_variant_presets_reach_the_filter_and_the_sampler() -> None:
     assert method_config("joint", names)["sampler"] == {}
     with pytest.raises(TypeError, match="sampler"):
         method_config({"remix": True, "sampler": 0.25}, names)
-    job = Job("remix-skip+all", 0, hapt.prepare_data(synthetic_hapt()), epochs=2, warmup=1)
+    job = Job("remix-skip+all", 0, prepare_data(synthetic_hapt()), epochs=2, warmup=1)
     assert job.sampler is not None and job.sampler.joint_fraction == 0.25
     assert job.sampler.order == "interleave"
     assert job.filter is not None and job.filter.balance == "class"

@@ -78,23 +78,14 @@ def all_reduce_sum(tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
     return tensor
 
 
-def average_written(
-    values: torch.Tensor, written: torch.Tensor, group: Any = None, *, epoch: int | None = None
+def pack_written(
+    values: torch.Tensor, written: torch.Tensor, *, epoch: int | None = None
 ) -> torch.Tensor:
-    """Average, over the ranks that wrote it, every entry of ``values`` written on some rank.
+    """This rank's share of :func:`average_written`: one float32 tensor to sum over ranks.
 
-    ``values`` (float32, finite or ``NaN``) and ``written`` (bool, same shape)
-    are this rank's table and the entries it wrote since the last call. One
-    ``all_reduce`` of a packed float32 tensor (4 + 4 bytes per entry): the sum
-    of the values the ranks wrote and the number of ranks that wrote each entry
-    (a small count, exact in float32), plus a three-number header checking that
-    every rank passed the same ``epoch``. No index travels: entries are matched
-    by position. An entry written on some rank becomes the mean of the written
-    values, in place; every other entry keeps its value. Returns the bool mask
-    of entries written on some rank.
-
-    If the ranks pass different epochs (compared modulo 64), every rank raises
-    a ``RuntimeError`` after the collective, so none is left waiting.
+    ``[sum of written values (NaN -> 0), 1 per written entry, 1, code, code**2]``
+    with ``code`` derived from ``epoch``; summed over the ranks, it is what
+    :func:`average_packed` turns into the averaged table.
     """
     size = values.numel()
     packed = torch.empty(2 * size + 3, dtype=torch.float32)
@@ -106,7 +97,22 @@ def average_written(
     torch.nan_to_num(values, nan=0.0, out=total).mul_(count)
     code = 0 if epoch is None else epoch % 64 + 1
     packed[2 * size :] = torch.tensor([1.0, code, code * code], dtype=torch.float32)
-    all_reduce_sum(packed, group)
+    return packed
+
+
+def average_packed(
+    packed: torch.Tensor, values: torch.Tensor, *, epoch: int | None = None
+) -> torch.Tensor:
+    """Apply the ranks' summed :func:`pack_written` tensors to ``values`` (in place).
+
+    Checks that every rank packed the same ``epoch`` (``RuntimeError``
+    otherwise); every entry written on some rank becomes the mean of the
+    written values, every other entry keeps its value. ``packed`` is consumed.
+    Returns the bool mask of entries written on some rank.
+    """
+    size = values.numel()
+    total = packed[:size].view(values.shape)
+    count = packed[size : 2 * size].view(values.shape)
     ranks, codes, squares = packed[2 * size :].tolist()
     # All codes are equal iff ranks * sum(c^2) == sum(c)^2 (Cauchy-Schwarz); the
     # sums are exact in float32 for any realistic world size.
@@ -119,3 +125,27 @@ def average_written(
     total.div_(count.clamp_(min=1))
     torch.where(seen, total, values, out=values)
     return seen
+
+
+def average_written(
+    values: torch.Tensor, written: torch.Tensor, group: Any = None, *, epoch: int | None = None
+) -> torch.Tensor:
+    """Average, over the ranks that wrote it, every entry of ``values`` written on some rank.
+
+    ``values`` (float32, finite or ``NaN``) and ``written`` (bool, same shape)
+    are this rank's table and the entries it wrote since the last call. One
+    ``all_reduce`` of a packed float32 tensor (4 + 4 bytes per entry,
+    :func:`pack_written`): the sum of the values the ranks wrote and the number
+    of ranks that wrote each entry (a small count, exact in float32), plus a
+    three-number header checking that every rank passed the same ``epoch``. No
+    index travels: entries are matched by position. An entry written on some
+    rank becomes the mean of the written values, in place; every other entry
+    keeps its value (:func:`average_packed`). Returns the bool mask of entries
+    written on some rank.
+
+    If the ranks pass different epochs (compared modulo 64), every rank raises
+    a ``RuntimeError`` after the collective, so none is left waiting.
+    """
+    packed = pack_written(values, written, epoch=epoch)
+    all_reduce_sum(packed, group)
+    return average_packed(packed, values, epoch=epoch)

@@ -369,8 +369,8 @@ class HardSampleFilter:
             keep = finite if keep is None else keep & finite
         if keep is None:
             table_rows, where = pos[:, None], idx[None, :]
-        elif live is not None and live.sum() == 1 and keep[int(np.argmax(live))].all():
-            one = int(np.argmax(live))  # a unimodal batch: one whole row, no gather
+        elif live is not None and live.sum() == 1 and keep[one := int(np.argmax(live))].all():
+            # a unimodal batch: one whole row, no gather
             table_rows, where, values = pos[one : one + 1], idx, values[one]
         else:
             r, c = np.nonzero(keep)
@@ -825,6 +825,10 @@ class HardSampleFilter:
         if self.sync_mode == "never" or not is_distributed(self.process_group):
             return
         seen = average_written(self._values, self._fresh, self.process_group, epoch=epoch)
+        self._synced(seen)
+
+    def _synced(self, seen: torch.Tensor) -> None:
+        """After a sync that wrote the ``seen`` entries: mark them scored, clear ``fresh``."""
         for row in seen:  # row by row: ``seen.any(0)`` is ~50x slower on [M, N]
             self._scored |= row
         self._fresh.zero_()

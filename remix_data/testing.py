@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 from ._checks import check_positive_int
 from .decoupler import ModalityDecoupler
+from .distributed import average_packed, pack_written
 from .filter import HardSampleFilter
 from .masking import Location, locate
 from .sampler import ReassemblingBatchSampler
@@ -192,17 +193,10 @@ def simulate_sync(filters: Sequence[HardSampleFilter]) -> None:
     shapes = {(f.num_samples, f.modalities) for f in filters}
     if len(shapes) != 1:
         raise ValueError(f"filters should share num_samples and modalities, but got {shapes}")
-    values = torch.stack([f._values for f in filters])
-    written = torch.stack([f._fresh for f in filters])
-    count = written.sum(0).to(torch.float32)
-    total = (torch.nan_to_num(values, nan=0.0) * written).sum(0)
-    seen = count > 0
-    merged = torch.where(seen, total / count.clamp(min=1), values[0])
-    scored = seen.any(0)
+    # What all_reduce would sum, then what every rank does with the sum.
+    summed = torch.stack([pack_written(f._values, f._fresh) for f in filters]).sum(0)
     for f in filters:
-        f._values = merged.clone()
-        f._scored = f._scored | scored
-        f._fresh = torch.zeros_like(f._fresh)
+        f._synced(average_packed(summed.clone(), f._values))
 
 
 def naive_assignment(

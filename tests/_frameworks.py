@@ -5,8 +5,8 @@
 - :class:`LateFusion`: one encoder and head per modality and a fused head over the
   concatenated features, masked with :func:`~remix_data.mask_features` when the
   batch's modality ids are given;
-- :func:`run_script` / :func:`script_env` / :func:`free_port`: a test file run again
-  as a subprocess (a DDP worker, a ``torchrun`` worker, a script that kills its own
+- :func:`run_script` / :func:`script_env` / :func:`free_port` / :func:`torchrun`: a test
+  file run again as a subprocess (a DDP worker, a ``torchrun`` worker, a script that kills its own
   ``DataLoader`` worker), with this checkout importable, and the per-rank JSON
   records such workers write (:func:`write_rank`, :func:`read_ranks`).
 """
@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ __all__ = [
     "read_ranks",
     "run_script",
     "script_env",
+    "torchrun",
     "write_rank",
 ]
 
@@ -123,6 +125,16 @@ def run_script(
         text=True,
         timeout=timeout,
     )
+
+
+def torchrun(script: Path, out: Path, *, processes: int = 2) -> list[str]:
+    """The command that runs ``script --worker out`` as ``processes`` torchrun ranks on loopback."""
+    return [
+        sys.executable, "-m", "torch.distributed.run",
+        "--nnodes=1", f"--nproc_per_node={processes}",
+        "--master_addr=127.0.0.1", f"--master_port={free_port()}",
+        str(script), "--worker", str(out),
+    ]  # fmt: skip
 
 
 def free_port() -> int:

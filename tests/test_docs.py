@@ -4,7 +4,9 @@ Each block is written to a file as it stands (imports included) and run in a fre
 interpreter from the repository root, with the repository on ``PYTHONPATH``; it
 must exit with status 0. A block whose imports need an optional extra that is
 not installed (Lightning, Accelerate, WebDataset, Hugging Face ``datasets``,
-torchdata, hypothesis, matplotlib) is skipped, naming the package.
+torchdata, hypothesis, matplotlib, transformers, Ray) is skipped, naming the package.
+A block that starts a Ray cluster is marked ``slow`` (deselected by default; ``.ci/run``
+runs it).
 
 Where the paragraph just before a block says what it prints -- the word
 ``prints`` followed by one backticked span per output line -- the block's
@@ -23,6 +25,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,8 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
 #: Top-level packages of the optional extras; a block importing a missing one is skipped.
 OPTIONAL = frozenset(
-    {"lightning", "accelerate", "webdataset", "datasets", "torchdata", "hypothesis", "matplotlib"}
+    {
+        "lightning",
+        "accelerate",
+        "webdataset",
+        "datasets",
+        "torchdata",
+        "hypothesis",
+        "matplotlib",
+        "transformers",
+        "ray",
+    }
 )
+#: Blocks importing these start a cluster (about a minute): marked ``slow``, run by .ci/run.
+SLOW = frozenset({"ray"})
 #: Fence info strings a document may use; only ``python`` blocks are run.
 FENCES = frozenset({"", "bash", "python", "text"})
 TIMEOUT_S = 120
@@ -123,7 +138,12 @@ def test_optional_extras_are_read_from_the_imports() -> None:
     assert imported_packages("import torch, webdataset as wds") & OPTIONAL == {"webdataset"}
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[b.id for b in BLOCKS])
+def _param(block: Block) -> Any:
+    slow = imported_packages(block.code) & SLOW
+    return pytest.param(block, id=block.id, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("block", [_param(b) for b in BLOCKS])
 def test_block_runs_verbatim(block: Block, tmp_path: Path) -> None:
     missing = sorted(
         name

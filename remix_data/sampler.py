@@ -496,7 +496,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         modalities, which the decoupler checks against its own order.
         """
         b, m, idx = self.batch_size, group.modality, group.indices
-        names = self.filter.modalities
+        names, size = self.filter.modalities, self.filter.num_samples
         if start >= group.batches:
             return
         chunk = _CHUNK_BATCHES * b
@@ -505,9 +505,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             values = idx[lo : min(lo + chunk, last)].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
-                yield KeyBatch(part, m, names)
+                yield KeyBatch(part, m, names, size)
         tail = idx[last:].tolist()
-        yield KeyBatch(tail, m, names)
+        yield KeyBatch(tail, m, names, size)
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:

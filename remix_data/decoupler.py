@@ -282,12 +282,16 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             samples[r] = self.masker.filled(samples[r], m)
 
     def _check_present(self, samples: list[Any], indices: list[int], modality: int) -> None:
-        """Raise unless every sample of a unimodal batch holds its trained modality."""
-        if modality == ALL:
-            return
-        missing = self.masker.lacking(samples, modality)
-        if missing is not None:
-            name = self.modalities[modality]
+        """Raise unless every sample holds the modalities its key shows (after gap filling):
+        the trained one of a unimodal key, every one of a joint key."""
+        shown = range(len(self.modalities)) if modality == ALL else (modality,)
+        for m in shown:
+            lacking = self.masker.lacking(samples, m)
+            if lacking and self._gaps is not None:  # declared gaps (filled) are fine
+                lacking = [r for r in lacking if not self._gaps[m, indices[r]]]
+            if not lacking:
+                continue
+            missing, name = lacking[0], self.modalities[m]
             raise ValueError(
                 f"sample {indices[missing]} trains {name!r} but holds no {name!r} "
                 f"(None or absent at {self.masker.locations[name]!r}; the sample is "

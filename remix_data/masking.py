@@ -476,12 +476,12 @@ class Masker:
         return _zeros_like(self._templates[m], self.modalities[m])
 
     # ------------------------------------------------------- missing modalities
-    def lacking(self, samples: Sequence[Any], m: int) -> int | None:
-        """The position of the first sample that lacks modality ``m`` (``None``: none does).
+    def lacking(self, samples: Sequence[Any], m: int) -> list[int]:
+        """The positions of the samples that lack modality ``m`` (``None`` or absent).
 
         Example:
-            >>> Masker(("a", "b")).lacking([{"a": 1, "b": 2}, {"a": None, "b": 2}], 0)
-            1
+            >>> Masker(("a", "b")).lacking([{"a": 1, "b": 2}, {"a": None, "b": 2}, {"b": 1}], 0)
+            [1, 2]
         """
         slot = self._slots[m]
         if self._kind is dict and all(type(s) is dict for s in samples):
@@ -491,7 +491,9 @@ class Masker:
         else:
             values = [None if is_missing(s, slot) else s for s in samples]
         absent = list(map(operator.is_, values, repeat(None)))  # identity: arrays compare
-        return absent.index(True) if True in absent else None
+        if True not in absent:
+            return []
+        return [r for r, gone in enumerate(absent) if gone]
 
     def learn_template(self, m: int, sample: Any) -> None:
         """Fill absent values of modality ``m`` with zeros shaped like ``sample``'s.

@@ -90,7 +90,7 @@ def _train_paper(model: QuickStartNet, epochs: int = 4) -> list[RemixWarning]:
                              progress=False)  # fmt: skip
                 model.train()
             parts.sampler.set_epoch(epoch)
-            for sample, index, modality in loader:
+            for sample, _, modality in loader:
                 fused, heads = model(sample, modality)
                 loss = remix_loss(fused, heads, sample["label"], modality, parts.filter)
                 optimizer.zero_grad()
@@ -138,7 +138,7 @@ def test_check_loader_catches_a_loop_that_never_masks_features() -> None:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RemixWarning)
-        with pytest.raises(AssertionError, match="feature masking: .*never called mask_features"):
+        with pytest.raises(AssertionError, match=r"feature masking: .*never called mask_features"):
             check_loader(loader, train, train=loop)
     masking = FeatureMaskingNet()
     masking.filt = filt
@@ -201,7 +201,7 @@ def test_names_form_decoupler_with_a_filter_of_another_size_fails_at_the_first_b
     loader = DataLoader(data, batch_sampler=sampler, num_workers=2)
     with pytest.raises(ValueError, match=rf"num_samples={size}, but len\(dataset\)=64"):
         next(iter(loader))
-    with pytest.raises(ValueError, match="outside the dataset .*num_samples=len"):
+    with pytest.raises(ValueError, match=r"outside the dataset .*num_samples=len"):
         data.__getitems__([(70, 0), (3, 0)])  # keys built by hand, past the end
     with pytest.raises(ValueError, match="outside the dataset"):
         data[(64, 1)]
@@ -215,7 +215,7 @@ def test_build_takes_locations_for_tuple_and_nested_samples() -> None:
     parts = build(PAPER, pairs, modalities=NAMES, batch_size=4, epochs=6, masking="zeros",
                   locations={"audio": 0, "video": 1})  # fmt: skip
     parts.sampler.set_epoch(1)  # unscored: spread by index
-    (sample, index, modality), *_ = parts.loader()
+    (sample, _, modality), *_ = parts.loader()
     m = int(modality[0])
     assert sample[m].all() and not sample[1 - m].any()
     nested = [{"x": {"a": torch.ones(2), "v": torch.ones(3)}, "y": i % 2} for i in range(10)]
@@ -226,7 +226,7 @@ def test_build_takes_locations_for_tuple_and_nested_samples() -> None:
     with pytest.raises(ValueError, match="already gives places: pass the names"):
         build(PAPER, pairs, modalities={"audio": 0, "video": 1}, batch_size=4, epochs=6,
               locations={"audio": 0, "video": 1})  # fmt: skip
-    with pytest.raises(TypeError, match="unexpected keyword argument 'location'.*'locations'"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'location'.*'locations'"):
         build(PAPER, pairs, modalities=NAMES, batch_size=4, epochs=6, location={"audio": 0})
     with pytest.raises(ValueError, match=r"masking should be one of .*got masking='input'"):
         build(PAPER, pairs, modalities=NAMES, batch_size=4, epochs=6, masking="input")

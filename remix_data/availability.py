@@ -57,8 +57,8 @@ def as_available(value: Any, num_samples: int, modalities: Sequence[str]) -> np.
 
     ``value`` is ``[N, M]``: one row per sample, one column per modality, in
     the order of ``modalities``. Raises ``TypeError`` for a non-bool table and
-    ``ValueError`` for a wrong shape or for a sample with no modality at all
-    (it could train nothing), naming the first such sample.
+    ``ValueError`` for a wrong shape, for a sample with no modality at all (it
+    could train nothing) and for a modality no sample has, naming the first.
 
     Example:
         >>> as_available([[True, False], [True, True]], 2, ("a", "b")).tolist()
@@ -105,6 +105,12 @@ def as_available(value: Any, num_samples: int, modalities: Sequence[str]) -> np.
         raise ValueError(
             f"available should give every sample at least one modality, but sample "
             f"{int(empty[0])} has none of {names}"
+        )
+    unused = np.flatnonzero(~array.any(0))
+    if unused.size:
+        raise ValueError(
+            f"available should give every modality at least one sample, but no sample has "
+            f"{names[int(unused[0])]!r} (a misspelt name or location?)"
         )
     return np.ascontiguousarray(array.T)
 

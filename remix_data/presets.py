@@ -117,7 +117,9 @@ class Preset:
             epochs (``0`` only if you mean it: epoch 0 is then a remix epoch of
             unscored samples) or a ``float`` fraction of the run in ``(0, 1)``,
             which :func:`build` turns into ``max(1, round(warmup * epochs))``
-            epochs and for which it therefore needs ``epochs``.
+            epochs (``warmup`` taken as the decimal you wrote, so ``0.1 * 45``
+            is exactly 4.5, and Python's ``round`` takes halves to even: 4),
+            for which it therefore needs ``epochs``.
         masking: ``"zeros"`` (the decoupler zeroes the other modalities' inputs),
             ``"drop"`` (it removes them from the sample; the model skips their
             encoders) or ``"features"`` (the sample stays whole; the model zeroes

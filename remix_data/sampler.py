@@ -205,6 +205,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             of every modality's subset is trained in joint batches (modality
             :data:`ALL`, all modalities visible) instead, placed like one more
             modality by ``order`` (first, for ``"sequential"``). 0 is the paper.
+            A subset of ``size`` samples gives ``round(joint_fraction * size)``
+            of them (Python's ``round``: half to even, e.g. 0.25 x 43 -> 11,
+            0.5 x 5 -> 2).
         tail: the last batch of a subset on one process without accumulation
             (:func:`split_batches`): ``"merge"`` (default) never yields a batch of
             one sample when ``batch_size > 1`` (a lone last sample joins the

@@ -155,7 +155,9 @@ def scoring_pass(
         filter: the filter to update.
         batch_size: samples per scoring batch.
         fraction: score a random ``fraction`` of the samples (drawn per ``seed`` and
-            ``epoch``); the others keep their previous scores.
+            ``epoch``): ``max(1, round(fraction * len(data)))`` of them (halves
+            to even), split over the ranks; the others keep their previous
+            scores.
         seed, epoch: choose the random fraction reproducibly. ``epoch`` is the
             epoch these scores decide: run the pass **before**
             ``sampler.set_epoch(epoch)``, whose snapshot freezes that epoch's

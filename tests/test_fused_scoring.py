@@ -23,8 +23,8 @@ from remix_data import (
     scoring_pass,
 )
 from remix_data.availability import scan_available
-from remix_data.datasets import mfeat as mfeat_module
 from remix_data.datasets import load_mfeat, stratified_split
+from remix_data.datasets import mfeat as mfeat_module
 
 NAMES = ("fac", "mor")
 

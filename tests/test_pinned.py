@@ -171,7 +171,7 @@ def _apply(filt: HardSampleFilter, op: tuple[Any, ...]) -> None:
             ("update", [2, 4], [1.0, 0.1], 1),
         ],
         "cut": 2,
-    }  # fmt: skip
+    }
 )
 @given(filter_runs())
 def test_a_restored_filter_is_indistinguishable_from_the_original(run: dict[str, Any]) -> None:

@@ -137,7 +137,26 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
     than ``modalities[m]`` masked; ``data[index]`` and ``data[(index, ALL)]``
     return the full sample with modality :data:`~remix_data.ALL`. A list of keys
     (the sampler passed to ``DataLoader`` as ``sampler=`` instead of
-    ``batch_sampler=``) raises a ``TypeError`` saying so.
+    ``batch_sampler=``) raises a ``TypeError`` saying so. A batch from a
+    sampler whose filter has another size than ``dataset`` (the names form
+    cannot check it at construction) or a key past the end raises a
+    ``ValueError`` at the first batch.
+
+    Missing modalities: over a filter built with ``available=`` (see
+    :mod:`remix_data.availability`), a modality a sample lacks (``None`` or
+    absent) becomes zeros shaped like that modality in the first sample that
+    has it (read once at construction; ``None`` for a modality that is not a
+    tensor or an array), in every mask mode (``"drop"`` still removes it from
+    unimodal batches); the construction check reads that first sample per
+    modality instead of ``dataset[0]``. Without a declaration, a ``None`` or
+    absent modality raises a ``ValueError`` naming the sample and the fix, at
+    construction for ``dataset[0]``, else at the first batch that holds it.
+
+    In each batch (``__getitems__``) the first item is a :class:`RemixItem` and,
+    with ``mask="drop"``, the first sample a
+    :class:`~remix_data.masking.DroppedSample`: plain tuples and dicts whose
+    error messages explain a ``collate_fn`` that expects samples and a model
+    that reads a dropped key.
 
     Example:
         >>> import torch
@@ -302,6 +321,8 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         """Raise unless the keys index this dataset (a filter of another size)."""
         size = len(self.dataset)
         planned = getattr(keys, "num_samples", None)
+        if planned == size and getattr(keys, "indices", None) is indices:
+            return  # the sampler's own indices, planned for a filter of this size
         if planned is not None and planned != size:
             raise ValueError(
                 f"the batch comes from a sampler whose filter has num_samples={planned}, but "

@@ -901,9 +901,10 @@ class HardSampleFilter:
 
         Keys: the configuration that shapes the assignment (``num_samples``,
         ``modalities``, ``score``, ``unscored``, ``keep_ratio``, ``threshold``,
-        ``reweight``, ``labels`` as a digest, ``smoothing``, ``balance``) and
-        ``world_size`` (the ranks of :attr:`process_group`, 1 without
-        ``torch.distributed``), which :meth:`load_state_dict` checks;
+        ``reweight``, ``labels`` and ``available`` as digests, ``smoothing``,
+        ``balance``) and ``world_size`` (the ranks of :attr:`process_group`, 1
+        without ``torch.distributed``), which :meth:`load_state_dict` checks (a
+        state without ``available`` was saved before missing modalities: none);
         ``values`` (float32 ``[M, N]``), ``fresh`` (bool ``[M, N]``, entries
         written since the last :meth:`sync`), ``scored`` (bool ``[N]``),
         ``ignored`` and ``duplicates`` (the counters of :meth:`stats`),

@@ -24,7 +24,6 @@ masked modality is copied (dicts, lists and tuples rebuilt, named tuples
 from __future__ import annotations
 
 import copy
-import operator
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
@@ -144,6 +143,8 @@ def locate(sample: Any, location: Location) -> Any:
             raise KeyError(location)
     return value
 
+
+_NONE_TYPE = type(None)
 
 #: What every error about a missing modality says to do.
 UNDECLARED = (
@@ -484,16 +485,14 @@ class Masker:
             [1, 2]
         """
         slot = self._slots[m]
-        if self._kind is dict and all(type(s) is dict for s in samples):
-            values = [s.get(slot) for s in samples]
-        elif self._kind is tuple and all(type(s) is tuple for s in samples):
-            values = [s[slot] if -len(s) <= slot < len(s) else None for s in samples]
-        else:
-            values = [None if is_missing(s, slot) else s for s in samples]
-        absent = list(map(operator.is_, values, repeat(None)))  # identity: arrays compare
-        if True not in absent:
-            return []
-        return [r for r, gone in enumerate(absent) if gone]
+        get = {dict: dict.get, tuple: tuple.__getitem__}.get(self._kind)  # type: ignore[call-overload]
+        if get is not None:
+            try:  # C-level passes; raise for a sample of another kind
+                if _NONE_TYPE not in set(map(type, map(get, samples, repeat(slot)))):
+                    return []
+            except (TypeError, IndexError):
+                pass
+        return [r for r, s in enumerate(samples) if is_missing(s, slot)]
 
     def learn_template(self, m: int, sample: Any) -> None:
         """Fill absent values of modality ``m`` with zeros shaped like ``sample``'s.

@@ -12,6 +12,12 @@ Steps, in order (each one opt-in after the first two):
    (not scored) are skipped.
 2. ``unscored`` — a sample with no score anywhere is spread (``index % M``) or
    filtered (:data:`~remix_data.FILTERED`).
+
+With ``available`` (missing modalities, :mod:`remix_data.availability`), a
+sample is only ever assigned a modality it has: its scores for the others are
+ignored (treated as not scored) in every step, spreading cycles through its own
+modalities, and class balancing never moves it to a modality it lacks (where a
+class quota would need that, the sample keeps its hardest modality instead).
 3. :func:`balance_classes` (``balance="class"``) — every class is split between
    the modalities in the overall shares, by relative hardness.
 4. :func:`filter_hard` (``keep_ratio`` / ``threshold``) — keep only the hardest
@@ -36,17 +42,18 @@ import numpy as np
 import torch
 
 from ._checks import (
-    as_index_tensor,
     check_bool,
     check_choice,
     check_modalities,
     check_positive_int,
 )
+from .availability import as_available
 from .vocabulary import FILTERED
 
 __all__ = [
     "Assignment",
     "AssignmentRule",
+    "as_labels",
     "hardest",
     "balance_classes",
     "filter_hard",
@@ -99,6 +106,69 @@ def per_modality(
         if ratio and not 0 < v <= 1:
             raise ValueError(f"{name} should lie in (0, 1], but got {name}={value!r}")
     return [None if v is None else float(v) for v in values]
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def as_labels(labels: Any, num_samples: int) -> torch.Tensor:
+    """Class labels as an int64 ``[num_samples]`` tensor of ids ``>= 0``.
+
+    Messages name the first offending label and stay on one line whatever the
+    size of ``labels``.
+
+    Example:
+        >>> as_labels([0, 2, 1], 3).tolist()
+        [0, 2, 1]
+        >>> as_labels([0, -1, 1], 3)
+        Traceback (most recent call last):
+        ...
+        ValueError: labels should hold class ids >= 0, but got labels[1]=-1 (of 3 labels)
+    """
+    if isinstance(labels, torch.Tensor):
+        array = labels.detach().cpu().numpy()
+    elif isinstance(labels, np.ndarray):
+        array = labels
+    elif isinstance(labels, Sequence) and not isinstance(labels, (str, bytes)):
+        array = np.asarray(list(labels), dtype=object)
+        kinds = [not isinstance(v, (int, np.integer)) or isinstance(v, bool) for v in array]
+        if any(kinds):
+            i = kinds.index(True)
+            raise TypeError(
+                f"labels should hold integer class ids, but got labels[{i}]="
+                f"{_shown(array[i])} ({type(array[i]).__name__}, of {len(array)} labels): "
+                "map class names to ids first, e.g. ids = {c: i for i, c in "
+                "enumerate(sorted(set(labels)))}"
+            )
+        array = array.astype(np.int64) if array.size else np.zeros(0, np.int64)
+    else:
+        raise TypeError(
+            f"labels should be a sequence, array or tensor of class ids, but got "
+            f"labels={_shown(labels)}"
+        )
+    if array.dtype.kind not in "iu":
+        raise TypeError(
+            f"labels should hold integer class ids, but got dtype {array.dtype} "
+            f"(of {array.size} labels)"
+        )
+    if array.ndim != 1:
+        raise ValueError(f"labels should be one-dimensional, but got shape {list(array.shape)}")
+    if array.size != num_samples:
+        raise ValueError(
+            f"labels should hold one label per sample ({num_samples}), but got {array.size} labels"
+        )
+    array = array.astype(np.int64, copy=False)
+    negative = np.flatnonzero(array < 0)
+    if negative.size:
+        i = int(negative[0])
+        raise ValueError(
+            f"labels should hold class ids >= 0, but got labels[{i}]={int(array[i])} "
+            f"(of {array.size} labels)"
+        )
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def hardest(values: np.ndarray, score: str, *, exact: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -223,9 +293,9 @@ class AssignmentRule:
     Args:
         num_samples: samples in the table (its second dimension).
         modalities: two or more modality names (the table's rows, in order).
-        score, unscored, keep_ratio, threshold, reweight, labels, balance: as in
-            :class:`~remix_data.HardSampleFilter`, which builds its rule from
-            these arguments and documents them.
+        score, unscored, keep_ratio, threshold, reweight, labels, balance,
+            available: as in :class:`~remix_data.HardSampleFilter`, which
+            builds its rule from these arguments and documents them.
 
     Calling the rule on a ``[M, N]`` table (tensor or array, ``NaN`` = not
     scored) returns an :class:`Assignment`. It holds no state: the same table
@@ -244,6 +314,7 @@ class AssignmentRule:
         reweight: bool = False,
         labels: Any = None,
         balance: str = "none",
+        available: Any = None,
     ) -> None:
         self.num_samples = check_positive_int("num_samples", num_samples)
         self.modalities = check_modalities("modalities", modalities)
@@ -252,14 +323,12 @@ class AssignmentRule:
         self.keep_ratio = per_modality("keep_ratio", keep_ratio, self.modalities, ratio=True)
         self.threshold = per_modality("threshold", threshold, self.modalities, ratio=False)
         self.reweight = check_bool("reweight", reweight)
-        self.labels: torch.Tensor | None = None
-        if labels is not None:
-            self.labels = as_index_tensor("labels", labels, 2**62)
-            if self.labels.numel() != num_samples:
-                raise ValueError(
-                    f"labels should hold one label per sample ({num_samples}), "
-                    f"but got {self.labels.numel()} labels"
-                )
+        self.labels = None if labels is None else as_labels(labels, num_samples)
+        #: bool ``[M, N]`` (modality-major): which modalities each sample has;
+        #: ``None`` when every sample has every modality.
+        self.available = None
+        if available is not None:
+            self.available = as_available(available, num_samples, self.modalities)
         self.balance = check_choice("balance", balance, BALANCE)
         if self.balance == "class" and self.labels is None:
             raise ValueError("balance='class' needs labels=..., but got labels=None")
@@ -278,29 +347,38 @@ class AssignmentRule:
         the caller tracks it; by default it is computed from ``values``.
         """
         table = _table(values, (len(self.modalities), self.num_samples))
+        available = self.available
+        if available is not None:  # a missing modality's scores say nothing: not scored
+            table = torch.from_numpy(np.where(available, table.numpy(), np.float32(np.nan)))
         array = table.numpy()
-        if scored is None:
+        if scored is None or available is not None:
             seen = ~np.isnan(array).all(0)
-        else:
-            seen = np.asarray(scored, dtype=bool)
-            if seen.shape != (self.num_samples,):
+        if scored is not None:
+            given = np.asarray(scored, dtype=bool)
+            if given.shape != (self.num_samples,):
                 raise ValueError(
-                    f"scored should have shape ({self.num_samples},), but got {seen.shape}"
+                    f"scored should have shape ({self.num_samples},), but got {given.shape}"
                 )
+            seen = given if available is None else seen & given
         codes, best_array = hardest(array, self.score, exact=self.filters)
         assign, best = torch.from_numpy(codes), torch.from_numpy(best_array)
         unscored = self.num_samples - int(np.count_nonzero(seen))
         scored_mask = torch.from_numpy(seen) if unscored else None
         if unscored:
             if self.unscored == "spread":
-                spread = (np.arange(self.num_samples) % len(self.modalities)).astype(np.int8)
-                assign = torch.from_numpy(np.where(seen, codes, spread))
+                assign = torch.from_numpy(np.where(seen, codes, self._spread()))
             else:
                 assign.masked_fill_(torch.from_numpy(~seen), FILTERED)
         if self.balance == "class":
             assert self.labels is not None
             mask = torch.from_numpy(seen) if scored_mask is None else scored_mask
+            plain = assign.clone()
             balance_classes(assign, table, self.labels, mask, self.score)
+            if available is not None:  # a class quota never sends a sample to a gap
+                lacking = ~torch.from_numpy(available).gather(
+                    0, assign.clamp(min=0).long().unsqueeze(0)
+                ).squeeze(0)
+                assign = torch.where(lacking & (assign >= 0), plain, assign)
             best = table.gather(0, assign.clamp(min=0).long().unsqueeze(0)).squeeze(0)
         weights = None
         if self.filters:
@@ -314,6 +392,21 @@ class AssignmentRule:
                 reweight=self.reweight,
             )
         return Assignment(assign, weights, unscored)
+
+    def _spread(self) -> np.ndarray:
+        """int8 ``[N]``: sample ``i``'s ``(i % k)``-th own modality, of its ``k``.
+
+        Without gaps that is ``i % M``; with ``available``, each sample cycles
+        through the modalities it has.
+        """
+        n, m = self.num_samples, len(self.modalities)
+        if self.available is None:
+            return (np.arange(n) % m).astype(np.int8)
+        counts = self.available.sum(0)
+        turn = np.arange(n) % counts  # which of its own modalities, 0-based
+        ranks = np.cumsum(self.available, axis=0, dtype=np.int64)  # [M, N]
+        first: np.ndarray = np.argmax(ranks > turn, axis=0).astype(np.int8)
+        return first
 
     def __repr__(self) -> str:
         return (

@@ -17,7 +17,12 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
+from .decoupler import RemixItem
+
 __all__ = ["RemixCollate"]
+
+#: What the decoupler's items are: tuples, the first of a batch a ``RemixItem``.
+_TRIPLES = {tuple, RemixItem}
 
 
 def _int64(values: tuple[Any, ...]) -> torch.Tensor:
@@ -76,7 +81,7 @@ class RemixCollate:
         self.collate_fn = collate_fn
 
     def __call__(self, batch: Sequence[Any]) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        if not batch or set(map(type, batch)) != {tuple} or set(map(len, batch)) != {3}:
+        if not batch or not set(map(type, batch)) <= _TRIPLES or set(map(len, batch)) != {3}:
             first = batch[0] if batch else None
             raise TypeError(
                 "RemixCollate should receive the (sample, index, modality) triples of a "

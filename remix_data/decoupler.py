@@ -32,13 +32,59 @@ from torch.utils.data import Dataset
 
 from ._checks import check_choice
 from ._source import is_source, modality_names, modality_rows
-from .masking import MASKS, Location, Masker, describe, locate
+from .masking import MASKS, UNDECLARED, Location, Masker, describe, locate
 from .vocabulary import ALL, Key, KeyBatch, ModalitySource
+from .watch import expect_feature_masking, feature_masked
 
 __all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
 
 #: Name of the optional dataset method for loading only some modalities.
 PARTIAL_LOADER = "load_modalities"
+
+SIZE_FIX = (
+    "the sampler's filter must be built with num_samples=len(dataset) (a smaller filter "
+    "trains the same subset every epoch, a larger one indexes past the dataset); pass the "
+    "filter itself, ModalityDecoupler(dataset, filt), to have this checked at construction"
+)
+
+
+_TRIPLE = (
+    "a DataLoader over a ModalityDecoupler hands its collate_fn (sample, index, modality) "
+    "triples, not samples: wrap your collate, collate_fn=RemixCollate(my_collate) (the "
+    "loader then yields (batch, index, modality)), or use parts.loader(collate_fn=my_collate)"
+)
+
+
+class RemixItem(tuple):  # type: ignore[type-arg]
+    """The ``(sample, index, modality)`` triple that opens each batch of the decoupler.
+
+    A plain tuple, except that indexing it with anything but an integer or a
+    slice, or reading an attribute it lacks, raises an error that says what it
+    is: a project's own ``collate_fn`` written for samples (``s["audio"]``,
+    ``s.audio``) meets the triple first and is told to use
+    :class:`~remix_data.RemixCollate`.
+
+    Example:
+        >>> item = RemixItem(({"audio": 1}, 0, -1))
+        >>> item[0], item[1:]
+        ({'audio': 1}, (0, -1))
+        >>> item["audio"]  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        TypeError: item['audio'] of a (sample, index, modality) triple: a DataLoader over ...
+    """
+
+    __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, (int, slice)):
+            return tuple.__getitem__(self, key)
+        raise TypeError(f"item[{key!r}] of a (sample, index, modality) triple: {_TRIPLE}")
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        raise AttributeError(f"item.{name} of a (sample, index, modality) triple: {_TRIPLE}")
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -91,7 +137,26 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
     than ``modalities[m]`` masked; ``data[index]`` and ``data[(index, ALL)]``
     return the full sample with modality :data:`~remix_data.ALL`. A list of keys
     (the sampler passed to ``DataLoader`` as ``sampler=`` instead of
-    ``batch_sampler=``) raises a ``TypeError`` saying so.
+    ``batch_sampler=``) raises a ``TypeError`` saying so. A batch from a
+    sampler whose filter has another size than ``dataset`` (the names form
+    cannot check it at construction) or a key past the end raises a
+    ``ValueError`` at the first batch.
+
+    Missing modalities: over a filter built with ``available=`` (see
+    :mod:`remix_data.availability`), a modality a sample lacks (``None`` or
+    absent) becomes zeros shaped like that modality in the first sample that
+    has it (read once at construction; ``None`` for a modality that is not a
+    tensor or an array), in every mask mode (``"drop"`` still removes it from
+    unimodal batches); the construction check reads that first sample per
+    modality instead of ``dataset[0]``. Without a declaration, a ``None`` or
+    absent modality raises a ``ValueError`` naming the sample and the fix, at
+    construction for ``dataset[0]``, else at the first batch that holds it.
+
+    In each batch (``__getitems__``) the first item is a :class:`RemixItem` and,
+    with ``mask="drop"``, the first sample a
+    :class:`~remix_data.masking.DroppedSample`: plain tuples and dicts whose
+    error messages explain a ``collate_fn`` that expects samples and a model
+    that reads a dropped key.
 
     Example:
         >>> import torch
@@ -134,18 +199,30 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             raise TypeError(
                 f"locations should map modality names to places, but got locations={locations!r}"
             )
+        loader = getattr(dataset, PARTIAL_LOADER, None)
+        self._partial = loader if callable(loader) and self.mask != "none" else None
         self.masker = Masker(
             self.modalities,
             self.mask,
             locations=locations,
-            template=functools.partial(operator.getitem, dataset, 0),
+            # Only partial loading may leave a masked modality out of a sample.
+            template=(
+                None if self._partial is None else functools.partial(operator.getitem, dataset, 0)
+            ),
         )
-        loader = getattr(dataset, PARTIAL_LOADER, None)
-        self._partial = loader if callable(loader) and self.mask != "none" else None
+        # Missing modalities: bool [M, N], True where a sample lacks a modality (the
+        # filter's availability, inverted), or None when none lacks any.
+        available = getattr(modalities, "available", None) if is_source(modalities) else None
+        self._gaps = None if available is None else ~available.T.numpy().astype(bool)
+        if self.mask == "none" and is_source(modalities):
+            expect_feature_masking(modalities)  # the model must call mask_features
         # The names of the last KeyBatch found in this order (identity: one check per group).
         self._checked: object = None
         if len(dataset):
-            self._check_samples()
+            if self._gaps is None:
+                self._check_samples()
+            else:
+                self._check_gapped_samples()
 
     def _check_samples(self) -> None:
         """Look at ``dataset[0]`` (and the partial loader) once, before any training."""
@@ -185,8 +262,76 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
                     "the masked modalities, or use mask='drop' or mask='none'"
                 )
 
+    def _check_gapped_samples(self) -> None:
+        """With missing modalities: check each modality on the first sample that has it,
+        and learn there the zeros that stand for it where it is missing."""
+        assert self._gaps is not None
+        for m, name in enumerate(self.modalities):
+            first = int(np.argmin(self._gaps[m]))  # the filter checked every column has one
+            sample = self.dataset[first]
+            self.masker.check_sample(sample, f"dataset[{first}]", names=(name,))
+            self.masker.learn_template(m, sample)
+
     def __len__(self) -> int:
         return len(self.dataset)
+
+    def _fill_gaps(self, samples: list[Any], indices: list[int], modalities: list[int]) -> None:
+        """Put template zeros where a sample lacks a modality (in place in ``samples``).
+
+        A masked modality that ``mask="drop"`` removes anyway is left as it is; a
+        key whose own modality is missing (built by hand: the filter never
+        assigns it) raises.
+        """
+        gaps = self._gaps
+        assert gaps is not None
+        rows = gaps[:, indices]  # [M, B]
+        if not rows.any():
+            return
+        for m, r in zip(*np.nonzero(rows)):
+            m, r = int(m), int(r)
+            active = modalities[r]
+            if active == m:
+                raise ValueError(
+                    f"key ({indices[r]}, {m}) trains {self.modalities[m]!r}, which sample "
+                    f"{indices[r]} lacks (the filter's available[{indices[r]}, {m}] is False): "
+                    "the filter never assigns it; a key built by hand must not either"
+                )
+            if self.mask == "drop" and active != ALL:
+                continue
+            samples[r] = self.masker.filled(samples[r], m)
+
+    def _check_present(self, samples: list[Any], indices: list[int], modality: int) -> None:
+        """Raise unless every sample holds the modalities its key shows (after gap filling):
+        the trained one of a unimodal key, every one of a joint key."""
+        shown = range(len(self.modalities)) if modality == ALL else (modality,)
+        for m in shown:
+            lacking = self.masker.lacking(samples, m)
+            if lacking and self._gaps is not None:  # declared gaps (filled) are fine
+                lacking = [r for r in lacking if not self._gaps[m, indices[r]]]
+            if not lacking:
+                continue
+            missing, name = lacking[0], self.modalities[m]
+            raise ValueError(
+                f"sample {indices[missing]} trains {name!r} but holds no {name!r} "
+                f"(None or absent at {self.masker.locations[name]!r}; the sample is "
+                f"{describe(samples[missing])}). {UNDECLARED}"
+            )
+
+    def _check_size(self, keys: Any, indices: list[int]) -> None:
+        """Raise unless the keys index this dataset (a filter of another size)."""
+        size = len(self.dataset)
+        planned = getattr(keys, "num_samples", None)
+        if planned == size and getattr(keys, "indices", None) is indices:
+            return  # the sampler's own indices, planned for a filter of this size
+        if planned is not None and planned != size:
+            raise ValueError(
+                f"the batch comes from a sampler whose filter has num_samples={planned}, but "
+                f"len(dataset)={size}: {SIZE_FIX}"
+            )
+        if indices and max(indices) >= size:
+            raise ValueError(
+                f"key index {max(indices)} is outside the dataset (len(dataset)={size}): {SIZE_FIX}"
+            )
 
     def _split_key(self, key: Any) -> tuple[int, int]:
         if isinstance(key, list):
@@ -263,15 +408,20 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
 
     def __getitem__(self, key: Key | int) -> tuple[Any, int, int]:
         index, modality = self._split_key(key)
+        if not 0 <= index < len(self.dataset):
+            self._check_size(None, [index])
         return self._get(index, modality), index, modality
 
     def _get(self, index: int, modality: int) -> Any:
-        if modality == ALL or self.mask == "none":
-            return self.dataset[index]
-        if self._partial is not None:
+        if self._partial is not None and modality != ALL:
             sample = self._partial(index, (self.modalities[modality],))
         else:
             sample = self.dataset[index]
+        if self._gaps is not None:
+            one = [sample]
+            self._fill_gaps(one, [index], [modality])
+            sample = one[0]
+        self._check_present([sample], [index], modality)
         return self.masker.mask_one(sample, modality)
 
     def __getitems__(self, keys: list[Key | int]) -> list[tuple[Any, int, int]]:
@@ -282,6 +432,7 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         if not isinstance(keys, list):
             keys = list(keys)
         indices, modalities = self._split_keys(keys)
+        self._check_size(keys, indices)
         if self._partial is not None:  # loading dominates: item by item
             return [(self._get(i, m), i, m) for i, m in zip(indices, modalities)]
         fetch = getattr(self.dataset, "__getitems__", None)
@@ -290,9 +441,20 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         else:
             dataset = self.dataset
             samples = [dataset[i] for i in indices]
+        if self._gaps is not None:
+            self._fill_gaps(samples, indices, modalities)
+        first = modalities[0] if modalities else ALL
+        if modalities.count(first) == len(modalities):
+            self._check_present(samples, indices, first)
+        else:
+            for r, m in enumerate(modalities):
+                self._check_present(samples[r : r + 1], indices[r : r + 1], m)
         if self.mask != "none":
             samples = self.masker.mask_mixed(samples, modalities, in_place=True)
-        return list(zip(samples, indices, modalities))
+        items = list(zip(samples, indices, modalities))
+        if items:  # explains itself to a collate_fn written for samples
+            items[0] = RemixItem(items[0])
+        return items
 
     def __repr__(self) -> str:
         return (
@@ -331,6 +493,7 @@ def mask_features(
         0.0
     """
     names = modality_names("modalities", modalities)
+    feature_masked()  # remix_data.watch: the model does mask its features
     unknown = set(features) - set(names)
     if unknown:
         raise ValueError(f"features names unknown modalities {sorted(unknown)}; known: {names}")

@@ -165,6 +165,12 @@ class HardSampleFilter:
         sync: ``"auto"`` (default) combines the ranks' updates with one
             ``all_reduce`` whenever an epoch's assignment is snapshotted and more
             than one rank exists; ``"never"`` leaves each rank's table alone.
+        available: missing modalities: a bool ``[num_samples, M]`` table,
+            ``True`` where the sample has the modality (see
+            :mod:`remix_data.availability`; ``None``: every sample has every
+            modality). A sample is never assigned a modality it lacks and its
+            scores there are ignored; the decoupler built over this filter
+            fills the missing values.
 
     Ties (equal scores) go to the modality listed *last*; the reference code lists
     audio before video and sends ties to video.
@@ -195,6 +201,7 @@ class HardSampleFilter:
         balance: str = "none",
         process_group: Any = None,
         sync: str = "auto",
+        available: Any = None,
     ) -> None:
         self.rule = AssignmentRule(
             num_samples,
@@ -206,6 +213,7 @@ class HardSampleFilter:
             reweight=reweight,
             labels=labels,
             balance=balance,
+            available=available,
         )
         self.num_samples = self.rule.num_samples
         self.modalities = self.rule.modalities
@@ -258,6 +266,12 @@ class HardSampleFilter:
     def balance(self) -> str:
         """``"none"`` (the paper) or ``"class"``."""
         return self.rule.balance
+
+    @property
+    def available(self) -> torch.Tensor | None:
+        """Bool ``[num_samples, M]``: which modalities each sample has (``None``: all)."""
+        table = self.rule.available
+        return None if table is None else torch.from_numpy(table).T
 
     # The table's host views (a device table comes back to the host when read).
     @property
@@ -887,9 +901,10 @@ class HardSampleFilter:
 
         Keys: the configuration that shapes the assignment (``num_samples``,
         ``modalities``, ``score``, ``unscored``, ``keep_ratio``, ``threshold``,
-        ``reweight``, ``labels`` as a digest, ``smoothing``, ``balance``) and
-        ``world_size`` (the ranks of :attr:`process_group`, 1 without
-        ``torch.distributed``), which :meth:`load_state_dict` checks;
+        ``reweight``, ``labels`` and ``available`` as digests, ``smoothing``,
+        ``balance``) and ``world_size`` (the ranks of :attr:`process_group`, 1
+        without ``torch.distributed``), which :meth:`load_state_dict` checks (a
+        state without ``available`` was saved before missing modalities: none);
         ``values`` (float32 ``[M, N]``), ``fresh`` (bool ``[M, N]``, entries
         written since the last :meth:`sync`), ``scored`` (bool ``[N]``),
         ``ignored`` and ``duplicates`` (the counters of :meth:`stats`),
@@ -988,6 +1003,7 @@ class HardSampleFilter:
             "smoothing": self.smoothing,
             "balance": self.balance,
             "world_size": world_size(self.process_group),
+            "available": labels_digest(self.rule.available),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -1011,6 +1027,8 @@ class HardSampleFilter:
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
         check_config(state, self._config(), _CONFIG_KEYS, "filter")
+        # Missing modalities (a state saved before the key existed: none missing).
+        check_config({"available": None, **state}, self._config(), ("available",), "filter")
         missing = [k for k in _STATE_KEYS if k not in state]
         if missing:
             raise ValueError(f"state should contain {missing[0]!r}; got keys {sorted(state)}")

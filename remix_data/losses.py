@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ._source import modality_names, modality_rows
 from .vocabulary import ALL
+from .watch import loss_step
 
 __all__ = ["remix_loss"]
 
@@ -55,6 +56,7 @@ def remix_loss(
         2.1972
     """
     names = modality_names("modalities", modalities)
+    loss_step(modalities, modality)  # warns once if mask='none' features are never masked
     missing = [name for name in names if name not in heads]
     if missing:
         raise ValueError(

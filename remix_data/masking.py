@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ import torch
 from ._checks import check_choice, check_modalities
 from .vocabulary import ALL
 
-__all__ = ["MASKS", "Location", "Masker", "locate", "describe"]
+__all__ = ["MASKS", "DroppedSample", "Location", "Masker", "locate", "describe", "is_missing"]
 
 #: The masking modes.
 MASKS = ("zeros", "drop", "none")
@@ -53,7 +54,8 @@ def _zeros_like(value: Any, name: str = "") -> Any:
     where = f"modality {name!r}" if name else "a modality"
     raise TypeError(
         f"mask='zeros' needs tensors or numpy arrays, but {where} holds "
-        f"{type(value).__name__}; use mask='drop' or mask='none'"
+        f"{type(value).__name__}; use mask='drop' (the model skips an absent modality), or "
+        "mask='none' with mask_features(features, modality, filt) in the model"
     )
 
 
@@ -142,6 +144,32 @@ def locate(sample: Any, location: Location) -> Any:
     return value
 
 
+_NONE_TYPE = type(None)
+
+#: What every error about a missing modality says to do.
+UNDECLARED = (
+    "If some samples lack a modality, declare it: HardSampleFilter(..., available=...) "
+    "(remix_data.availability.scan_available builds the table), then the "
+    "ModalityDecoupler built over that filter fills missing values and no sample trains "
+    "a modality it lacks"
+)
+
+
+def is_missing(sample: Any, location: Location) -> bool:
+    """Whether ``sample`` lacks the modality at ``location``: absent, or ``None``.
+
+    Example:
+        >>> is_missing({"a": None}, "a"), is_missing({"a": 1}, "b"), is_missing((1, 2), 1)
+        (True, True, False)
+    """
+    value = sample
+    for part in _parts(location):
+        value = _child(value, part)
+        if value is _MISSING:
+            return True
+    return value is None
+
+
 def describe(sample: Any) -> str:
     """What a sample holds, for error messages: its keys, fields or length.
 
@@ -165,6 +193,35 @@ def describe(sample: Any) -> str:
     return f"a {kind} with attributes {names}"
 
 
+class DroppedSample(dict):  # type: ignore[type-arg]
+    """A dict sample (or batch) from which ``mask="drop"`` removed the inactive modalities.
+
+    A plain ``dict`` in every respect but one: reading a key it lacks raises a
+    ``KeyError`` that says why, since a model written for full samples
+    (``model(x["audio"], x["video"])``) meets it at the first unimodal batch,
+    after the warm-up. ``default_collate`` keeps the type of the batch's first
+    sample, which :class:`Masker` makes a ``DroppedSample``; a ``collate_fn``
+    that builds its own dict returns a plain one.
+
+    Example:
+        >>> batch = DroppedSample({"video": 1, "label": 0})
+        >>> batch["audio"]  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        KeyError: "'audio' is not in this batch. With mask='drop' (e.g. RECOMMENDED) a ...
+    """
+
+    __slots__ = ()
+
+    def __missing__(self, key: Any) -> Any:
+        raise KeyError(
+            f"{key!r} is not in this batch. With mask='drop' (e.g. RECOMMENDED) a unimodal "
+            f"batch holds only the modality it trains: if {key!r} is a modality, skip its "
+            f"encoder when absent ({key!r} in batch), or mask with zeros "
+            "(build(..., masking='zeros'))"
+        )
+
+
 class Masker:
     r"""Mask the inactive modalities of one sample or of a batch sharing one modality.
 
@@ -177,7 +234,10 @@ class Masker:
             names default to the name itself.
         template: a zero-argument callable returning a full sample; called once
             per modality, the first time a sample lacks a modality that
-            ``mask="zeros"`` must fill (partial loading), to learn its shape.
+            ``mask="zeros"`` must fill (partial loading), to learn its shape
+            (see also :meth:`learn_template`). Without it (and without a
+            learnt template) a masked value that is ``None`` or absent raises
+            a ``ValueError``.
 
     Example:
         >>> import torch
@@ -236,27 +296,35 @@ class Masker:
         self._templates: dict[int, Any] = {}
 
     # ------------------------------------------------------------------- checks
-    def check_sample(self, sample: Any, what: str = "the sample") -> None:
-        """Raise unless every modality of ``sample`` can be masked as configured.
+    def check_sample(
+        self, sample: Any, what: str = "the sample", names: Sequence[str] | None = None
+    ) -> None:
+        """Raise unless every modality of ``sample`` (or of ``names``) can be masked.
 
         ``ValueError`` names the modality, its location and what ``sample``
-        holds when a location is absent, or when ``mask="drop"`` would have to
-        remove something that is not a mapping entry; ``TypeError`` when
-        ``mask="zeros"`` finds a value that is not a tensor or an array.
+        holds when a location is absent or holds ``None``, or when
+        ``mask="drop"`` would have to remove something that is not a mapping
+        entry; ``TypeError`` when ``mask="zeros"`` finds a value that is not a
+        tensor or an array.
         """
         for name, slot, path in zip(self.modalities, self._slots, self._paths):
+            if names is not None and name not in names:
+                continue
             try:
                 value = locate(sample, slot)
             except KeyError:
                 hint = (
                     "; give its place with locations={name: 'outer.inner'} (nested), "
-                    "{name: position} (tuples) or an attribute name"
+                    "{name: position} (tuples) or an attribute name (build(..., "
+                    "locations=...) takes the same). "
                 )
                 raise ValueError(
                     f"modality {name!r} is not in {what}: looked for "
                     f"{'position' if isinstance(slot, int) else 'key path'} {slot!r}, but "
-                    f"{what} is {describe(sample)}{hint}"
+                    f"{what} is {describe(sample)}{hint}{UNDECLARED}"
                 ) from None
+            if value is None:
+                raise ValueError(f"modality {name!r} is None in {what}. {UNDECLARED}")
             if self.mask == "zeros":
                 _zeros_like(value, name)
             if self.mask == "drop":
@@ -287,11 +355,12 @@ class Masker:
             active = self._slots[modality]
             if self.mask == "drop":
                 self._check_active(sample, modality)
-                return {k: v for k, v in sample.items() if k == active or k not in self._slots}
+                kept = {k: v for k, v in sample.items() if k == active or k not in self._slots}
+                return DroppedSample(kept)
             out_dict = dict(sample)
             for m, name in enumerate(self._slots):
                 if m != modality:
-                    out_dict[name] = self._zeros(m, sample.get(name))
+                    out_dict[name] = self._zeros(m, sample.get(name, _MISSING))
             return out_dict
         return self._mask_paths(sample, modality)
 
@@ -309,19 +378,17 @@ class Masker:
             try:
                 value = locate(out, self._slots[m])
             except KeyError:
-                value = None
+                value = _MISSING
             out = _with(out, path, self._zeros(m, value))
         return out
 
     def _check_active(self, sample: Any, modality: int) -> None:
-        try:
-            locate(sample, self._slots[modality])
-        except KeyError:
-            raise KeyError(
+        if is_missing(sample, self._slots[modality]):
+            raise ValueError(
                 f"mask='drop' would leave no modality: the sample has no "
                 f"{self.modalities[modality]!r} at {self._slots[modality]!r}; "
-                f"the sample is {describe(sample)}"
-            ) from None
+                f"the sample is {describe(sample)}. {UNDECLARED}"
+            )
 
     # ---------------------------------------------------------------- one batch
     def mask_batch(self, samples: list[Any], modality: int, *, in_place: bool = False) -> list[Any]:
@@ -345,13 +412,19 @@ class Masker:
             for _, name in others:
                 for d in dropped:
                     d.pop(name, None)
+            # default_collate gives the batch the first sample's mapping type: the
+            # model's ``batch["audio"]`` then says why "audio" is absent.
+            dropped[0] = DroppedSample(dropped[0])
             return dropped
         if kind is tuple:
             outs: list[Any] = list(map(list, samples))
         else:
             outs = _private_dicts(samples) if in_place else list(map(dict, samples))
         for m, slot in others:
-            values = [o[slot] for o in outs] if kind is tuple else [o.get(slot) for o in outs]
+            if kind is tuple:
+                values = [o[slot] for o in outs]
+            else:
+                values = [o.get(slot, _MISSING) for o in outs]
             for o, zero in zip(outs, self._zeros_many(m, values)):
                 o[slot] = zero
         return [tuple(o) for o in outs] if kind is tuple else outs
@@ -392,18 +465,64 @@ class Masker:
         return [self._zeros(m, v) for v in values]
 
     def _zeros(self, m: int, value: Any) -> Any:
-        if value is not None:
+        if value is not None and value is not _MISSING:
             return _zeros_like(value, self.modalities[m])
-        template = self._templates.get(m)
-        if template is None:  # partial loading left it out: learn its shape once
-            if self._template is None:
-                raise KeyError(
-                    f"the sample holds no modality {self.modalities[m]!r} at "
-                    f"{self._slots[m]!r} to mask (modalities={self.modalities})"
+        if m not in self._templates:  # partial loading left it out: learn its shape once
+            if self._template is None:  # nothing says a value may be missing
+                raise ValueError(
+                    f"a sample holds no modality {self.modalities[m]!r} at {self._slots[m]!r} "
+                    f"(None or absent) to mask (modalities={self.modalities}). {UNDECLARED}"
                 )
-            template = _zeros_like(locate(self._template(), self._slots[m]), self.modalities[m])
-            self._templates[m] = template
-        return _zeros_like(template)
+            self.learn_template(m, self._template())
+        return _zeros_like(self._templates[m], self.modalities[m])
+
+    # ------------------------------------------------------- missing modalities
+    def lacking(self, samples: Sequence[Any], m: int) -> list[int]:
+        """The positions of the samples that lack modality ``m`` (``None`` or absent).
+
+        Example:
+            >>> Masker(("a", "b")).lacking([{"a": 1, "b": 2}, {"a": None, "b": 2}, {"b": 1}], 0)
+            [1, 2]
+        """
+        slot = self._slots[m]
+        get = {dict: dict.get, tuple: tuple.__getitem__}.get(self._kind)  # type: ignore[call-overload]
+        if get is not None:
+            try:  # C-level passes; raise for a sample of another kind
+                if _NONE_TYPE not in set(map(type, map(get, samples, repeat(slot)))):
+                    return []
+            except (TypeError, IndexError):
+                pass
+        return [r for r, s in enumerate(samples) if is_missing(s, slot)]
+
+    def learn_template(self, m: int, sample: Any) -> None:
+        """Fill absent values of modality ``m`` with zeros shaped like ``sample``'s.
+
+        Partial loading and missing modalities need a value to stand for a
+        modality a sample does not hold; it is zeros of that modality's value
+        in ``sample`` (a tensor or an array; anything else stands as ``None``).
+        """
+        value = locate(sample, self._slots[m])
+        if isinstance(value, (torch.Tensor, np.ndarray)):
+            self._templates[m] = _zeros_like(value)
+        else:
+            self._templates[m] = None
+
+    def filled(self, sample: Any, m: int) -> Any:
+        """``sample`` with modality ``m`` (missing from it) set to its template's zeros.
+
+        Containers on the path are copied as for masking; the value is ``None``
+        when the template is not a tensor or an array, or none was learnt.
+
+        Example:
+            >>> import torch
+            >>> masker = Masker(("audio", "text"))
+            >>> masker.learn_template(1, {"audio": torch.ones(1), "text": torch.ones(2)})
+            >>> masker.filled({"audio": torch.ones(1), "text": None}, 1)["text"]
+            tensor([0., 0.])
+        """
+        template = self._templates.get(m)
+        value = None if template is None else _zeros_like(template)
+        return _with(sample, self._paths[m], value)
 
     def __repr__(self) -> str:
         return (

@@ -50,17 +50,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from types import MappingProxyType
 from typing import Any
 
 from torch.utils.data import DataLoader
 
-from ._checks import check_bool, check_choice, check_positive_int
+from ._checks import check_bool, check_choice, check_modalities, check_positive_int
+from .availability import scan_available
 from .collate import RemixCollate
 from .decoupler import ModalityDecoupler
 from .filter import HardSampleFilter
+from .masking import Location
 from .sampler import ReassemblingBatchSampler
 
 __all__ = ["MASKINGS", "PAPER", "RECOMMENDED", "SCORINGS", "Preset", "RemixParts", "build"]
@@ -76,6 +78,7 @@ _FILTER_KEYS = frozenset(inspect.signature(HardSampleFilter).parameters) - {
     "num_samples",
     "modalities",
     "labels",
+    "available",
 }
 _SAMPLER_KEYS = frozenset(inspect.signature(ReassemblingBatchSampler).parameters) - {
     "filter",
@@ -83,6 +86,11 @@ _SAMPLER_KEYS = frozenset(inspect.signature(ReassemblingBatchSampler).parameters
 }
 # Fields of the preset itself, or arguments of build: never in ``Preset.sampler``.
 _OWN_SAMPLER_KEYS = frozenset({"warmup_epochs", "drop_last", "seed"})
+# build's own keyword arguments (the rest go to the sampler).
+_BUILD_KEYS = (
+    "modalities", "batch_size", "epochs", "labels", "seed", "locations", "masking",
+    "available", "filter_kwargs",
+)  # fmt: skip
 
 
 def _check_kwargs(what: str, value: Any, allowed: frozenset[str]) -> Mapping[str, Any]:
@@ -109,7 +117,9 @@ class Preset:
             epochs (``0`` only if you mean it: epoch 0 is then a remix epoch of
             unscored samples) or a ``float`` fraction of the run in ``(0, 1)``,
             which :func:`build` turns into ``max(1, round(warmup * epochs))``
-            epochs and for which it therefore needs ``epochs``.
+            epochs (``warmup`` taken as the decimal you wrote, so ``0.1 * 45``
+            is exactly 4.5, and Python's ``round`` takes halves to even: 4),
+            for which it therefore needs ``epochs``.
         masking: ``"zeros"`` (the decoupler zeroes the other modalities' inputs),
             ``"drop"`` (it removes them from the sample; the model skips their
             encoders) or ``"features"`` (the sample stays whole; the model zeroes
@@ -279,6 +289,9 @@ def build(
     epochs: int | None = None,
     labels: Any = None,
     seed: int = 0,
+    locations: Mapping[str, Location] | None = None,
+    masking: str | None = None,
+    available: Any = None,
     filter_kwargs: Mapping[str, Any] | None = None,
     **sampler_kwargs: Any,
 ) -> RemixParts:
@@ -287,19 +300,37 @@ def build(
     Args:
         preset: :data:`PAPER`, :data:`RECOMMENDED` or your own :class:`Preset`.
         dataset: your map-style multimodal dataset.
-        modalities: the modality names (dict samples) or ``{name: position}``
-            (tuple samples), as for :class:`ModalityDecoupler`.
+        modalities: the modality names, in the order that defines their ids.
+            (``{name: position}`` is still accepted for tuple samples, as the
+            names plus ``locations``.)
         batch_size: samples per batch (per rank, per micro-batch).
         epochs: length of the run; needed when ``preset.warmup`` is a fraction.
         labels: class labels per sample (needed by ``balance="class"``; adds
             per-class counts to the history otherwise).
         seed: the sampler's seed.
+        locations: where each modality sits in a sample when not under its own
+            name, as for :class:`ModalityDecoupler`: ``{"audio": 0, "video": 1}``
+            for tuple samples, ``{"audio": "inputs.audio"}`` for nested ones.
+        masking: overrides ``preset.masking``: ``"zeros"``, ``"drop"`` or
+            ``"features"`` (what your model does on a unimodal batch; see the
+            module docstring). ``parts.preset`` holds the preset so changed.
+        available: missing modalities: a bool ``[len(dataset), M]`` table (see
+            :mod:`remix_data.availability`), or ``"scan"`` to read every sample
+            once now and take ``None`` / absent values as missing.
         filter_kwargs: further filter arguments (``process_group``, ...),
             overriding the preset's.
         **sampler_kwargs: further sampler arguments (``num_replicas``, ``rank``,
             ``accumulation_steps``, ``order``, ...), overriding the preset's.
             The warm-up and tail policy belong to the preset: change them with
             ``dataclasses.replace(preset, warmup=..., drop_last=...)``.
+
+    Example:
+        >>> import torch
+        >>> pairs = [(torch.ones(2), torch.ones(3), i % 2) for i in range(8)]   # tuples
+        >>> parts = build(PAPER, pairs, modalities=("audio", "video"), batch_size=4,
+        ...               epochs=6, locations={"audio": 0, "video": 1}, masking="zeros")
+        >>> parts.masking, parts.data.mask, parts.data.masker.locations
+        ('zeros', 'zeros', {'audio': 0, 'video': 1})
     """
     if not isinstance(preset, Preset):
         raise TypeError(f"preset should be a Preset, but got preset={preset!r}")
@@ -310,6 +341,16 @@ def build(
             f"{'warmup' if own[0] == 'warmup_epochs' else own[0]}=...), "
             f"but got {own[0]}={sampler_kwargs[own[0]]!r}"
         )
+    unknown = sorted(set(sampler_kwargs) - (_SAMPLER_KEYS - _OWN_SAMPLER_KEYS))
+    if unknown:
+        raise TypeError(
+            f"build got an unexpected keyword argument {unknown[0]!r}: its own keywords are "
+            f"{list(_BUILD_KEYS)}, and the others go to ReassemblingBatchSampler "
+            f"({sorted(_SAMPLER_KEYS - _OWN_SAMPLER_KEYS)})"
+        )
+    if masking is not None:
+        check_choice("masking", masking, tuple(MASKINGS))
+        preset = replace(preset, masking=masking)
     warmup = preset.warmup_epochs(epochs)
     extra_filter = _check_kwargs("filter_kwargs", filter_kwargs or {}, _FILTER_KEYS)
     filter_options = {**preset.filter, **extra_filter}
@@ -317,10 +358,14 @@ def build(
         raise ValueError(
             f"preset {preset.name!r} decouples per class: pass labels=..., but got labels=None"
         )
-    names = list(modalities)
-    locations = dict(modalities) if isinstance(modalities, Mapping) else None
-    filt = HardSampleFilter(len(dataset), names, labels=labels, **filter_options)
-    data = ModalityDecoupler(dataset, filt, mask=MASKINGS[preset.masking], locations=locations)
+    names, places = _names_and_locations(modalities, locations)
+    if isinstance(available, str):
+        check_choice("available", available, ("scan",))
+        available = scan_available(dataset, names, locations=places)
+    filt = HardSampleFilter(
+        len(dataset), names, labels=labels, available=available, **filter_options
+    )
+    data = ModalityDecoupler(dataset, filt, mask=MASKINGS[preset.masking], locations=places)
     sampler = ReassemblingBatchSampler(
         filt,
         batch_size,
@@ -330,3 +375,21 @@ def build(
         **{**preset.sampler, **sampler_kwargs},
     )
     return RemixParts(preset, filt, sampler, data, warmup)
+
+
+def _names_and_locations(
+    modalities: Any, locations: Mapping[str, Location] | None
+) -> tuple[list[str], Mapping[str, Location] | None]:
+    """The names and the locations of :func:`build`'s ``modalities`` and ``locations``."""
+    if locations is not None and not isinstance(locations, Mapping):
+        raise TypeError(
+            f"locations should map modality names to places, but got locations={locations!r}"
+        )
+    if not isinstance(modalities, Mapping):
+        return list(check_modalities("modalities", modalities)), locations
+    if locations is not None:
+        raise ValueError(
+            f"modalities={dict(modalities)!r} already gives places: pass the names, "
+            f"modalities={list(modalities)!r}, with locations={dict(locations)!r}"
+        )
+    return list(modalities), dict(modalities)

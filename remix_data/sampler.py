@@ -205,6 +205,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             of every modality's subset is trained in joint batches (modality
             :data:`ALL`, all modalities visible) instead, placed like one more
             modality by ``order`` (first, for ``"sequential"``). 0 is the paper.
+            A subset of ``size`` samples gives ``round(joint_fraction * size)``
+            of them (Python's ``round``: half to even, e.g. 0.25 x 43 -> 11,
+            0.5 x 5 -> 2).
         tail: the last batch of a subset on one process without accumulation
             (:func:`split_batches`): ``"merge"`` (default) never yields a batch of
             one sample when ``batch_size > 1`` (a lone last sample joins the
@@ -496,7 +499,7 @@ class ReassemblingBatchSampler(Sampler[Batch]):
         modalities, which the decoupler checks against its own order.
         """
         b, m, idx = self.batch_size, group.modality, group.indices
-        names = self.filter.modalities
+        names, size = self.filter.modalities, self.filter.num_samples
         if start >= group.batches:
             return
         chunk = _CHUNK_BATCHES * b
@@ -505,9 +508,9 @@ class ReassemblingBatchSampler(Sampler[Batch]):
             values = idx[lo : min(lo + chunk, last)].tolist()
             for i in range(0, len(values), b):
                 part = values[i : i + b]
-                yield KeyBatch(part, m, names)
+                yield KeyBatch(part, m, names, size)
         tail = idx[last:].tolist()
-        yield KeyBatch(tail, m, names)
+        yield KeyBatch(tail, m, names, size)
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:

@@ -39,9 +39,10 @@ from ._checks import check_positive_int
 from .decoupler import ModalityDecoupler
 from .distributed import average_packed, pack_written
 from .filter import HardSampleFilter
-from .masking import Location, locate
+from .masking import Location, is_missing, locate
 from .sampler import ReassemblingBatchSampler
 from .vocabulary import ALL, FILTERED, Batch
+from .watch import masked_calls
 
 __all__ = [
     "logits",
@@ -538,7 +539,22 @@ def check_loader(
       and every other modality is zeros of the raw shape (``mask="zeros"``)
       or absent (``"drop"``); with ``"none"`` everything stays visible;
     - *masked rows not scored*: during a remix pass, no score of a modality
-      a row did not train changed (``filt.update(..., modality=...)``).
+      a row did not train changed (``filt.update(..., modality=...)``);
+    - *missing modalities declared*: a modality that a raw sample lacks
+      (``None`` or absent) is declared in the filter's ``available``, is never
+      the one its row trains, and stands as zeros (or is dropped) in the batch;
+    - *feature masking*: with ``mask="none"`` and your own ``train``, the loop
+      called :func:`~remix_data.mask_features` (a model that never does trains
+      every "unimodal" batch on all modalities).
+
+    What it cannot see from the loader: a names tuple given to ``remix_loss`` /
+    ``mask_features`` in another order than the filter's, heads that output
+    probabilities, a raw sampler whose warm-up outlasts the run, and a scoring
+    pass run after its epoch's ``set_epoch`` (those warn or raise where they
+    happen); without ``train``, whether the model masks features; and a
+    model that fails on a ``mask="drop"`` batch is seen only as the error it
+    raises (run a short ``train`` through here before the real run). A filter
+    of another size than the dataset is the *dataset size* check above.
 
     Returns one record per pass: ``epoch``, ``warmup``, ``planned``,
     ``modalities`` (per batch), ``indices`` (per batch).
@@ -577,6 +593,7 @@ def check_loader(
     where = {n: decoupler.masker.locations.get(n, n) for n in names}
     where.update(locations or {})
     watched = _Watched(loader, sampler)
+    own_loop = train is not None
     if train is None:
         first = sampler.epoch
 
@@ -586,7 +603,9 @@ def check_loader(
                 for _ in run:
                     pass
 
+    masked_before = masked_calls()
     train(watched)
+    masked = masked_calls() - masked_before
     unpack = unpack or _default_unpack
     out = []
     previous: int | None = None
@@ -609,7 +628,69 @@ def check_loader(
                 "indices": indices,
             }
         )
+    if own_loop:
+        _check_feature_masking(decoupler, out, masked)
     return out
+
+
+def _check_feature_masking(
+    decoupler: ModalityDecoupler, passes: list[dict[str, Any]], masked: int
+) -> None:
+    """With ``mask="none"``, the loop must call ``mask_features`` on unimodal batches."""
+    unimodal = sum(m >= 0 for p in passes for m in p["modalities"])
+    if decoupler.mask == "none" and unimodal and not masked:
+        _fail(
+            "feature masking",
+            f"the decoupler keeps every modality (mask='none') and the loop trained "
+            f"{unimodal} unimodal batches, but never called mask_features: zero the "
+            "inactive features in forward (mask_features(features, modality, filt)), or "
+            "mask the inputs (mask='zeros' / build(..., masking='zeros'))",
+        )
+
+
+def _check_missing(
+    sample: Any,
+    raw: Any,
+    at: str,
+    rows: tuple[int, int],
+    modalities: tuple[int, int],
+    names: tuple[str, ...],
+    where: Mapping[str, Location],
+    mask: str,
+    available: torch.Tensor | None,
+) -> bool:
+    """Check a modality that a raw sample lacks; ``False`` when it has it.
+
+    ``at`` names the batch, ``rows`` is ``(row in the batch, sample index)`` and
+    ``modalities`` is ``(the modality checked, the batch's modality)``.
+    """
+    r, i = rows
+    k, m = modalities
+    name = names[k]
+    if not is_missing(raw, where[name]):
+        return False
+    if available is None or bool(available[i, k]):
+        _fail(
+            "missing modalities declared",
+            f"dataset[{i}] lacks {name!r} (None or absent), but the filter counts it "
+            "available: pass HardSampleFilter(..., available=...) "
+            "(remix_data.availability.scan_available) so that it is never trained there",
+        )
+    if k == m:
+        _fail("missing modalities declared", f"{at} trains {name!r} on sample {i}, which lacks it")
+    try:
+        value = locate(sample, where[name])
+    except KeyError:
+        if mask == "drop" and m != ALL:
+            return True
+        _fail("masking", f"{at} row {r} (sample {i}) lacks {name!r} altogether")
+    row = _as_tensor(_row(value, r))
+    if row is not None and not (isinstance(row, torch.Tensor) and not bool(row.any())):
+        _fail(
+            "masking",
+            f"{at} row {r}: sample {i} lacks {name!r}, which should stand as zeros",
+        )
+    return True
 
 
 def _check_pass(
@@ -653,7 +734,10 @@ def _check_pass(
                     f"epoch {epoch} batch {t} trains modality {m} ({names[m]}) but samples "
                     f"{wrong[:5]} are assigned elsewhere",
                 )
-        _check_masking(sample, rows, m, dataset, names, where, decoupler.mask, epoch, t)
+        _check_masking(
+            sample, rows, m, dataset, names, where, decoupler.mask, epoch, t,
+            available=filt.available,
+        )  # fmt: skip
         mods.append(m)
         indices.append(rows)
     a = sampler.accumulation_steps
@@ -688,10 +772,14 @@ def _check_masking(
     mask: str,
     epoch: int,
     t: int,
+    available: torch.Tensor | None = None,
 ) -> None:
+    at = f"epoch {epoch} batch {t} (modality {m})"
     for r, i in enumerate(rows):
         raw = dataset[i]
         for k, name in enumerate(names):
+            if _check_missing(sample, raw, at, (r, i), (k, m), names, where, mask, available):
+                continue
             visible = m == ALL or k == m or mask == "none"
             truth = locate(raw, where[name])
             try:

@@ -56,13 +56,15 @@ class KeyBatch(list[Key]):
     """A batch of keys that share one modality id: ``[(index, modality), ...]``.
 
     A plain list of keys in every respect (equal to one, iterated, indexed,
-    sliced and edited like one) with three more attributes:
+    sliced and edited like one) with four more attributes:
 
     - ``modalities``: the names, in id order, of the filter the keys were
       planned from (``None`` if not given). The
       :class:`~remix_data.ModalityDecoupler` compares them with its own names,
       so that names given in another order than the filter's fail at the first
       batch instead of masking the wrong modality.
+    - ``num_samples``: that filter's size (``None`` if not given), which the
+      decoupler compares with ``len(dataset)`` at the first batch.
     - ``indices`` (the sample indices, a list of ``int``) and ``modality`` (the
       one id), which the decoupler reads instead of splitting every key again.
       Any edit through the list's methods (a framework completing a batch in
@@ -84,27 +86,34 @@ class KeyBatch(list[Key]):
         ([(4, 1), (9, 1), (5, 0)], None, None, ('audio', 'video'))
     """
 
-    __slots__ = ("indices", "modalities", "modality")
+    __slots__ = ("indices", "modalities", "modality", "num_samples")
 
     indices: list[int] | None
     modality: int | None
 
     def __init__(
-        self, indices: list[int], modality: int, modalities: tuple[str, ...] | None = None
+        self,
+        indices: list[int],
+        modality: int,
+        modalities: tuple[str, ...] | None = None,
+        num_samples: int | None = None,
     ) -> None:
         super().__init__(zip(indices, repeat(modality, len(indices))))
         self.indices = indices
         self.modality = modality
         self.modalities = modalities
+        self.num_samples = num_samples
 
     def __reduce__(self) -> tuple[Any, ...]:
         if self.indices is None or self.modality is None:  # edited: as the list it is
-            return type(self)._edited, (list(self), self.modalities)
-        return type(self), (self.indices, self.modality, self.modalities)
+            return type(self)._edited, (list(self), self.modalities, self.num_samples)
+        return type(self), (self.indices, self.modality, self.modalities, self.num_samples)
 
     @classmethod
-    def _edited(cls, keys: list[Key], modalities: tuple[str, ...] | None) -> KeyBatch:
-        batch = cls([], ALL, modalities)
+    def _edited(
+        cls, keys: list[Key], modalities: tuple[str, ...] | None, num_samples: int | None = None
+    ) -> KeyBatch:
+        batch = cls([], ALL, modalities, num_samples)
         batch += keys
         return batch
 

@@ -24,7 +24,6 @@ masked modality is copied (dicts, lists and tuples rebuilt, named tuples
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -55,23 +54,6 @@ def _zeros_like(value: Any, name: str = "") -> Any:
         f"mask='zeros' needs tensors or numpy arrays, but {where} holds "
         f"{type(value).__name__}; use mask='drop' or mask='none'"
     )
-
-
-#: ``sys.getrefcount`` of a dict held only by the list being masked (the list,
-#: the comprehension's name, the call's argument).
-_UNSHARED = 3
-
-
-def _private_dicts(samples: list[dict[Any, Any]]) -> list[dict[Any, Any]]:
-    """The dicts to mask in place, from a list only the caller holds: each sample
-    itself when nothing but that list holds it (a fresh dict from ``__getitem__``,
-    as most datasets return), a copy otherwise (a dataset's stored sample, a
-    cache's entry: never changed).
-
-    CPython's reference count tells the two apart; the saved copy is ~0.1 us per
-    sample, and one tracked allocation less for the garbage collector.
-    """
-    return [s if sys.getrefcount(s) == _UNSHARED else dict(s) for s in samples]
 
 
 def _parts(location: Location) -> tuple[str | int, ...]:
@@ -327,11 +309,11 @@ class Masker:
     def mask_batch(self, samples: list[Any], modality: int, *, in_place: bool = False) -> list[Any]:
         """:meth:`mask_one` of samples that share one active modality, a batch at once.
 
-        ``in_place=True`` says that ``samples`` is a list only the caller holds
-        (as the decoupler's and the streaming remixer's are): a dict sample that
-        nothing else references is then masked in place instead of copied. A
-        sample held anywhere else (a dataset's stored list, a cache) is still
-        copied and never changed.
+        ``in_place=True`` says that the caller owns the sample containers (a
+        dataset that builds a new one per access, see
+        :data:`~remix_data.decoupler.FRESH_SAMPLES`): dict samples are then
+        masked in place instead of copied. By default every sample is copied
+        and never changed.
         """
         if modality == ALL or self.mask == "none":
             return list(samples)
@@ -341,7 +323,7 @@ class Masker:
         others = [(m, slot) for m, slot in enumerate(self._slots) if m != modality]
         if self.mask == "drop":  # dict samples only
             self._check_active(samples[0], modality)
-            dropped = _private_dicts(samples) if in_place else list(map(dict, samples))
+            dropped = list(samples) if in_place else list(map(dict, samples))
             for _, name in others:
                 for d in dropped:
                     d.pop(name, None)
@@ -349,7 +331,7 @@ class Masker:
         if kind is tuple:
             outs: list[Any] = list(map(list, samples))
         else:
-            outs = _private_dicts(samples) if in_place else list(map(dict, samples))
+            outs = list(samples) if in_place else list(map(dict, samples))
         for m, slot in others:
             values = [o[slot] for o in outs] if kind is tuple else [o.get(slot) for o in outs]
             for o, zero in zip(outs, self._zeros_many(m, values)):

@@ -41,7 +41,7 @@ from .distributed import average_packed, pack_written
 from .filter import HardSampleFilter
 from .masking import Location, locate
 from .sampler import ReassemblingBatchSampler
-from .vocabulary import ALL, FILTERED, Batch
+from .vocabulary import ALL, FILTERED, Batch, Key
 
 __all__ = [
     "logits",
@@ -120,7 +120,7 @@ def sampler_configs(
         accumulation_steps=draw(st.integers(1, max_accumulation)),
         keep_ratio=draw(st.none() | st.sampled_from([0.5, 0.9, 1.0])),
         joint_fraction=draw(st.sampled_from([0.0, 0.0, 0.25, 0.5])),
-        tail=draw(st.sampled_from(["merge", "merge", "keep"])),
+        tail=draw(st.sampled_from(["merge", "merge", "keep", "fill"])),
         # 0.5 is a drawn score value, so some scores sit exactly on the threshold
         threshold=draw(st.none() | st.sampled_from([0.5, 1.0])),
         smoothing=draw(st.sampled_from([0.0, 0.0, 0.5, 0.9])),
@@ -238,24 +238,28 @@ def check_epoch(
     """Run one epoch on every rank's sampler and check the method's invariants.
 
     ``samplers`` is one sampler, or one per rank (``rank = position``) sharing a
-    filter, as :func:`build_samplers` makes. Checks, each reported by name in the
-    ``AssertionError``:
+    filter, as :func:`build_samplers` makes. A key ``(~i, m)`` (negative index)
+    is a :data:`~remix_data.vocabulary.PAD` row repeating sample ``i``. Checks,
+    each reported by name in the ``AssertionError``:
 
     - *len honest*: every rank yields exactly ``len(sampler)`` batches, the same
       number on every rank;
     - *batch size*: no batch is empty or larger than ``batch_size``, except the
       batches that took a lone last sample (``batch_size + 1``, as many as
-      ``stats()["merged"]`` counts); under distribution or accumulation every
-      batch is full;
+      ``stats()["merged"]`` counts); under distribution or accumulation, and
+      with ``tail="fill"``, every batch holds ``batch_size`` keys;
     - *no batch of one*: with ``tail="merge"`` and ``batch_size > 1`` no batch
       holds a single sample;
     - *unimodal*: every batch has one modality (``ALL`` in warm-up epochs, a
-      modality id after), and it is the assigned modality of each sample in it;
+      modality id after), and it is the assigned modality of each sample in
+      it, PAD rows included (a PAD row repeats a sample of its own group);
     - *same modality per step*: at every optimiser step, all ranks and all
       accumulated micro-batches share the modality;
-    - *each kept sample once*: over all ranks every kept sample appears once,
-      plus at most the counted padding repeats; filtered and dropped samples
-      never appear, and kept + filtered + dropped covers the dataset.
+    - *PAD rows last*: PAD rows sit only in a group's last optimiser step;
+    - *each kept sample once*: over all ranks every kept sample appears once
+      among the rows that are not PAD; the PAD rows are as many as
+      ``stats()["padded"]`` counts; filtered and dropped samples never
+      appear, and kept + filtered + dropped covers the dataset.
 
     Returns the batches, per rank.
     """
@@ -272,75 +276,114 @@ def check_epoch(
             )
         if epoch is not None:
             s.set_epoch(epoch)
-    batches = [list(s) for s in ranks]
+    batches = [[list(b) for b in s] for s in ranks]
     lengths = [len(s) for s in ranks]
     for r, (got, expected) in enumerate(zip(batches, lengths)):
         if len(got) != expected:
             _fail("len honest", f"rank {r} yielded {len(got)} batches but len() is {expected}")
     if len(set(lengths)) > 1:
         _fail("len honest", f"ranks yield different batch counts {lengths}")
-
     warmup = first.is_warmup()
     assignment = None if warmup else filt.snapshot(first.epoch).tolist()
-    full = first.num_replicas * first.accumulation_steps > 1
+    _check_batches(first, batches, assignment)
+    _check_steps(first, batches)
+    _check_coverage(first, batches, assignment)
+    return batches
+
+
+def _check_batches(
+    first: ReassemblingBatchSampler, batches: list[list[list[Key]]], assignment: list[int] | None
+) -> None:
+    """*batch size*, *no batch of one* and *unimodal* for every batch of every rank."""
+    b = first.batch_size
+    full = first.num_replicas * first.accumulation_steps > 1 or first.tail == "fill"
     merged = sum(first.stats()["merged"].values())
     larger = 0
     for r, rank_batches in enumerate(batches):
         for t, batch in enumerate(rank_batches):
-            larger += len(batch) == first.batch_size + 1
-            if not batch or len(batch) > first.batch_size + (merged > 0):
+            larger += len(batch) == b + 1
+            if not batch or len(batch) > b + (merged > 0):
                 _fail("batch size", f"rank {r} batch {t} has {len(batch)} keys")
-            if len(batch) == 1 < first.batch_size and first.tail == "merge":
+            if len(batch) == 1 < b and first.tail == "merge":
                 _fail("no batch of one", f"rank {r} batch {t} holds one sample ({batch})")
-            if full and len(batch) != first.batch_size:
-                _fail("batch size", f"rank {r} batch {t} has {len(batch)} < batch_size keys")
+            if full and len(batch) != b:
+                _fail("batch size", f"rank {r} batch {t} has {len(batch)} keys, not {b}")
             mods = {m for _, m in batch}
             if len(mods) != 1:
                 _fail("unimodal", f"rank {r} batch {t} mixes modalities {sorted(mods)}")
             (mod,) = mods
-            if warmup and mod != ALL:
+            if assignment is None and mod != ALL:
                 _fail("unimodal", f"warm-up batch {t} on rank {r} has modality {mod}")
-            if assignment is not None and mod == ALL:
+            if assignment is None:
+                continue
+            samples = [i if i >= 0 else ~i for i, _ in batch]
+            if mod == ALL:
                 if not first.joint_fraction:
                     _fail("unimodal", f"rank {r} batch {t} after warm-up is joint (ALL)")
-                wrong = [i for i, _ in batch if assignment[i] == FILTERED]
+                wrong = [i for i in samples if assignment[i] == FILTERED]
                 if wrong:
                     _fail("unimodal", f"rank {r} joint batch {t} holds filtered {wrong}")
-            elif assignment is not None:
-                wrong = [i for i, _ in batch if assignment[i] != mod]
+            else:
+                wrong = [i for i in samples if assignment[i] != mod]
                 if wrong:
                     _fail("unimodal", f"rank {r} batch {t} (modality {mod}) holds {wrong}")
-
     if larger != merged:
         _fail("batch size", f"{larger} batches of batch_size + 1 but {merged} counted as merged")
-    steps = len(batches[0]) // first.accumulation_steps if batches[0] else 0
+
+
+def _check_steps(first: ReassemblingBatchSampler, batches: list[list[list[Key]]]) -> None:
+    """*same modality per step* and *PAD rows last* over all ranks."""
     a = first.accumulation_steps
+    steps = len(batches[0]) // a if batches[0] else 0
+    owner: list[int] = []
     for step in range(steps):
-        mods = {
-            b[0][1] for rank_batches in batches for b in rank_batches[step * a : (step + 1) * a]
-        }
+        span = slice(step * a, (step + 1) * a)
+        mods = {b[0][1] for rank_batches in batches for b in rank_batches[span]}
         if len(mods) != 1:
             _fail("same modality per step", f"step {step} mixes modalities {sorted(mods)}")
+        owner.append(mods.pop())
+    last = {m: step for step, m in enumerate(owner)}
+    for step, m in enumerate(owner):
+        span = slice(step * a, (step + 1) * a)
+        pads = [i for rank_batches in batches for b in rank_batches[span] for i, _ in b if i < 0]
+        if pads and step != last[m]:
+            _fail(
+                "PAD rows last",
+                f"step {step} of modality {m} holds PAD rows {pads[:5]} but the modality's "
+                f"last step is {last[m]}",
+            )
 
-    seen = Counter(i for rank_batches in batches for b in rank_batches for i, _ in b)
+
+def _check_coverage(
+    first: ReassemblingBatchSampler, batches: list[list[list[Key]]], assignment: list[int] | None
+) -> None:
+    """*each kept sample once*: the rows that are not PAD cover the kept samples once."""
+    filt = first.filter
+    rows = [i for rank_batches in batches for b in rank_batches for i, _ in b]
+    seen = Counter(i for i in rows if i >= 0)
+    pads = len(rows) - sum(seen.values())
     stats = first.stats()
     padded = sum(stats["padded"].values())
     dropped = sum(stats["dropped"].values())
-    kept = [i for i in range(filt.num_samples) if warmup or assignment[i] != FILTERED]  # type: ignore[index]
+    if assignment is None:
+        kept = list(range(filt.num_samples))
+    else:
+        kept = [i for i in range(filt.num_samples) if assignment[i] != FILTERED]
     filtered = filt.num_samples - len(kept)
     if filtered != stats["filtered"]:
         _fail("each kept sample once", f"{filtered} filtered but stats say {stats['filtered']}")
+    twice = [i for i, c in seen.items() if c > 1]
+    if twice:
+        _fail("each kept sample once", f"samples {twice[:10]} appear in more than one row")
     missing = [i for i in kept if seen[i] == 0]
     if len(missing) != dropped:
         _fail("each kept sample once", f"{len(missing)} kept samples missing, {dropped} dropped")
-    extra = sum(seen.values()) - (len(kept) - dropped)
-    if extra != padded:
-        _fail("each kept sample once", f"{extra} repeated keys but {padded} counted as padding")
+    if pads != padded:
+        _fail("each kept sample once", f"{pads} PAD rows but {padded} counted as padding")
     kept_set = set(kept)
     stray = [i for i in seen if i not in kept_set]
     if stray:
         _fail("each kept sample once", f"filtered samples were yielded: {stray[:10]}")
-    return batches
 
 
 def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: int = 1) -> list[int]:

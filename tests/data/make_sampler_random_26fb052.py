@@ -1,6 +1,8 @@
 """Made tests/data/sampler_random_26fb052.pt: a mid-epoch sampler checkpoint (order="random")
 saved by the code at commit 26fb052 (run from the repository root at that commit)."""
+
 import torch
+
 from remix_data import HardSampleFilter, ReassemblingBatchSampler
 
 names = ("audio", "video", "text")
@@ -10,7 +12,13 @@ filt.update(torch.arange(61), {m: torch.rand(61, generator=gen) for m in names})
 out = {"filter": None, "ranks": []}
 for rank in range(2):
     sampler = ReassemblingBatchSampler(
-        filt, 4, order="random", seed=11, num_replicas=2, rank=rank, joint_fraction=0.25,
+        filt,
+        4,
+        order="random",
+        seed=11,
+        num_replicas=2,
+        rank=rank,
+        joint_fraction=0.25,
     )
     sampler.set_epoch(3)
     full = [[list(k) for k in b] for b in sampler]

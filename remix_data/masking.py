@@ -355,17 +355,16 @@ class Masker:
         Plain strided tensors of one shape, dtype and device all get the same
         zero-stride view of one zero element, made per batch (never cached
         across batches): collated, it gives exactly what fresh zeros would, at
-        no allocation per item (``zeros_like`` is ~2.5 us, most of a tiny
-        item's cost). Arithmetic in-place writes to it (``add_``, ``x[i] = v``,
+        no allocation per item (docs/architecture.md, "Hot paths"). Arithmetic in-place writes to it (``add_``, ``x[i] = v``,
         ``copy_``) raise, as for any expanded tensor, rather than leak into the
         other samples of the batch. Anything else gets ``zeros_like``.
         """
         first = values[0]
         if type(first) is torch.Tensor and first.layout is torch.strided:
             shape, dtype, device = first.shape, first.dtype, first.device
-            # Type, shape and dtype per item (each tensor attribute read costs ~0.1 us);
-            # layout and device are checked on the first item only: a stray sparse
-            # or other-device tensor in one batch makes ``collate`` fail loudly anyway.
+            # Type, shape and dtype per item; layout and device on the first item only:
+            # a stray sparse or other-device tensor in one batch makes ``collate`` fail
+            # loudly anyway.
             if all(
                 type(v) is torch.Tensor and v.shape == shape and v.dtype is dtype for v in values
             ):

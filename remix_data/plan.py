@@ -271,7 +271,8 @@ class EpochLayout:
 
     def batch_sizes(self) -> set[int]:
         """The distinct sizes of the batches one rank yields in the epoch."""
-        return {s for c in self.cuts if c.batches for s in (c.batch_size, c.last)}
+        full = {c.batch_size for c in self.cuts if c.batches > 1}
+        return full | {c.last for c in self.cuts if c.batches}
 
 
 @dataclass(frozen=True)

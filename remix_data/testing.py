@@ -41,7 +41,7 @@ from .distributed import average_packed, pack_written
 from .filter import HardSampleFilter
 from .masking import Location, locate
 from .sampler import ReassemblingBatchSampler
-from .vocabulary import ALL, FILTERED, Batch, Key
+from .vocabulary import ALL, FILTERED, PAD, Batch, Key
 
 __all__ = [
     "logits",
@@ -398,10 +398,12 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     Checks, each reported by name in the ``AssertionError``: *len honest* (every
     rank received the same number of batches), *unimodal* (one modality per
     batch) and *same modality per step* (all ranks and all micro-batches of an
-    optimiser step). Returns the modality of every step.
+    optimiser step). :data:`~remix_data.vocabulary.PAD` rows, which only fill a
+    batch, have no modality: a batch of PAD rows alone fits any step. Returns
+    the modality of every step (``PAD`` for a step of PAD rows alone).
 
     Example:
-        >>> check_step_modalities([[[0, 0], [1, 1]], [[0, 0], [1, 1]]])
+        >>> check_step_modalities([[[0, 0], [1, 1]], [[0, -2], [1, 1]]])
         [0, 1]
         >>> check_step_modalities([[0, 1], [1, 0]])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -410,14 +412,14 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     if not ranks:
         raise ValueError("ranks should hold the batches of at least one rank, but got none")
     check_positive_int("accumulation_steps", accumulation_steps)
-    per_rank: list[list[int]] = []
+    per_rank: list[list[int | None]] = []
     for r, batches in enumerate(ranks):
-        mods = []
+        mods: list[int | None] = []
         for t, batch in enumerate(batches):
-            ids = set(_ids(batch, "modalities"))
-            if len(ids) != 1:
+            ids = set(_ids(batch, "modalities")) - {PAD}
+            if len(ids) > 1:
                 _fail("unimodal", f"rank {r} batch {t} holds modalities {sorted(ids)}")
-            mods.append(ids.pop())
+            mods.append(ids.pop() if ids else None)
         per_rank.append(mods)
     lengths = [len(mods) for mods in per_rank]
     if len(set(lengths)) > 1:
@@ -425,10 +427,11 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     a = accumulation_steps
     steps = []
     for step in range(-(-lengths[0] // a)):
-        mods_of_step = {m for mods in per_rank for m in mods[step * a : (step + 1) * a]}
-        if len(mods_of_step) != 1:
+        span = slice(step * a, (step + 1) * a)
+        mods_of_step = {m for mods in per_rank for m in mods[span] if m is not None}
+        if len(mods_of_step) > 1:
             _fail("same modality per step", f"step {step} mixes modalities {sorted(mods_of_step)}")
-        steps.append(mods_of_step.pop())
+        steps.append(mods_of_step.pop() if mods_of_step else PAD)
     return steps
 
 
@@ -575,16 +578,19 @@ def check_loader(
     - *unimodal*, *same modality per step*: one modality per batch, shared by
       the micro-batches of an optimiser step;
     - *assignment*: after warm-up every row trains its assigned modality;
-    - *each kept sample once*: a pass covers every kept sample once, plus
-      the counted padding, minus the counted drops;
+    - *each kept sample once*: the rows that are not PAD cover every kept
+      sample once, minus the counted drops; the PAD rows are the counted padding;
     - *masking*: in every row the trained modality equals the raw sample's
       and every other modality is zeros of the raw shape (``mask="zeros"``)
       or absent (``"drop"``); with ``"none"`` everything stays visible;
     - *masked rows not scored*: during a remix pass, no score of a modality
       a row did not train changed (``filt.update(..., modality=...)``).
 
-    Returns one record per pass: ``epoch``, ``warmup``, ``planned``,
-    ``modalities`` (per batch), ``indices`` (per batch).
+    :data:`~remix_data.vocabulary.PAD` rows (repeats that only fill a batch) are
+    masked as their batch's modality, count as padding and never as a sample's
+    one appearance. Returns one record per pass: ``epoch``, ``warmup``,
+    ``planned``, ``modalities`` (per batch; ``PAD`` for a batch of PAD rows
+    alone), ``indices`` (per batch, the rows that are not PAD).
 
     Example:
         >>> import torch
@@ -677,31 +683,35 @@ def _check_pass(
         assignment = filt.snapshot(epoch).tolist()
     mods: list[int] = []
     indices: list[list[int]] = []
+    pads = 0
     for t, batch in enumerate(record["batches"]):
         sample, index, modality = unpack(batch)
         rows = _ids(index, "index")
         ids = _ids(modality, "modality")
         if len(ids) == 1 and len(rows) > 1:
             ids = ids * len(rows)
-        if len(set(ids)) != 1:
-            _fail("unimodal", f"epoch {epoch} batch {t} holds modalities {sorted(set(ids))}")
-        m = ids[0]
+        groups = set(ids) - {PAD}
+        if len(groups) > 1:
+            _fail("unimodal", f"epoch {epoch} batch {t} holds modalities {sorted(groups)}")
+        m = groups.pop() if groups else (ALL if warmup else PAD)
         if warmup and m != ALL:
             _fail("unimodal", f"epoch {epoch} is a warm-up epoch but batch {t} has modality {m}")
-        if assignment is not None and m != ALL:
-            wrong = [i for i in rows if assignment[i] != m]
+        if assignment is not None and m not in (ALL, PAD):
+            wrong = [i for i in rows if assignment[i] != m]  # PAD rows repeat their group's
             if wrong:
                 _fail(
                     "assignment",
                     f"epoch {epoch} batch {t} trains modality {m} ({names[m]}) but samples "
                     f"{wrong[:5]} are assigned elsewhere",
                 )
-        _check_masking(sample, rows, m, dataset, names, where, decoupler.mask, epoch, t)
+        if m != PAD:  # PAD rows are masked as their batch's modality
+            _check_masking(sample, rows, m, dataset, names, where, decoupler.mask, epoch, t)
         mods.append(m)
-        indices.append(rows)
+        indices.append([i for i, g in zip(rows, ids) if g != PAD])
+        pads += len(rows) - len(indices[-1])
     a = sampler.accumulation_steps
     for step in range(len(mods) // a):
-        if len(set(mods[step * a : (step + 1) * a])) != 1:
+        if len(set(mods[step * a : (step + 1) * a]) - {PAD}) > 1:
             _fail("same modality per step", f"epoch {epoch} step {step} mixes micro-batches")
     if "stats" in record:
         stats = record["stats"]
@@ -709,12 +719,13 @@ def _check_pass(
         kept = sum(stats["samples"].values())
         dropped, padded = sum(stats["dropped"].values()), sum(stats["padded"].values())
         if sampler.num_replicas == 1 and (
-            len(seen) != kept - dropped or sum(seen.values()) != kept - dropped + padded
+            len(seen) != kept - dropped or sum(seen.values()) != len(seen) or pads != padded
         ):
             _fail(
                 "each kept sample once",
-                f"epoch {epoch}: {len(seen)} distinct samples in {sum(seen.values())} rows, "
-                f"but the plan keeps {kept} (dropped {dropped}, padded {padded})",
+                f"epoch {epoch}: {len(seen)} distinct samples in {sum(seen.values())} rows "
+                f"and {pads} PAD rows, but the plan keeps {kept} (dropped {dropped}, "
+                f"padded {padded})",
             )
         if not warmup:
             _check_scores(record, mods, indices, names, epoch)
@@ -791,7 +802,7 @@ def _check_scores(
     before, after = record["table"], record["table_after"]
     changed = ~((before == after) | (torch.isnan(before) & torch.isnan(after)))
     for m, rows in zip(mods, indices):
-        if m == ALL:
+        if m in (ALL, PAD):
             continue
         others = [k for k in range(len(names)) if k != m]
         hit = changed[others][:, rows]

@@ -276,6 +276,20 @@ def test_int_columns_equal_torch_tensor(values: list[Any], repeat: bool) -> None
     assert got.dtype == torch.int64 and torch.equal(got, want)
 
 
+@given(
+    first=st.sampled_from([ALL, 0, 1, PAD, 7]) | st.integers(-(2**63), 2**63 - 1),
+    real=st.integers(1, 40),
+    pads=st.integers(0, 40),
+    tail=st.sampled_from([None, 0, True, np.int64(PAD)]),
+)
+def test_a_modality_column_with_pad_rows_equals_torch_tensor(
+    first: int, real: int, pads: int, tail: Any
+) -> None:
+    column = (first,) * real + (PAD,) * pads + (() if tail is None else (tail,))
+    got, want = _int64(column), torch.tensor(column, dtype=torch.int64)
+    assert got.dtype == torch.int64 and torch.equal(got, want)
+
+
 def test_remix_collate_builds_the_columns_of_the_keys() -> None:
     data = ModalityDecoupler(items("tensor"), NAMES)
     batch = data.__getitems__([(0, 1), (3, 1), (5, 0)])

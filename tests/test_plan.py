@@ -1,0 +1,389 @@
+"""The plan: one step rule for the sampler and the stream, static shapes, PAD rows,
+resume over ranks and accumulation, real DataLoader workers and StatefulDataLoader,
+the run length, and a state saved by the code before the step order moved.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
+
+from remix_data import (
+    ALL,
+    HardSampleFilter,
+    ModalityDecoupler,
+    ReassemblingBatchSampler,
+    RemixCollate,
+    RemixWarning,
+    mask_features,
+)
+from remix_data.plan import TAILS, EpochSettings, split_batches
+from remix_data.streaming import StreamingRemixer
+from remix_data.testing import check_epoch, check_step_modalities
+from remix_data.vocabulary import PAD
+
+NAMES = ("audio", "video", "text")
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def scored(n: int, modalities: int, seed: int) -> HardSampleFilter:
+    """A filter whose assignment is random with random shares."""
+    names = NAMES[:modalities]
+    filt = HardSampleFilter(n, names, score="loss")
+    rescore(filt, seed)
+    return filt
+
+
+def rescore(filt: HardSampleFilter, seed: int) -> None:
+    """New random losses for every sample: the next snapshot changes the subsets' sizes."""
+    gen = np.random.default_rng(seed)
+    n, names = filt.num_samples, filt.modalities
+    shares = gen.dirichlet(np.ones(len(names)))
+    hardest = gen.choice(len(names), size=n, p=shares)
+    losses = {m: torch.from_numpy((hardest == k).astype(np.float32)) for k, m in enumerate(names)}
+    filt.update(torch.arange(n), losses, modality=ALL)
+
+
+def sample(i: int) -> dict[str, Any]:
+    return {"id": i, "audio": torch.full((2,), i + 1.0), "video": torch.full((3,), i + 1.0)}
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> dict[str, Any]:
+    return {
+        "n": draw(st.integers(1, 90)),
+        "modalities": draw(st.integers(2, 3)),
+        "batch": draw(st.integers(1, 7)),
+        "world": draw(st.integers(1, 4)),
+        "accumulation": draw(st.integers(1, 3)),
+        "tail": draw(st.sampled_from(TAILS)),
+        "drop_last": draw(st.booleans()),
+        "order": draw(st.sampled_from(["interleave", "random"])),
+        "warmup": draw(st.integers(0, 1)),
+        "epoch": draw(st.integers(0, 2)),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+
+
+def samplers(c: dict[str, Any], filt: HardSampleFilter, **extra: Any) -> list[Any]:
+    return [
+        ReassemblingBatchSampler(
+            filt,
+            c["batch"],
+            warmup_epochs=c["warmup"],
+            order=c["order"],
+            drop_last=c["drop_last"],
+            seed=c["seed"],
+            num_replicas=c["world"],
+            rank=r,
+            accumulation_steps=c["accumulation"],
+            tail=c["tail"],
+            **extra,
+        )
+        for r in range(c["world"])
+    ]
+
+
+# ------------------------------------------------------------- one plan, two engines
+@given(worlds())
+def test_the_sampler_and_the_stream_take_the_same_steps(c: dict[str, Any]) -> None:
+    filt = scored(c["n"], c["modalities"], c["seed"])
+    for rank, sampler in enumerate(samplers(c, filt)):
+        stream = [sample(i) for i in range(c["n"])] if c["world"] == 1 else []
+        remixer = StreamingRemixer(
+            stream,
+            filt,
+            c["batch"],
+            warmup_epochs=c["warmup"],
+            order=c["order"],
+            drop_last=c["drop_last"],
+            seed=c["seed"],
+            num_replicas=c["world"],
+            rank=rank,
+            accumulation_steps=c["accumulation"],
+            tail=c["tail"],
+            buffer_size=max(c["n"], c["batch"]),
+        )
+        remixer.set_epoch(c["epoch"])
+        sampler.set_epoch(c["epoch"])
+        steps = [(b.modality, len(b)) for b in sampler]
+        modality, size = remixer.schedule()
+        assert steps == list(zip(modality.tolist(), size.tolist()))
+        assert len(sampler) == len(remixer) == len(steps)
+        if stream:  # the stream yields that schedule
+            plans = list(remixer.iter_plans())
+            assert [(g, len(ids)) for g, ids, _ in plans] == steps
+
+
+@given(
+    n=st.integers(0, 200),
+    b=st.integers(1, 9),
+    world=st.integers(1, 4),
+    accumulation=st.integers(1, 3),
+    drop_last=st.booleans(),
+    tail=st.sampled_from(TAILS),
+)
+def test_a_cut_keeps_pads_or_drops_every_sample_and_sizes_each_rank(
+    n: int, b: int, world: int, accumulation: int, drop_last: bool, tail: str
+) -> None:
+    cut = split_batches(
+        n, b, drop_last=drop_last, tail=tail, num_replicas=world, accumulation_steps=accumulation
+    )
+    step = world * accumulation * b
+    assert cut.kept + cut.dropped == n and cut.batches == cut.steps * accumulation
+    assert sum(cut.sizes()) * world == cut.kept + cut.padded  # every rank the same sizes
+    if step > b or tail == "fill" or drop_last:  # static shapes
+        assert set(cut.sizes()) <= {b} and cut.merged == 0
+        assert cut.padded < step and cut.dropped < step
+        assert cut.padded == (0 if drop_last else -n % step)
+    else:
+        assert cut.padded == 0
+
+
+# ---------------------------------------------------------------- static shapes
+@given(worlds(), st.sampled_from([0.0, 0.25]), st.sampled_from([0, 1, 4]))
+def test_a_run_yields_one_batch_size_under_static_shapes(
+    c: dict[str, Any], joint: float, warmup: int
+) -> None:
+    c["warmup"] = warmup
+    filt = scored(c["n"], c["modalities"], c["seed"])
+    ranks = samplers(c, filt, joint_fraction=joint)
+    seen: set[int] = set()
+    for epoch in range(4):
+        if epoch:
+            rescore(filt, c["seed"] + epoch)  # the subsets change size every epoch
+        for rank_batches in check_epoch(ranks, epoch=epoch):  # every invariant, PAD rows too
+            seen |= {len(b) for b in rank_batches}
+    static = c["tail"] == "fill" or c["drop_last"] or c["world"] * c["accumulation"] > 1
+    if static:
+        assert seen <= {c["batch"]}
+    if c["warmup"] >= 4 and c["tail"] != "fill":
+        assert len(seen) <= 2  # warm-up only: what plain shuffled loading gives
+    assert ranks[0].stats()["batch_sizes"] == sorted(seen)
+
+
+def test_merge_yields_a_new_size_per_epoch_where_fill_yields_one() -> None:
+    filt = HardSampleFilter(101, NAMES[:2], score="loss")
+    sizes: dict[str, set[int]] = {"merge": set(), "fill": set()}
+    for tail in sizes:
+        sampler = ReassemblingBatchSampler(filt, 16, tail=tail)
+        for epoch in range(5):
+            rescore(filt, epoch)
+            sampler.set_epoch(epoch)
+            sizes[tail] |= {len(b) for b in sampler}
+        assert sampler.stats()["batch_sizes"] == sorted(sizes[tail])
+    assert len(sizes["merge"]) > 2 and sizes["fill"] == {16}
+
+
+# ------------------------------------------------------------- resume over ranks
+@given(worlds(), st.integers(0, 40))
+def test_resume_mid_epoch_on_every_rank_yields_the_rest_of_the_plan(
+    c: dict[str, Any], stop: int
+) -> None:
+    filt = scored(c["n"], c["modalities"], c["seed"])
+    ranks = samplers(c, filt)
+    full = check_epoch(ranks, epoch=c["epoch"])
+    stop = min(stop, len(full[0]))
+    states = []
+    for sampler in ranks:
+        sampler.set_epoch(c["epoch"])
+        it = iter(sampler)
+        for _ in range(stop):
+            next(it)
+        states.append(sampler.state_dict())
+    filter_state = filt.state_dict()
+    fresh = scored(c["n"], c["modalities"], c["seed"] + 1)  # other scores until restored
+    fresh.load_state_dict(filter_state)
+    resumed = samplers(c, fresh)
+    for sampler, state, batches in zip(resumed, states, full):
+        sampler.load_state_dict(state)
+        assert [list(b) for b in sampler] == batches[stop:]
+        # the run since load_state_dict: the resumed epoch, if a batch of it was yielded
+        sizes = {len(b) for b in batches} if stop < len(batches) else set()
+        assert sampler.stats()["batch_sizes"] == sorted(sizes)
+
+
+# --------------------------------------------------------------- real loaders
+def loader_rows(batches: list[Any]) -> list[tuple[list[int], list[int]]]:
+    return [(index.tolist(), modality.tolist()) for _, index, modality in batches]
+
+
+def check_rows(
+    ranks: list[list[tuple[list[int], list[int]]]], filt: Any, epoch: int, a: int
+) -> None:
+    """Non-PAD rows once per epoch; PAD rows in a group's last step; steps agree on ranks."""
+    assign = filt.snapshot(epoch).tolist()
+    steps = check_step_modalities([[m for _, m in r] for r in ranks], accumulation_steps=a)
+    real = Counter(i for r in ranks for idx, m in r for i, g in zip(idx, m) if g != PAD)
+    assert set(real.values()) == {1} and set(real) == {i for i, x in enumerate(assign) if x >= 0}
+    last = {m: s for s, m in enumerate(steps)}
+    for r in ranks:
+        for t, (idx, mods) in enumerate(r):
+            step = t // a
+            pads = [i for i, g in zip(idx, mods) if g == PAD]
+            assert not pads or last[steps[step]] == step or steps[step] == PAD
+            assert all(assign[i] == steps[step] for i in pads if steps[step] != PAD)
+            assert mods[len(mods) - len(pads) :] == [PAD] * len(pads)  # PAD rows come last
+
+
+@pytest.mark.parametrize("tail", ["fill", "merge"])
+def test_dataloader_workers_over_two_ranks_train_every_sample_once(tail: str) -> None:
+    n, batch, a = 45, 4, 2
+    base = [
+        {"audio": torch.full((2,), i + 1.0), "video": torch.full((3,), i + 1.0)} for i in range(n)
+    ]
+    filt = scored(n, 2, 0)
+    ranks = [
+        ReassemblingBatchSampler(
+            filt, batch, num_replicas=2, rank=r, accumulation_steps=a, tail=tail
+        )
+        for r in range(2)
+    ]
+    data = ModalityDecoupler(base, filt)
+    loaders = [
+        DataLoader(
+            data, batch_sampler=s, num_workers=2, persistent_workers=True, collate_fn=RemixCollate()
+        )
+        for s in ranks
+    ]
+    for epoch in range(2):
+        rescore(filt, epoch + 10)
+        for s in ranks:
+            s.set_epoch(epoch)
+        got = [list(loader) for loader in loaders]
+        assert [len(g) for g in got] == [len(s) for s in ranks] == [len(ranks[0])] * 2
+        assert {len(i) for g in got for _, i, _ in g} == {batch}
+        check_rows([loader_rows(g) for g in got], filt, epoch, a)
+        for g in got:
+            for sample, index, modality in g:
+                pads = modality == PAD
+                # a PAD row is its sample, masked like the batch (video rows show video only)
+                m = int(modality[~pads][0]) if (~pads).any() else None
+                if m is not None:
+                    hidden = "video" if m == 0 else "audio"
+                    assert not sample[hidden].any()
+                shown = sample["audio" if m == 0 else "video"][pads] if m is not None else None
+                if shown is not None:
+                    assert torch.equal(shown[:, 0], (index[pads] + 1).float())
+                feats = {k: torch.ones(len(index), 2) for k in ("audio", "video")}
+                zeroed = mask_features(feats, modality, filt)
+                assert not zeroed["audio"][pads].any() and not zeroed["video"][pads].any()
+
+
+def test_stateful_dataloader_resumes_two_ranks_with_accumulation_and_fill() -> None:
+    n, batch, a, cut = 37, 3, 2, 3
+    base = [
+        {"audio": torch.full((2,), i + 1.0), "video": torch.full((1,), i + 1.0)} for i in range(n)
+    ]
+
+    def build() -> tuple[HardSampleFilter, list[Any], list[StatefulDataLoader]]:
+        filt = scored(n, 2, 3)
+        ranks = [
+            ReassemblingBatchSampler(
+                filt,
+                batch,
+                num_replicas=2,
+                rank=r,
+                accumulation_steps=a,
+                tail="fill",
+                warmup_epochs=1,
+            )
+            for r in range(2)
+        ]
+        data = ModalityDecoupler(base, filt)
+        loaders = [
+            StatefulDataLoader(data, batch_sampler=s, num_workers=2, collate_fn=RemixCollate())
+            for s in ranks
+        ]
+        for s in ranks:
+            s.set_epoch(1)
+        return filt, ranks, loaders
+
+    filt, _, loaders = build()
+    full = [loader_rows(list(loader)) for loader in loaders]
+    check_rows(full, filt, 1, a)
+    filt, _, loaders = build()
+    heads, states = [], []
+    for loader in loaders:
+        it = iter(loader)
+        heads.append(loader_rows([next(it) for _ in range(cut)]))
+        states.append(loader.state_dict())
+        del it
+    filter_state = filt.state_dict()
+    filt, _, loaders = build()
+    filt.load_state_dict(filter_state)
+    for head, state, loader, expected in zip(heads, states, loaders, full):
+        loader.load_state_dict(state)
+        assert head + loader_rows(list(loader)) == expected
+
+
+# ------------------------------------------------------- a state from before the move
+def test_a_state_saved_before_plan_version_2_resumes_with_its_old_step_order() -> None:
+    saved = torch.load(DATA / "sampler_random_26fb052.pt", weights_only=True)
+    names = ("audio", "video", "text")
+    for rank, record in enumerate(saved["ranks"]):
+        filt = HardSampleFilter(61, names, score="loss")
+        filt.load_state_dict(saved["filter"])
+        sampler = ReassemblingBatchSampler(
+            filt, 4, order="random", seed=11, num_replicas=2, rank=rank, joint_fraction=0.25
+        )
+        state = record["state"]
+        assert "plan_version" not in state
+        sampler.load_state_dict(state)
+        rest = [[(i if i >= 0 else ~i, m) for i, m in b] for b in sampler]  # PAD: a repeat
+        old = [[tuple(k) for k in b] for b in record["batches"]]
+        assert rest == old[state["yielded"] :]
+        config = {"order": "random", "seed": 11, "num_replicas": 2, "rank": rank}
+        fresh = ReassemblingBatchSampler(filt, 4, joint_fraction=0.25, **config)
+        fresh.set_epoch(3)  # the same epoch planned today: the step order is drawn first
+        assert [[(i if i >= 0 else ~i, m) for i, m in b] for b in fresh] != old
+        sampler.set_epoch(4)  # later epochs follow today's order
+        fresh.set_epoch(4)
+        assert list(sampler) == list(fresh)
+
+
+# ---------------------------------------------------------------- run length
+def test_a_warmup_as_long_as_the_run_is_refused_and_an_epoch_past_it_warns() -> None:
+    filt = HardSampleFilter(10, NAMES[:2])
+    with pytest.raises(
+        ValueError, match="warmup_epochs=5 leaves no remix epoch in a run of epochs=5"
+    ):
+        ReassemblingBatchSampler(filt, 2, warmup_epochs=5, epochs=5)
+    with pytest.raises(ValueError, match="warmup_epochs=6 leaves no remix epoch"):
+        StreamingRemixer([], filt, 2, warmup_epochs=6, epochs=3)
+    with pytest.raises(ValueError, match="epochs=0"):
+        ReassemblingBatchSampler(filt, 2, epochs=0)
+    sampler = ReassemblingBatchSampler(filt, 2, warmup_epochs=4, epochs=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemixWarning)
+        for epoch in range(5):
+            sampler.set_epoch(epoch)
+    assert not sampler.is_warmup(4) and sampler.epochs == 5
+    with pytest.warns(
+        RemixWarning, match=r"set_epoch\(5\) lies past the run of epochs=5"
+    ) as caught:
+        sampler.set_epoch(5)
+        sampler.set_epoch(5)
+    assert len([w for w in caught if w.category is RemixWarning]) == 1
+
+
+def test_settings_are_checked_once_with_the_arguments_name() -> None:
+    with pytest.raises(ValueError, match="tail should be one of \\('merge', 'keep', 'fill'\\)"):
+        EpochSettings(2, tail="pad")
+    with pytest.raises(ValueError, match="rank should lie in \\[0, num_replicas=2\\)"):
+        EpochSettings(2, num_replicas=2, rank=2)
+    with pytest.raises(TypeError, match="joint_fraction"):
+        EpochSettings(2, joint_fraction="half")
+    filt = HardSampleFilter(10, NAMES[:2])
+    with pytest.raises(ValueError, match="order should be one of \\('interleave', 'random'\\)"):
+        StreamingRemixer([], filt, 2, order="sequential")

@@ -355,9 +355,10 @@ class Masker:
         Plain strided tensors of one shape, dtype and device all get the same
         zero-stride view of one zero element, made per batch (never cached
         across batches): collated, it gives exactly what fresh zeros would, at
-        no allocation per item (docs/architecture.md, "Hot paths"). Arithmetic in-place writes to it (``add_``, ``x[i] = v``,
-        ``copy_``) raise, as for any expanded tensor, rather than leak into the
-        other samples of the batch. Anything else gets ``zeros_like``.
+        no allocation per item (docs/architecture.md, "Hot paths"). Arithmetic
+        in-place writes to it (``add_``, ``x[i] = v``, ``copy_``) raise, as for
+        any expanded tensor, rather than leak into the other samples of the
+        batch. Anything else gets ``zeros_like``.
         """
         first = values[0]
         if type(first) is torch.Tensor and first.layout is torch.strided:

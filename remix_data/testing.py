@@ -41,6 +41,7 @@ from .distributed import average_packed, pack_written
 from .filter import HardSampleFilter
 from .masking import Location, locate
 from .sampler import ReassemblingBatchSampler
+from .streaming import StreamingRemixer
 from .vocabulary import ALL, FILTERED, PAD, Batch, Key
 
 __all__ = [
@@ -495,7 +496,7 @@ class _Watched:
     ``loader.batch_sampler`` or ``len(loader)`` sees the real thing.
     """
 
-    def __init__(self, loader: Any, sampler: ReassemblingBatchSampler) -> None:
+    def __init__(self, loader: Any, sampler: ReassemblingBatchSampler | StreamingRemixer) -> None:
         self._loader = loader
         self._sampler = sampler
         self.passes: list[dict[str, Any]] = []
@@ -525,6 +526,7 @@ class _Watched:
             record.update(epoch=sampler.epoch, warmup=sampler.is_warmup(), planned=len(sampler))
         record["finished"] = True
         record["table_after"] = sampler.filter.state_dict()["values"]
+        record["stats_after"] = sampler.stats()
 
 
 def _default_unpack(batch: Any) -> tuple[Any, Any, Any]:
@@ -542,7 +544,7 @@ def check_loader(
     *,
     train: Callable[[Any], None] | None = None,
     epochs: int = 3,
-    sampler: ReassemblingBatchSampler | None = None,
+    sampler: ReassemblingBatchSampler | StreamingRemixer | None = None,
     decoupler: ModalityDecoupler | None = None,
     unpack: Callable[[Any], tuple[Any, Any, Any]] | None = None,
     locations: Mapping[str, Location] | None = None,
@@ -554,13 +556,17 @@ def check_loader(
             ``collate_fn``, your batch-sampler wrapper, workers): anything
             iterable that yields batches.
         dataset: the *raw* dataset (before :class:`~remix_data.ModalityDecoupler`),
-            against which every batch's visible modality is compared.
+            against which every batch's visible modality is compared; for a
+            stream, anything indexed by sample id, or ``None`` to leave masking
+            unchecked.
         train: your training loop as a function of the loader: ``train(loader)``
             runs all its epochs (``set_epoch``, the batches, ``filt.update``...)
             over the loader it is given, a recording stand-in for yours. Default:
             ``epochs`` epochs of ``sampler.set_epoch(e)`` and one full pass.
-        sampler: the :class:`~remix_data.ReassemblingBatchSampler` (default:
-            found from ``loader`` through attributes, wrappers included).
+        sampler: the :class:`~remix_data.ReassemblingBatchSampler`, or the
+            :class:`~remix_data.streaming.StreamingRemixer` of a streaming
+            loader (default: found from ``loader`` through attributes, wrappers
+            included).
         decoupler: the :class:`~remix_data.ModalityDecoupler` whose mask mode
             and locations apply (default: found from ``loader``'s dataset).
         unpack: ``batch -> (sample, index, modality)`` when your collate yields
@@ -579,7 +585,10 @@ def check_loader(
       the micro-batches of an optimiser step;
     - *assignment*: after warm-up every row trains its assigned modality;
     - *each kept sample once*: the rows that are not PAD cover every kept
-      sample once, minus the counted drops; the PAD rows are the counted padding;
+      sample once, minus the counted drops; the PAD rows are the counted padding
+      (a stream: no sample id in two rows, which also catches ids that are not
+      unique across workers, and the remixer's counts; ids repeated across
+      ranks need every rank's records, which one process does not see);
     - *masking*: in every row the trained modality equals the raw sample's
       and every other modality is zeros of the raw shape (``mask="zeros"``)
       or absent (``"drop"``); with ``"none"`` everything stays visible;
@@ -603,27 +612,32 @@ def check_loader(
         >>> [p["planned"] for p in check_loader(loader, raw, epochs=2)]
         [3, 2]
     """
-    sampler = sampler if sampler is not None else _find(loader, ReassemblingBatchSampler)
-    if not isinstance(sampler, ReassemblingBatchSampler):
+    if sampler is None:
+        sampler = _find(loader, ReassemblingBatchSampler) or _find(loader, StreamingRemixer)
+    if not isinstance(sampler, (ReassemblingBatchSampler, StreamingRemixer)):
         raise ValueError(
-            "check_loader found no ReassemblingBatchSampler in loader; pass sampler=, "
-            f"but got sampler={sampler!r}"
+            "check_loader found no ReassemblingBatchSampler or StreamingRemixer in loader; "
+            f"pass sampler=, but got sampler={sampler!r}"
         )
-    decoupler = decoupler if decoupler is not None else _find(loader, ModalityDecoupler)
-    if not isinstance(decoupler, ModalityDecoupler):
-        raise ValueError(
-            "check_loader found no ModalityDecoupler in loader; pass decoupler=, "
-            f"but got decoupler={decoupler!r}"
-        )
+    if isinstance(sampler, StreamingRemixer):
+        masker = sampler.masker
+    else:
+        decoupler = decoupler if decoupler is not None else _find(loader, ModalityDecoupler)
+        if not isinstance(decoupler, ModalityDecoupler):
+            raise ValueError(
+                "check_loader found no ModalityDecoupler in loader; pass decoupler=, "
+                f"but got decoupler={decoupler!r}"
+            )
+        masker = decoupler.masker
     filt = sampler.filter
-    if filt.num_samples != len(dataset):
+    if dataset is not None and filt.num_samples != len(dataset):
         _fail(
             "dataset size",
             f"the filter has num_samples={filt.num_samples} but the dataset has "
             f"len(dataset)={len(dataset)}",
         )
     names = filt.modalities  # the truth: the filter's ids
-    where = {n: decoupler.masker.locations.get(n, n) for n in names}
+    where = {n: masker.locations.get(n, n) for n in names}
     where.update(locations or {})
     watched = _Watched(loader, sampler)
     if train is None:
@@ -648,7 +662,7 @@ def check_loader(
                 "sampler.set_epoch(epoch) before every epoch",
             )
         previous = epoch
-        mods, indices = _check_pass(record, sampler, dataset, names, where, decoupler, unpack)
+        mods, indices = _check_pass(record, sampler, dataset, names, where, masker.mask, unpack)
         out.append(
             {
                 "epoch": epoch,
@@ -663,11 +677,11 @@ def check_loader(
 
 def _check_pass(
     record: dict[str, Any],
-    sampler: ReassemblingBatchSampler,
+    sampler: ReassemblingBatchSampler | StreamingRemixer,
     dataset: Any,
     names: tuple[str, ...],
     where: Mapping[str, Location],
-    decoupler: ModalityDecoupler,
+    mask: str,
     unpack: Callable[[Any], tuple[Any, Any, Any]],
 ) -> tuple[list[int], list[list[int]]]:
     epoch, warmup = record["epoch"], record["warmup"]
@@ -704,8 +718,8 @@ def _check_pass(
                     f"epoch {epoch} batch {t} trains modality {m} ({names[m]}) but samples "
                     f"{wrong[:5]} are assigned elsewhere",
                 )
-        if m != PAD:  # PAD rows are masked as their batch's modality
-            _check_masking(sample, rows, m, dataset, names, where, decoupler.mask, epoch, t)
+        if m != PAD and dataset is not None:  # PAD rows are masked as their batch's modality
+            _check_masking(sample, rows, m, dataset, names, where, mask, epoch, t)
         mods.append(m)
         indices.append([i for i, g in zip(rows, ids) if g != PAD])
         pads += len(rows) - len(indices[-1])
@@ -713,9 +727,11 @@ def _check_pass(
     for step in range(len(mods) // a):
         if len(set(mods[step * a : (step + 1) * a]) - {PAD}) > 1:
             _fail("same modality per step", f"epoch {epoch} step {step} mixes micro-batches")
-    if "stats" in record:
+    seen = Counter(i for rows in indices for i in rows)
+    if isinstance(sampler, StreamingRemixer):
+        _check_stream_pass(record, seen, pads, epoch)
+    elif "stats" in record:
         stats = record["stats"]
-        seen = Counter(i for rows in indices for i in rows)
         kept = sum(stats["samples"].values())
         dropped, padded = sum(stats["dropped"].values()), sum(stats["padded"].values())
         if sampler.num_replicas == 1 and (
@@ -730,6 +746,27 @@ def _check_pass(
         if not warmup:
             _check_scores(record, mods, indices, names, epoch)
     return mods, indices
+
+
+def _check_stream_pass(record: dict[str, Any], seen: Counter[int], pads: int, epoch: int) -> None:
+    """*each kept sample once* for a stream: no id in two rows, the counts of ``stats()``."""
+    twice = sorted(i for i, c in seen.items() if c > 1)
+    if twice:
+        _fail(
+            "each kept sample once",
+            f"epoch {epoch}: sample ids {twice[:5]} came in more than one row (not PAD): the "
+            "stream's ids are not unique (ids that restart at 0 in every shard?) or a part of "
+            "the stream reached two workers or ranks",
+        )
+    stats = record.get("stats_after")
+    if stats is not None and record["finished"]:
+        trained, padded = sum(stats["samples"].values()), sum(stats["padded"].values())
+        if (len(seen), pads) != (trained, padded):
+            _fail(
+                "each kept sample once",
+                f"epoch {epoch}: {len(seen)} samples and {pads} PAD rows, but the remixer "
+                f"counted {trained} samples and {padded} padded",
+            )
 
 
 def _check_masking(

@@ -387,3 +387,66 @@ def test_settings_are_checked_once_with_the_arguments_name() -> None:
     filt = HardSampleFilter(10, NAMES[:2])
     with pytest.raises(ValueError, match="order should be one of \\('interleave', 'random'\\)"):
         StreamingRemixer([], filt, 2, order="sequential")
+
+
+# ------------------------------------------------------------ stream sample ids
+def id_shards(folder: Path, shards: int, per_shard: int, *, restart: bool) -> list[str]:
+    """WebDataset shards; ``restart=True`` numbers every shard's samples from 0 again."""
+    wds = pytest.importorskip("webdataset")
+    urls = []
+    for s in range(shards):
+        url = str(folder / f"shard-{s}.tar")
+        with wds.TarWriter(url) as sink:
+            for k in range(per_shard):
+                i = k if restart else s * per_shard + k
+                sink.write({"__key__": f"{i:06d}", "audio.npy": np.full(2, i + 1.0, np.float32),
+                            "video.npy": np.full(3, i + 1.0, np.float32)})  # fmt: skip
+        urls.append(url)
+    return urls
+
+
+def wds_remixer(urls: list[str], n: int, **kwargs: Any) -> StreamingRemixer:
+    import webdataset as wds
+
+    stream = (
+        wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+        .decode()
+        .map(
+            lambda s: {
+                "id": int(s["__key__"]),
+                "audio": torch.from_numpy(s["audio.npy"]),
+                "video": torch.from_numpy(s["video.npy"]),
+            }
+        )
+    )
+    return StreamingRemixer(stream, scored(n, 2, 5), 4, **kwargs)
+
+
+def test_ids_restarting_in_every_shard_fail_at_the_first_repeat(tmp_path: Path) -> None:
+    urls = id_shards(tmp_path, 2, 10, restart=True)  # ids 0..9 twice, in one worker's stream
+    remixer = wds_remixer(urls, 20)
+    with pytest.raises(ValueError, match=r"sample id 0 was read twice in epoch 0 by worker 0"):
+        list(DataLoader(remixer, batch_size=None))
+
+
+def test_check_loader_sees_ids_repeated_across_workers(tmp_path: Path) -> None:
+    from remix_data.testing import check_loader
+
+    urls = id_shards(tmp_path, 2, 10, restart=True)  # one shard per worker: each worker's ids
+    remixer = wds_remixer(urls, 20, warmup_epochs=1)  # are unique, the stream's are not
+    loader = DataLoader(remixer, batch_size=None, num_workers=2)
+    with pytest.raises(AssertionError, match=r"each kept sample once: epoch 0: sample ids \[0,"):
+        check_loader(loader, None, epochs=2)
+
+
+def test_check_loader_passes_a_correct_stream_with_workers(tmp_path: Path) -> None:
+    from remix_data.testing import check_loader
+
+    urls = id_shards(tmp_path, 4, 10, restart=False)
+    remixer = wds_remixer(urls, 40, warmup_epochs=1, tail="fill")
+    loader = DataLoader(remixer, batch_size=None, num_workers=2)
+    raw = [sample(i) for i in range(40)]  # what each id holds (masking is compared to it)
+    records = check_loader(loader, [{k: v for k, v in s.items() if k != "id"} for s in raw])
+    assert [r["epoch"] for r in records] == [0, 1, 2] and records[0]["warmup"]
+    assert all(len({i for rows in r["indices"] for i in rows}) > 0 for r in records)
+    assert remixer.stats()["batch_sizes"] == [4]

@@ -450,3 +450,116 @@ def test_check_loader_passes_a_correct_stream_with_workers(tmp_path: Path) -> No
     assert [r["epoch"] for r in records] == [0, 1, 2] and records[0]["warmup"]
     assert all(len({i for rows in r["indices"] for i in rows}) > 0 for r in records)
     assert remixer.stats()["batch_sizes"] == [4]
+
+
+# ---------------------------------------------------------------- PAD rows
+@pytest.mark.parametrize("dtype", [torch.int64, torch.uint8, torch.bfloat16])
+@pytest.mark.parametrize("mask", ["zeros", "drop", "none"])
+def test_pad_rows_are_masked_like_their_batch_for_every_dtype(
+    dtype: torch.dtype, mask: str
+) -> None:
+    from remix_data.vocabulary import KeyBatch
+
+    base = [
+        {
+            "audio": torch.full((2,), i + 1, dtype=dtype),
+            "video": torch.full((3,), i + 1, dtype=dtype),
+        }
+        for i in range(6)
+    ]
+    filt = HardSampleFilter(6, NAMES[:2])
+    data = ModalityDecoupler(base, filt, mask=mask)
+    for keys, shown in (
+        (KeyBatch([1, 4, ~1, ~4], 1, filt.modalities), [1, 1, PAD, PAD]),
+        (KeyBatch([5, ~5, ~5], ALL, filt.modalities), [ALL, PAD, PAD]),  # warm-up: unmasked
+    ):
+        batch, index, modality = RemixCollate()(data.__getitems__(keys))
+        one_by_one = RemixCollate()([data[k] for k in keys])  # the item path agrees
+        assert torch.equal(one_by_one[1], index) and torch.equal(one_by_one[2], modality)
+        assert all(torch.equal(one_by_one[0][name], batch[name]) for name in batch)
+        real = [i if i >= 0 else ~i for i in keys.indices]
+        assert index.tolist() == real and modality.tolist() == shown
+        video = torch.stack([base[i]["video"] for i in real])
+        assert batch["video"].dtype == dtype and torch.equal(batch["video"], video)
+        if keys.modality == ALL or mask == "none":
+            assert torch.equal(batch["audio"], torch.stack([base[i]["audio"] for i in real]))
+        elif mask == "zeros":
+            assert batch["audio"].dtype == dtype and not batch["audio"].any()
+        else:
+            assert "audio" not in batch
+
+
+def test_mask_features_zeroes_every_modality_of_a_pad_row() -> None:
+    feats = {"audio": torch.ones(4, 2), "video": torch.ones(4, 2, dtype=torch.bfloat16)}
+    out = mask_features(feats, torch.tensor([0, PAD, ALL, 1]), NAMES[:2])
+    assert out["audio"][:, 0].tolist() == [1, 0, 1, 0]
+    assert out["video"][:, 0].tolist() == [0, 0, 1, 1] and out["video"].dtype == torch.bfloat16
+    assert not any(t.any() for t in mask_features(feats, PAD, NAMES[:2]).values())
+
+
+def test_build_gives_the_sampler_the_run_length_and_recommended_static_shapes() -> None:
+    from remix_data.presets import PAPER, RECOMMENDED, Preset, build
+
+    base = [{"audio": torch.randn(2), "video": torch.randn(3)} for _ in range(20)]
+    labels = [i % 2 for i in range(20)]
+    parts = build(RECOMMENDED, base, modalities=NAMES[:2], batch_size=4, epochs=12, labels=labels)
+    assert (parts.sampler.epochs, parts.sampler.tail) == (12, "fill")
+    paper = build(PAPER, base, modalities=NAMES[:2], batch_size=4, epochs=12)
+    assert paper.sampler.tail == "merge"  # the reference's short last batch, no batch of one
+    with pytest.raises(ValueError, match="unknown keys \\['epochs'\\]"):
+        Preset("mine", warmup=1, sampler={"epochs": 5})
+
+
+def with_pad(batches: list[list[Any]]) -> int:
+    """The position of the batch that holds PAD keys."""
+    return next(t for t, b in enumerate(batches) if any(i < 0 for i, _ in b))
+
+
+class PadFirst(ReassemblingBatchSampler):
+    """Yields the batch with PAD rows first, before the other batches of its group."""
+
+    def __iter__(self) -> Any:
+        batches = [list(b) for b in super().__iter__()]
+        return iter([batches.pop(with_pad(batches)), *batches])
+
+
+class PadOfAnotherGroup(ReassemblingBatchSampler):
+    """Its PAD rows repeat a sample of the other modality."""
+
+    def __iter__(self) -> Any:
+        batches = [list(b) for b in super().__iter__()]
+        t = with_pad(batches)
+        other = next(i for b in batches for i, m in b if i >= 0 and m != batches[t][0][1])
+        batches[t] = [(i if i >= 0 else ~other, m) for i, m in batches[t]]
+        return iter(batches)
+
+
+class TrainedRepeat(ReassemblingBatchSampler):
+    """Repeats completing a batch that are not marked PAD (trained twice)."""
+
+    def __iter__(self) -> Any:
+        batches = [list(b) for b in super().__iter__()]
+        t = with_pad(batches)
+        batches[t] = [(i if i >= 0 else ~i, m) for i, m in batches[t]]
+        return iter(batches)
+
+
+@pytest.mark.parametrize(
+    ("broken", "invariant"),
+    [
+        (PadFirst, "PAD rows last"),
+        (PadOfAnotherGroup, "unimodal"),
+        (TrainedRepeat, "each kept sample once"),
+    ],
+)
+def test_check_epoch_names_a_broken_pad_rule(broken: type, invariant: str) -> None:
+    filt = HardSampleFilter(22, NAMES[:2], score="loss")
+    filt.update(
+        torch.arange(22),
+        {"audio": (torch.arange(22) < 10).float(), "video": torch.full((22,), 0.5)},
+    )
+    # audio: 10 samples -> 4, 4, 2 + 2 PAD; video: 12 -> 4, 4, 4
+    kwargs = {"tail": "fill", "order": "sequential"}
+    check_epoch(ReassemblingBatchSampler(filt, 4, **kwargs), epoch=1)  # the real one passes
+    with pytest.raises(AssertionError, match=f"remix invariant broken: {invariant}:"):
+        check_epoch(broken(filt, 4, **kwargs), epoch=1)

@@ -357,6 +357,28 @@ class EpochSettings:
         """The values of :data:`PLAN_KEYS`, as a state records them."""
         return {key: getattr(self, key) for key in PLAN_KEYS}
 
+    def check_sharding(
+        self, num_replicas: int, rank: int, accumulation_steps: int, *, owner: str
+    ) -> None:
+        """Raise ``ValueError`` unless these settings shard for a framework's world.
+
+        ``owner`` names who runs the loop ("trainer", "accelerator") in the
+        message. An ``accumulation_steps`` of 1 means the framework does not
+        accumulate, which any setting serves.
+        """
+        if (self.num_replicas, self.rank) != (num_replicas, rank):
+            raise ValueError(
+                f"the sampler should shard for this {owner}: build it with "
+                f"num_replicas={num_replicas}, rank={rank}, but got "
+                f"num_replicas={self.num_replicas}, rank={self.rank}"
+            )
+        if accumulation_steps > 1 and self.accumulation_steps != accumulation_steps:
+            raise ValueError(
+                f"the {owner} accumulates {accumulation_steps} micro-batches per optimizer "
+                f"step, so build the sampler with accumulation_steps={accumulation_steps}, "
+                f"but got accumulation_steps={self.accumulation_steps}"
+            )
+
     def cut(self, n: int) -> BatchSplit:
         """:func:`split_batches` of a group of ``n`` samples under these settings."""
         return split_batches(
@@ -452,3 +474,9 @@ class PlannedBySettings:
     def global_step_size(self) -> int:
         """Samples of one group per optimiser step over all ranks."""
         return self.settings.global_step
+
+    def check_sharding(
+        self, num_replicas: int, rank: int, accumulation_steps: int, *, owner: str
+    ) -> None:
+        """:meth:`EpochSettings.check_sharding` of these settings."""
+        self.settings.check_sharding(num_replicas, rank, accumulation_steps, owner=owner)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from ._checks import check_nonnegative_int
+from ._checks import check_nonnegative_int, check_positive_int
 from .alerts import RemixWarning
 from .distributed import world_info
 from .filter import HardSampleFilter
@@ -90,6 +90,99 @@ class _Plan:
 
     def __len__(self) -> int:
         return sum(g.cut.batches for g in self.groups)
+
+
+@dataclass(frozen=True)
+class _SavedPosition:
+    """A sampler state's position, checked before anything changes."""
+
+    epoch: int
+    yielded: int
+    shape: tuple[int, tuple[int, ...]] | None  # (batches on the rank, samples per group)
+    version: int
+
+    @property
+    def batches(self) -> int | None:
+        return None if self.shape is None else self.shape[0]
+
+    @property
+    def finished(self) -> bool:
+        return self.shape is not None and self.yielded == self.shape[0]
+
+    @classmethod
+    def read(cls, state: Any, mine: Mapping[str, Any]) -> _SavedPosition:
+        """``state``'s position; ``ValueError`` unless it matches ``mine``'s configuration."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
+        for key in mine:
+            if key not in state and key != "plan_version":  # older states lack it
+                raise ValueError(f"state should contain {key!r}; got keys {sorted(state)}")
+        check_config(state, mine, _CONFIG_KEYS, "sampler")
+        epoch = check_nonnegative_int("state['epoch']", state["epoch"])
+        yielded = check_nonnegative_int("state['yielded']", state["yielded"])
+        version = check_positive_int("state['plan_version']", state.get("plan_version", 1))
+        batches, samples = state["batches"], state["samples"]
+        if batches is None and samples is None:
+            return cls(epoch, yielded, None, version)
+        check_nonnegative_int("state['batches']", batches)
+        if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
+            raise ValueError(
+                f"state['samples'] should be a sequence of counts, but got {samples!r}"
+            )
+        counts = tuple(check_nonnegative_int("state['samples']", c) for c in samples)
+        if yielded > batches:
+            raise ValueError(
+                f"state['yielded'] should be at most state['batches']={batches}, "
+                f"but got yielded={yielded}"
+            )
+        return cls(epoch, yielded, (batches, counts), version)
+
+
+def _shuffle(
+    layout: EpochLayout, members: list[np.ndarray] | None, n: int, gen: torch.Generator
+) -> list[np.ndarray]:
+    """Each group's samples in random order; ``layout.joint`` of every subset go joint."""
+    if members is None:
+        return [_randperm(n, gen).numpy()]
+    shuffled = [m.take(_randperm(m.size, gen).numpy()) for m in members]
+    if not layout.joint:
+        return shuffled
+    joint = np.concatenate([idx[:k] for idx, k in zip(shuffled, layout.joint)])
+    joint = joint.take(_randperm(joint.size, gen).numpy())
+    return [joint, *(idx[k:] for idx, k in zip(shuffled, layout.joint))]
+
+
+def _shard(settings: EpochSettings, idx: np.ndarray, cut: BatchSplit) -> np.ndarray:
+    """This rank's rows of one group: its kept samples, then PAD repeats as ``~index``."""
+    rows = idx[: cut.kept]
+    if cut.padded:
+        repeats = np.tile(rows, -(-cut.padded // rows.size))[: cut.padded]
+        rows = np.concatenate((rows, ~repeats))
+    replicas, per_rank = settings.num_replicas, settings.accumulation_steps * settings.batch_size
+    if replicas * settings.accumulation_steps > 1:
+        rows = rows.reshape(cut.steps, replicas, per_rank)[:, settings.rank].reshape(-1)
+    return rows
+
+
+def _key_batches(
+    group: _Group, start: int, batch_size: int, names: tuple[str, ...]
+) -> Iterator[KeyBatch]:
+    """One rank's batches of one group from batch ``start`` on.
+
+    Each is a :class:`~remix_data.vocabulary.KeyBatch` naming the filter's
+    modalities, which the decoupler checks against its own order.
+    """
+    b, m, rows = batch_size, group.modality, group.rows
+    batches = group.cut.batches
+    if start >= batches:
+        return
+    chunk = _CHUNK_BATCHES * b
+    last = (batches - 1) * b  # the last batch runs to the end (it may hold b + 1)
+    for lo in range(start * b, last, chunk):
+        values = rows[lo : min(lo + chunk, last)].tolist()
+        for i in range(0, len(values), b):
+            yield KeyBatch(values[i : i + b], m, names)
+    yield KeyBatch(rows[last:].tolist(), m, names)
 
 
 class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
@@ -208,33 +301,11 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
         """The joint share of every subset in remix epochs."""
         return self.settings.joint_fraction
 
+    # ------------------------------------------------------------------- epochs
     def is_warmup(self, epoch: int | None = None) -> bool:
         """Whether ``epoch`` (default: the current one) yields joint batches."""
         return self.settings.is_warmup(self.epoch if epoch is None else epoch)
 
-    def check_sharding(
-        self, num_replicas: int, rank: int, accumulation_steps: int, *, owner: str
-    ) -> None:
-        """Raise ``ValueError`` unless this sampler shards for a framework's world.
-
-        ``owner`` names who runs the loop ("trainer", "accelerator") in the
-        message. An ``accumulation_steps`` of 1 means the framework does not
-        accumulate, which any sampler setting serves.
-        """
-        if (self.num_replicas, self.rank) != (num_replicas, rank):
-            raise ValueError(
-                f"the sampler should shard for this {owner}: build it with "
-                f"num_replicas={num_replicas}, rank={rank}, but got "
-                f"num_replicas={self.num_replicas}, rank={self.rank}"
-            )
-        if accumulation_steps > 1 and self.accumulation_steps != accumulation_steps:
-            raise ValueError(
-                f"the {owner} accumulates {accumulation_steps} micro-batches per optimizer "
-                f"step, so build the sampler with accumulation_steps={accumulation_steps}, "
-                f"but got accumulation_steps={self.accumulation_steps}"
-            )
-
-    # ------------------------------------------------------------------- epochs
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch to plan; after warm-up this snapshots the assignment.
 
@@ -325,40 +396,15 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
         )
         legacy = self._legacy == epoch
         order = None if legacy else layout.arrange(gen)  # drawn first, as the stream draws it
-        sources = self._shuffle(layout, members, n, gen)
+        sources = _shuffle(layout, members, n, gen)
         if order is None:
             order = layout.arrange(gen)
         groups = [
-            self._shard(group, idx, cut, samples)
+            _Group(group, _shard(self.settings, idx, cut), cut, samples)
             for group, idx, cut, samples in zip(layout.groups, sources, layout.cuts, layout.samples)
         ]
         filtered = 0 if members is None else n - sum(m.size for m in members)
         return _Plan(epoch, groups, order.tolist(), filtered, snapshot, layout.batch_sizes())
-
-    @staticmethod
-    def _shuffle(
-        layout: EpochLayout, members: list[np.ndarray] | None, n: int, gen: torch.Generator
-    ) -> list[np.ndarray]:
-        """Each group's samples in random order; ``layout.joint`` of every subset go joint."""
-        if members is None:
-            return [_randperm(n, gen).numpy()]
-        shuffled = [m.take(_randperm(m.size, gen).numpy()) for m in members]
-        if not layout.joint:
-            return shuffled
-        joint = np.concatenate([idx[:k] for idx, k in zip(shuffled, layout.joint)])
-        joint = joint.take(_randperm(joint.size, gen).numpy())
-        return [joint, *(idx[k:] for idx, k in zip(shuffled, layout.joint))]
-
-    def _shard(self, modality: int, idx: np.ndarray, cut: BatchSplit, samples: int) -> _Group:
-        """This rank's rows of one group: its kept samples, then PAD repeats as ``~index``."""
-        rows = idx[: cut.kept]
-        if cut.padded:
-            repeats = np.tile(rows, -(-cut.padded // rows.size))[: cut.padded]
-            rows = np.concatenate((rows, ~repeats))
-        if self.num_replicas * self.accumulation_steps > 1:
-            per_rank = self.accumulation_steps * self.batch_size
-            rows = rows.reshape(cut.steps, self.num_replicas, per_rank)[:, self.rank].reshape(-1)
-        return _Group(modality, rows, cut, samples)
 
     # ---------------------------------------------------------------- iteration
     def __len__(self) -> int:
@@ -398,7 +444,10 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
         consumed = [0] * len(plan.groups)
         for t in range(start):
             consumed[plan.order[t // a]] += 1
-        streams = [self._batches(g, c) for g, c in zip(plan.groups, consumed)]
+        names = self.filter.modalities
+        streams = [
+            _key_batches(g, c, self.batch_size, names) for g, c in zip(plan.groups, consumed)
+        ]
         self._yielded = start
         if start < len(plan.order) * a:
             self._sizes |= plan.sizes
@@ -409,25 +458,6 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
             yield batch
         if self._generation == generation:
             self._armed = False
-
-    def _batches(self, group: _Group, start: int) -> Iterator[KeyBatch]:
-        """This rank's batches of one group from batch ``start`` on.
-
-        Each is a :class:`~remix_data.vocabulary.KeyBatch` naming the filter's
-        modalities, which the decoupler checks against its own order.
-        """
-        b, m, rows = self.batch_size, group.modality, group.rows
-        names = self.filter.modalities
-        batches = group.cut.batches
-        if start >= batches:
-            return
-        chunk = _CHUNK_BATCHES * b
-        last = (batches - 1) * b  # the last batch runs to the end (it may hold b + 1)
-        for lo in range(start * b, last, chunk):
-            values = rows[lo : min(lo + chunk, last)].tolist()
-            for i in range(0, len(values), b):
-                yield KeyBatch(values[i : i + b], m, names)
-        yield KeyBatch(rows[last:].tolist(), m, names)
 
     # -------------------------------------------------------------------- stats
     def stats(self) -> dict[str, Any]:
@@ -469,20 +499,14 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
 
         Keys: ``epoch``; ``yielded``, the batches this rank handed out in it;
         ``batches`` and ``samples``, the epoch's batch count on this rank and
-        the distinct samples per modality (``None`` before the epoch is
-        planned), which :meth:`load_state_dict` uses to tell a finished epoch
-        and to check the restored plan; ``plan_version``; and the configuration
-        that shapes the plan (``num_samples``, ``modalities``, ``num_replicas``,
-        ``batch_size``, ``accumulation_steps``, ``seed``, ``warmup_epochs``,
-        ``order``, ``drop_last``, ``joint_fraction``, ``tail``). The plan itself
-        is rebuilt from ``(seed, epoch)`` and the filter's epoch snapshot, so
-        save the filter's :meth:`~HardSampleFilter.state_dict` alongside (every
-        rank's, under ``torch.distributed``).
-
-        With torchdata's ``StatefulDataLoader`` save the *loader's* state: it
-        calls this method once per batch, when that batch goes to a worker, and
-        keeps the value that matches the batches you received. Called directly
-        while workers prefetch, this method runs ahead by the prefetched batches.
+        the distinct samples per group (``None`` before the epoch is planned);
+        ``plan_version``; and the configuration that shapes the plan. The plan
+        is rebuilt from ``(seed, epoch)`` and the filter's epoch snapshot: save
+        the filter's :meth:`~HardSampleFilter.state_dict` alongside (every
+        rank's, under ``torch.distributed``). With torchdata's
+        ``StatefulDataLoader`` save the *loader's* state: it calls this method
+        when each batch goes to a worker; called directly while workers
+        prefetch, this method runs ahead by the prefetched batches.
         """
         plan = self._plan
         planned = plan is not None and plan.epoch == self.epoch
@@ -501,88 +525,45 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Resume at :meth:`state_dict`'s position from the next ``next()`` on.
 
-        The saved epoch becomes the current one and its remaining batches are
-        yielded by the next iterator that is advanced (torch and torchdata call
-        ``iter`` more than once per epoch, and torchdata calls this method in
-        between, so the offset is applied at the first ``next()``, not in
-        ``__iter__``). On the first ``next()`` the rebuilt plan is compared with
-        the saved ``batches`` / ``samples``; a mismatch (typically a filter
-        whose state was not restored) raises ``ValueError``.
-
-        One exception (:func:`~remix_data.plan.skips_finished_epoch`): a state
-        whose epoch was fully handed out, loaded after :meth:`set_epoch` already
-        moved to a later epoch, leaves that later epoch to start from its first
-        batch. That is the checkpoint taken at the end of an epoch followed by
-        the loop's next ``set_epoch``: ``StatefulDataLoader`` calls this method
-        lazily, at ``iter(loader)``, after the loop's ``set_epoch``.
-
-        A state saved before ``plan_version`` 2 (no such key) resumes its epoch
-        with the step order it was planned with. The batch sizes ``stats()``
-        reports start afresh.
+        The saved epoch becomes the current one; its remaining batches are
+        yielded by the next iterator that is advanced (the offset applies at
+        the first ``next()``: torch and torchdata call ``iter`` more than once
+        per epoch). A state of a fully handed-out epoch loaded after
+        :meth:`set_epoch` moved on leaves the new epoch alone
+        (:func:`~remix_data.plan.skips_finished_epoch`). A state saved before
+        ``plan_version`` 2 resumes its epoch with the step order it was planned
+        with. The batch sizes of ``stats()`` start afresh.
 
         Raises ``ValueError`` naming the key and both values when the state was
-        saved with another dataset size, modality list, world size
-        (``num_replicas``), batch size, accumulation, seed, warm-up, order,
-        ``drop_last``, ``joint_fraction`` or ``tail``; and when the filter's
-        state comes from another point of the run: a remix epoch resumed after
-        its first batch needs the filter's snapshot of that epoch, and a filter
-        snapshot of a later epoch is only right after the saved epoch was fully
-        handed out (``epoch + 1``). The filter is checked now if it was already
-        restored, else when it is restored or, failing that, at its next
-        snapshot.
+        saved with another configuration (dataset size, modalities, world,
+        batch size, accumulation, seed, warm-up, order, ``drop_last``,
+        ``joint_fraction``, ``tail``); when the filter's state comes from
+        another point of the run (checked now if the filter was restored, else
+        when it is, or at its next snapshot); and at the first ``next()`` when
+        the rebuilt plan differs from the saved one (typically a filter whose
+        state was not restored). ``docs/architecture.md`` ("The plan") has the rule.
         """
-        if not isinstance(state, Mapping):
-            raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
-        mine = self.state_dict()
-        for key in mine:
-            if key not in state and key != "plan_version":
-                raise ValueError(f"state should contain {key!r}; got keys {sorted(state)}")
-        check_config(state, mine, _CONFIG_KEYS, "sampler")
-        epoch = check_nonnegative_int("state['epoch']", state["epoch"])
-        yielded = check_nonnegative_int("state['yielded']", state["yielded"])
-        batches, samples = state["batches"], state["samples"]
-        expected: tuple[int, tuple[int, ...]] | None = None
-        if batches is not None or samples is not None:
-            check_nonnegative_int("state['batches']", batches)
-            if isinstance(samples, (str, bytes)) or not isinstance(samples, Sequence):
-                raise ValueError(
-                    f"state['samples'] should be a sequence of counts, but got {samples!r}"
-                )
-            counts = tuple(samples)
-            for c in counts:
-                check_nonnegative_int("state['samples']", c)
-            if yielded > batches:
-                raise ValueError(
-                    f"state['yielded'] should be at most state['batches']={batches}, "
-                    f"but got yielded={yielded}"
-                )
-            expected = (batches, counts)
-        self._pair_with_filter(epoch, yielded, batches)
-        self._restore(epoch, yielded, expected, state.get("plan_version", 1) < PLAN_VERSION)
+        saved = _SavedPosition.read(state, self.state_dict())
+        self._pair_with_filter(saved.epoch, saved.yielded, saved.batches)
         self._sizes = set()
-
-    def _restore(
-        self, epoch: int, yielded: int, expected: tuple[int, tuple[int, ...]] | None, legacy: bool
-    ) -> None:
-        finished = expected is not None and yielded == expected[0]
-        if skips_finished_epoch(epoch, finished, self.epoch):
+        if skips_finished_epoch(saved.epoch, saved.finished, self.epoch):
             self._resume = self._expected = None
             self._yielded = 0
             return
-        if self.epoch > epoch:
+        if self.epoch > saved.epoch:
             logger.warning(
                 "resuming epoch %d at batch %d although set_epoch(%d) was called before; "
                 "the loop's epoch counter and the loader state disagree",
-                epoch,
-                yielded,
+                saved.epoch,
+                saved.yielded,
                 self.epoch,
             )
-        if (epoch if legacy else None) != self._legacy:  # replan with the saved step order
-            self._legacy, self._plan = (epoch if legacy else None), None
-        self.epoch = epoch
-        self._yielded = yielded
-        self._resume = yielded
-        self._expected = expected
+        legacy = saved.epoch if saved.version < PLAN_VERSION else None
+        if legacy != self._legacy:  # replan with the saved step order
+            self._legacy, self._plan = legacy, None
+        self.epoch = saved.epoch
+        self._yielded = self._resume = saved.yielded
+        self._expected = saved.shape
 
     def _pair_with_filter(self, epoch: int, yielded: int, batches: int | None) -> None:
         """Check that the filter's snapshot belongs to the restored position.

@@ -124,6 +124,14 @@ def _shared(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def _shared_tables(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The assignment, the epoch header and the per-worker counters, in shared memory."""
+    table = _shared(torch.full((n,), FILTERED, dtype=torch.int8))
+    header = _shared(torch.zeros(2 + m, dtype=torch.int64))
+    width = _PER_SLOT * (m + 1) + 2
+    return table, header, _shared(torch.zeros((MAX_WORKERS, width), dtype=torch.int64))
+
+
 def _as_id(value: Any, num_samples: int) -> int:
     tensor_int = isinstance(value, torch.Tensor) and not value.is_floating_point()
     if (tensor_int and value.numel() == 1) or isinstance(value, np.integer):
@@ -252,13 +260,11 @@ class StreamingRemixer(PlannedBySettings, IterableDataset[tuple[Any, torch.Tenso
                 f"but got buffer_size={self.buffer_size}"
             )
         self.collate_fn = default_collate if collate_fn is None else collate_fn
-        m = len(self.modalities)
         # Shared with DataLoader workers (forked or pickled): the assignment, the
         # epoch header [epoch, warm-up, count per modality] and the counters.
-        self._table = _shared(torch.full((self.num_samples,), FILTERED, dtype=torch.int8))
-        self._header = _shared(torch.zeros(2 + m, dtype=torch.int64))
-        width = _PER_SLOT * (m + 1) + 2
-        self._counters = _shared(torch.zeros((MAX_WORKERS, width), dtype=torch.int64))
+        self._table, self._header, self._counters = _shared_tables(
+            self.num_samples, len(self.modalities)
+        )
         self._live: _WorkerEpoch | None = None
         self._pending: dict[str, Any] | None = None
         self._sizes: set[int] = set()  # batch sizes of the earlier epochs iterated in this run

@@ -10,9 +10,12 @@ Strategies (call without arguments for the defaults): :func:`logits`,
 :func:`simulate_sync` (per-rank filters combined as ``HardSampleFilter.sync``
 combines them under ``torch.distributed``). Checkers, raising
 ``AssertionError("remix invariant broken: <invariant>: <detail>")``:
-:func:`check_epoch` (a sampler's epoch, on every rank) and
+:func:`check_epoch` (a sampler's epoch, on every rank),
 :func:`check_step_modalities` (what a training loop actually received on each
-rank, e.g. through Lightning or Accelerate).
+rank, e.g. through Lightning or Accelerate) and :func:`check_loader` (a real
+loader over the decoupler or a :class:`~remix_data.streaming.StreamingRemixer`,
+masking included). All of them read :data:`~remix_data.vocabulary.PAD` rows as
+repeats that only fill a batch: never a sample's one appearance in an epoch.
 
 Example (a complete property test)::
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -579,16 +579,18 @@ class _WorkerEpoch(Iterator[Plan]):
         sid = self.remixer.id_of(sample)
         byte, bit = sid >> 3, 1 << (sid & 7)
         if self.seen[byte] & bit:
-            remixer = self.remixer
-            raise ValueError(
-                f"sample id {sid} was read twice in epoch {self.epoch} by worker {self.worker} "
-                f"of {self.num_workers} (rank {remixer.rank}): sample ids should be unique "
-                "over the whole stream and the same every epoch (ids that restart at 0 in "
-                "every shard make samples share a score slot); number the samples once, "
-                "e.g. with a global row index (docs/streaming.md, 'Sample ids')"
-            )
+            self._repeated(sid)
         self.seen[byte] |= bit
         return sid
+
+    def _repeated(self, sid: int) -> NoReturn:
+        raise ValueError(
+            f"sample id {sid} was read twice in epoch {self.epoch} by worker {self.worker} "
+            f"of {self.num_workers} (rank {self.remixer.rank}): sample ids should be unique "
+            "over the whole stream and the same every epoch (ids that restart at 0 in "
+            "every shard make samples share a score slot); number the samples once, "
+            "e.g. with a global row index (docs/streaming.md, 'Sample ids')"
+        )
 
     def _slot(self, group: int) -> int:
         return group if group >= 0 else self.slots - 1
@@ -626,7 +628,7 @@ class _WorkerEpoch(Iterator[Plan]):
             return
         remixer, table, quota, taken = self.remixer, self.table, self.quota, self.taken
         limit, joint = remixer.buffer_size, self.slots - 1
-        counters = self.counters
+        counters, seen, id_of = self.counters, self.seen, remixer.id_of
         while len(buffers[slot]) < need:
             sample = next(it, _END)
             if sample is _END:
@@ -634,7 +636,11 @@ class _WorkerEpoch(Iterator[Plan]):
                 return
             self.read += 1
             counters[-1] += 1
-            sid = self._read_id(sample)
+            sid = id_of(sample)  # _read_id, inline: this loop runs once per sample
+            byte, bit = sid >> 3, 1 << (sid & 7)
+            if seen[byte] & bit:
+                self._repeated(sid)
+            seen[byte] |= bit
             a = joint if self.warm else int(table[sid])
             if a == FILTERED:
                 counters[-2] += 1

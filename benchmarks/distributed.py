@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import NAMES, machine_info, median, print_table, write_json
-from remix_data import HardSampleFilter, ReassemblingBatchSampler
+from remix_data import PAD, HardSampleFilter, ReassemblingBatchSampler
 from remix_data.gloo import run_ranks
 
 __all__ = ["main", "run"]
@@ -114,9 +114,9 @@ def _step_side(
     t_next = (time.perf_counter() - start) / steps
     gen = torch.Generator().manual_seed(epoch)
     inputs = []
-    for batch in batches:
-        index = torch.tensor([i for i, _ in batch])
-        modality = torch.tensor([m for _, m in batch])
+    for batch in batches:  # what the decoupler makes of the keys: PAD keys (~i, m) -> i, PAD
+        index = torch.tensor([i if i >= 0 else ~i for i, _ in batch])
+        modality = torch.tensor([m if i >= 0 else PAD for i, m in batch])
         logits = torch.randn(len(batch), CLASSES, generator=gen)
         inputs.append((index, {NAMES[batch[0][1]]: logits}, modality))
     start = time.perf_counter()

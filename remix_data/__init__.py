@@ -26,11 +26,12 @@ from .losses import remix_loss
 from .sampler import ReassemblingBatchSampler
 from .scores import confidence, cross_entropy
 from .scoring import scoring_pass
-from .vocabulary import ALL, FILTERED
+from .vocabulary import ALL, FILTERED, PAD
 
 __all__ = [
     "ALL",
     "FILTERED",
+    "PAD",
     "PARTIAL_LOADER",
     "HardSampleFilter",
     "ModalityDecoupler",

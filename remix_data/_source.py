@@ -14,7 +14,7 @@ from typing import Any, TypeGuard
 import torch
 
 from ._checks import check_modalities
-from .vocabulary import ModalitySource
+from .vocabulary import PAD, ModalitySource
 
 __all__ = ["is_source", "modality_names", "modality_rows"]
 
@@ -58,8 +58,9 @@ def modality_rows(
 
     An ``int`` (or a 0-d tensor) stands for the whole batch, which is what the
     loader's one-modality-per-batch plan makes natural to pass. A Python ``int``
-    outside ``[-1, count)`` is rejected, and so is a CPU tensor holding one; a
-    device tensor's values are not read (that would synchronise the device).
+    outside ``[-1, count)`` is rejected (``PAD``, -2, is allowed: a row that only
+    fills a batch), and so is a CPU tensor holding one; a device tensor's values
+    are not read (that would synchronise the device).
 
     Example:
         >>> modality_rows("modality", 1, 3, 2, torch.device("cpu")).tolist()
@@ -70,19 +71,20 @@ def modality_rows(
             f"{name} should be an integer or an integer tensor, but got {name}={modality!r}"
         )
     if isinstance(modality, int):
-        if not -1 <= modality < count:
+        if not PAD <= modality < count:
             raise ValueError(
-                f"{name} should be ALL (-1) or lie in [0, {count}), but got {name}={modality}"
+                f"{name} should be ALL (-1), PAD (-2) or lie in [0, {count}), "
+                f"but got {name}={modality}"
             )
         return torch.full((rows,), modality, dtype=torch.int64, device=device)
     if modality.is_floating_point() or modality.is_complex() or modality.dtype == torch.bool:
         raise TypeError(f"{name} should hold integers, but got a tensor of dtype {modality.dtype}")
     if modality.device.type == "cpu" and modality.numel():
         low, high = int(modality.min()), int(modality.max())
-        if low < -1 or high >= count:
+        if low < PAD or high >= count:
             raise ValueError(
-                f"{name} should hold ALL (-1) or ids in [0, {count}), but got an id "
-                f"{low if low < -1 else high}"
+                f"{name} should hold ALL (-1), PAD (-2) or ids in [0, {count}), but got an id "
+                f"{low if low < PAD else high}"
             )
     ids = modality.to(device)
     return ids.expand(rows) if ids.dim() == 0 else ids

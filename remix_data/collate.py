@@ -3,9 +3,11 @@
 :class:`~remix_data.ModalityDecoupler` turns every key into a triple
 ``(sample, index, modality)``. With the default collate the loader yields
 ``(batch, index, modality)``: the samples collated as torch would collate them,
-and two ``int64`` tensors of shape ``[B]``. A project's existing ``collate_fn``
-expects a list of *samples*, not of triples; :class:`RemixCollate` runs it on
-the samples alone and collates index and modality alongside.
+and two ``int64`` tensors of shape ``[B]`` (``modality`` holds
+:data:`~remix_data.vocabulary.PAD` on rows that only fill a batch). A project's
+existing ``collate_fn`` expects a list of *samples*, not of triples;
+:class:`RemixCollate` runs it on the samples alone and collates index and
+modality alongside.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch.utils.data import default_collate
 
 from .decoupler import RemixItem
+from .vocabulary import PAD
 
 __all__ = ["RemixCollate"]
 
@@ -27,16 +30,25 @@ _TRIPLES = {tuple, RemixItem}
 
 def _int64(values: tuple[Any, ...]) -> torch.Tensor:
     """``torch.tensor(values, dtype=torch.int64)`` for a batch of ints, without its
-    per-element type dispatch (~0.12 us per value; this takes ~6 us per batch of 256).
+    per-element type dispatch (the costs are in docs/architecture.md, "Hot paths").
 
-    One repeated value (a unimodal batch's modality) is a ``torch.full``; plain
-    ints go through an ``array`` buffer (which refuses floats and other types:
-    those take ``torch.tensor``'s path, with its own checks). The result owns
-    torch memory, so it can move to shared memory from a ``DataLoader`` worker.
+    One repeated value (a unimodal batch's modality) is a ``torch.full``; one
+    value followed by :data:`~remix_data.vocabulary.PAD` rows (a batch completed
+    by the sampler) two slice fills; other plain ints go through an ``array``
+    buffer (which refuses floats and other types: those take ``torch.tensor``'s
+    path, with its own checks). The result owns torch memory, so it can move to
+    shared memory from a ``DataLoader`` worker.
     """
-    first = values[0]
-    if type(first) is int and values.count(first) == len(values):
-        return torch.full((len(values),), first, dtype=torch.int64)
+    first, n = values[0], len(values)
+    if type(first) is int:
+        real = values.count(first)
+        if real == n:
+            return torch.full((n,), first, dtype=torch.int64)
+        if values[-1] == PAD and values.count(PAD) == n - real and values.index(PAD) == real:
+            out = torch.empty(n, dtype=torch.int64)
+            column = out.numpy()
+            column[:real], column[real:] = first, PAD
+            return out
     try:
         buffer = array("q", values)
     except (TypeError, OverflowError):

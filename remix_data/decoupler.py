@@ -17,6 +17,11 @@ of that modality's shape in sample 0. So for modalities of varying shape, return
 such placeholders or use ``mask="drop"`` / ``"none"``: the construction check
 raises when ``dataset[0]`` and ``dataset[-1]`` differ in shape and the loader
 returns no placeholder.
+
+Optional in-place masking: masking copies every sample container it changes
+(the dataset's own samples are never edited). A dataset whose every access
+builds new containers may say so with a class attribute ``fresh_samples = True``
+(:data:`FRESH_SAMPLES`); the decoupler then masks dict samples in place.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from torch.utils.data import Dataset
 from ._checks import check_choice
 from ._source import is_source, modality_names, modality_rows
 from .masking import MASKS, UNDECLARED, Location, Masker, describe, locate
-from .vocabulary import ALL, Key, KeyBatch, ModalitySource
+from .vocabulary import ALL, PAD, Key, KeyBatch, ModalitySource
 from .watch import expect_feature_masking, feature_masked
 
-__all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER"]
+__all__ = ["ModalityDecoupler", "mask_features", "PARTIAL_LOADER", "FRESH_SAMPLES"]
 
 #: Name of the optional dataset method for loading only some modalities.
 PARTIAL_LOADER = "load_modalities"
@@ -87,6 +92,12 @@ class RemixItem(tuple):  # type: ignore[type-arg]
         raise AttributeError(f"item.{name} of a (sample, index, modality) triple: {_TRIPLE}")
 
 
+#: Name of the optional dataset attribute that, set to ``True``, says that every
+#: access (``__getitem__`` / ``__getitems__``) builds new sample containers, so
+#: the decoupler may mask them in place instead of copying them.
+FRESH_SAMPLES = "fresh_samples"
+
+
 def _shape(value: Any) -> tuple[int, ...] | None:
     if isinstance(value, (torch.Tensor, np.ndarray)):
         return tuple(value.shape)
@@ -135,7 +146,10 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
 
     ``data[(index, m)]`` returns ``(sample, index, m)`` with every modality other
     than ``modalities[m]`` masked; ``data[index]`` and ``data[(index, ALL)]``
-    return the full sample with modality :data:`~remix_data.ALL`. A list of keys
+    return the full sample with modality :data:`~remix_data.ALL`. The sampler's
+    PAD key ``(~index, m)`` (a negative index) returns ``(sample, index, PAD)``:
+    sample ``index`` masked as for ``m``, with modality
+    :data:`~remix_data.vocabulary.PAD` (it only fills a batch). A list of keys
     (the sampler passed to ``DataLoader`` as ``sampler=`` instead of
     ``batch_sampler=``) raises a ``TypeError`` saying so. A batch from a
     sampler whose filter has another size than ``dataset`` (the names form
@@ -216,6 +230,7 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         self._gaps = None if available is None else ~available.T.numpy().astype(bool)
         if self.mask == "none" and is_source(modalities):
             expect_feature_masking(modalities)  # the model must call mask_features
+        self._in_place = getattr(dataset, FRESH_SAMPLES, False) is True
         # The names of the last KeyBatch found in this order (identity: one check per group).
         self._checked: object = None
         if len(dataset):
@@ -346,6 +361,11 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             index, modality = key
         else:
             index, modality = key, ALL
+            if isinstance(index, (int, np.integer)) and index < 0:
+                raise ValueError(
+                    f"key's index should be >= 0, but got key={key!r} (a negative index marks "
+                    "the sampler's PAD key (~index, modality))"
+                )
         if isinstance(modality, torch.Tensor):
             modality = int(modality)
         if isinstance(index, torch.Tensor):
@@ -367,14 +387,11 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         Fast paths for what the sampler yields: a :class:`~remix_data.vocabulary.KeyBatch`
         carries its indices and modality (no pass over the keys); other lists of
         ``(int, int)`` tuples take a few C-level passes instead of Python work per key.
+        The indices are the keys' own: negative for the sampler's PAD keys.
         """
-        if type(keys) is KeyBatch:  # unedited: indices and modality checked when built
+        if type(keys) is KeyBatch:  # the sampler's: its indices and modality are ints
             indices, modality = keys.indices, keys.modality
-            if (
-                indices is not None
-                and modality is not None
-                and ALL <= modality < len(self.modalities)
-            ):
+            if ALL <= modality < len(self.modalities):
                 return indices, [modality] * len(indices)
         pairs = cast(list[tuple[Any, Any]], keys)
         if pairs and set(map(type, pairs)) == {tuple} and set(map(len, pairs)) == {2}:
@@ -408,9 +425,13 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
 
     def __getitem__(self, key: Key | int) -> tuple[Any, int, int]:
         index, modality = self._split_key(key)
+        if index < 0:  # the sampler's PAD key (~index, m)
+            index, shown = ~index, PAD
+        else:
+            shown = modality
         if not 0 <= index < len(self.dataset):
             self._check_size(None, [index])
-        return self._get(index, modality), index, modality
+        return self._get(index, modality), index, shown
 
     def _get(self, index: int, modality: int) -> Any:
         if self._partial is not None and modality != ALL:
@@ -432,9 +453,13 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         if not isinstance(keys, list):
             keys = list(keys)
         indices, modalities = self._split_keys(keys)
+        shown = modalities  # the loader's modality column: PAD for the sampler's repeats
+        if keys and (keys.padded if type(keys) is KeyBatch else min(indices) < 0):
+            shown = [PAD if i < 0 else m for i, m in zip(indices, modalities)]
+            indices = [~i if i < 0 else i for i in indices]
         self._check_size(keys, indices)
         if self._partial is not None:  # loading dominates: item by item
-            return [(self._get(i, m), i, m) for i, m in zip(indices, modalities)]
+            return [(self._get(i, m), i, s) for i, m, s in zip(indices, modalities, shown)]
         fetch = getattr(self.dataset, "__getitems__", None)
         if fetch is not None:
             samples = list(fetch(indices))  # our own list, whatever fetch returned
@@ -450,8 +475,8 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
             for r, m in enumerate(modalities):
                 self._check_present(samples[r : r + 1], indices[r : r + 1], m)
         if self.mask != "none":
-            samples = self.masker.mask_mixed(samples, modalities, in_place=True)
-        items = list(zip(samples, indices, modalities))
+            samples = self.masker.mask_mixed(samples, modalities, in_place=self._in_place)
+        items = list(zip(samples, indices, shown))
         if items:  # explains itself to a collate_fn written for samples
             items[0] = RemixItem(items[0])
         return items

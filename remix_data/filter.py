@@ -41,7 +41,7 @@ from .table import (
     last_occurrence_numpy,
     to_device,
 )
-from .vocabulary import ALL, FILTERED
+from .vocabulary import ALL, FILTERED, PAD
 
 __all__ = ["HardSampleFilter", "FILTERED"]
 
@@ -450,12 +450,17 @@ class HardSampleFilter:
         table = self._table
         valid = (idx >= 0) & (idx < n)
         table.count(BAD_INDEX, (~valid).sum())
-        last = last_occurrence(idx)
+        pad = None if ids is None else ids == PAD  # PAD rows are never written nor duplicates
+        last = last_occurrence(
+            idx
+            if pad is None
+            else torch.where(pad, -1 - torch.arange(idx.shape[0], device=idx.device), idx)
+        )
         table.count(DUPLICATES, (valid & ~last).sum())
         keep = valid & last
         if ids is None:
             return torch.where(keep, idx, n).unsqueeze(0)
-        ok = (ids >= ALL) & (ids < m)
+        ok = (ids >= PAD) & (ids < m)
         table.count(BAD_MODALITY, (~ok).sum())
         keep &= ok
         joint = ids == ALL
@@ -534,10 +539,11 @@ class HardSampleFilter:
             ids = np.full(batch, int(ids), dtype=np.int64)
         if ids.size:
             low, high = int(ids.min()), int(ids.max())
-            if low < ALL or high >= m:
+            if low < PAD or high >= m:
                 raise ValueError(
-                    f"modality should hold ALL ({ALL}) or ids in [0, {m}) for modalities="
-                    f"{self.modalities}, but got modality id {low if low < ALL else high}"
+                    f"modality should hold ALL ({ALL}), PAD ({PAD}) or ids in [0, {m}) for "
+                    f"modalities={self.modalities}, but got modality id "
+                    f"{low if low < PAD else high}"
                 )
         return ids
 
@@ -547,6 +553,8 @@ class HardSampleFilter:
     ) -> tuple[np.ndarray | None, int]:
         """Entries ``[k, B]`` to write (``None``: all) and the number of repeated indices."""
         keep = None if ids is None else (ids[None, :] == pos[:, None]) | (ids == ALL)[None, :]
+        if ids is not None and (ids == PAD).any():  # PAD rows are never written nor duplicates
+            idx = np.where(ids == PAD, -1 - np.arange(idx.size), idx)
         last = last_occurrence_numpy(idx)
         if last is None:
             return keep, 0

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ._source import modality_names, modality_rows
-from .vocabulary import ALL
+from .vocabulary import ALL, PAD
 from .watch import loss_step
 
 __all__ = ["remix_loss"]
@@ -68,4 +68,4 @@ def remix_loss(
     for m, name in enumerate(names):
         weight = joint_weight * joint + gamma * (modality == m).to(fused.dtype)
         loss = loss + weight * F.cross_entropy(heads[name], target, reduction="none")
-    return loss.mean()
+    return (loss * (modality != PAD).to(fused.dtype)).mean()  # PAD rows weigh 0

@@ -24,7 +24,6 @@ masked modality is copied (dicts, lists and tuples rebuilt, named tuples
 from __future__ import annotations
 
 import copy
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any
@@ -57,23 +56,6 @@ def _zeros_like(value: Any, name: str = "") -> Any:
         f"{type(value).__name__}; use mask='drop' (the model skips an absent modality), or "
         "mask='none' with mask_features(features, modality, filt) in the model"
     )
-
-
-#: ``sys.getrefcount`` of a dict held only by the list being masked (the list,
-#: the comprehension's name, the call's argument).
-_UNSHARED = 3
-
-
-def _private_dicts(samples: list[dict[Any, Any]]) -> list[dict[Any, Any]]:
-    """The dicts to mask in place, from a list only the caller holds: each sample
-    itself when nothing but that list holds it (a fresh dict from ``__getitem__``,
-    as most datasets return), a copy otherwise (a dataset's stored sample, a
-    cache's entry: never changed).
-
-    CPython's reference count tells the two apart; the saved copy is ~0.1 us per
-    sample, and one tracked allocation less for the garbage collector.
-    """
-    return [s if sys.getrefcount(s) == _UNSHARED else dict(s) for s in samples]
 
 
 def _parts(location: Location) -> tuple[str | int, ...]:
@@ -394,11 +376,11 @@ class Masker:
     def mask_batch(self, samples: list[Any], modality: int, *, in_place: bool = False) -> list[Any]:
         """:meth:`mask_one` of samples that share one active modality, a batch at once.
 
-        ``in_place=True`` says that ``samples`` is a list only the caller holds
-        (as the decoupler's and the streaming remixer's are): a dict sample that
-        nothing else references is then masked in place instead of copied. A
-        sample held anywhere else (a dataset's stored list, a cache) is still
-        copied and never changed.
+        ``in_place=True`` says that the caller owns the sample containers (a
+        dataset that builds a new one per access, see
+        :data:`~remix_data.decoupler.FRESH_SAMPLES`): dict samples are then
+        masked in place instead of copied. By default every sample is copied
+        and never changed.
         """
         if modality == ALL or self.mask == "none":
             return list(samples)
@@ -408,7 +390,7 @@ class Masker:
         others = [(m, slot) for m, slot in enumerate(self._slots) if m != modality]
         if self.mask == "drop":  # dict samples only
             self._check_active(samples[0], modality)
-            dropped = _private_dicts(samples) if in_place else list(map(dict, samples))
+            dropped = list(samples) if in_place else list(map(dict, samples))
             for _, name in others:
                 for d in dropped:
                     d.pop(name, None)
@@ -419,7 +401,7 @@ class Masker:
         if kind is tuple:
             outs: list[Any] = list(map(list, samples))
         else:
-            outs = _private_dicts(samples) if in_place else list(map(dict, samples))
+            outs = list(samples) if in_place else list(map(dict, samples))
         for m, slot in others:
             if kind is tuple:
                 values = [o[slot] for o in outs]
@@ -446,17 +428,17 @@ class Masker:
         Plain strided tensors of one shape, dtype and device all get the same
         zero-stride view of one zero element, made per batch (never cached
         across batches): collated, it gives exactly what fresh zeros would, at
-        no allocation per item (``zeros_like`` is ~2.5 us, most of a tiny
-        item's cost). Arithmetic in-place writes to it (``add_``, ``x[i] = v``,
-        ``copy_``) raise, as for any expanded tensor, rather than leak into the
-        other samples of the batch. Anything else gets ``zeros_like``.
+        no allocation per item (docs/architecture.md, "Hot paths"). Arithmetic
+        in-place writes to it (``add_``, ``x[i] = v``, ``copy_``) raise, as for
+        any expanded tensor, rather than leak into the other samples of the
+        batch. Anything else gets ``zeros_like``.
         """
         first = values[0]
         if type(first) is torch.Tensor and first.layout is torch.strided:
             shape, dtype, device = first.shape, first.dtype, first.device
-            # Type, shape and dtype per item (each tensor attribute read costs ~0.1 us);
-            # layout and device are checked on the first item only: a stray sparse
-            # or other-device tensor in one batch makes ``collate`` fail loudly anyway.
+            # Type, shape and dtype per item; layout and device on the first item only:
+            # a stray sparse or other-device tensor in one batch makes ``collate`` fail
+            # loudly anyway.
             if all(
                 type(v) is torch.Tensor and v.shape == shape and v.dtype is dtype for v in values
             ):

@@ -16,8 +16,10 @@ the three parts, wired to each other: ``parts.filter``, ``parts.sampler`` and
   selection rule (README "When remixing helps and when it hurts" has what it
   does on HAPT and on the mfeat views): the same warm-up, online scoring,
   class-aware decoupling, a quarter of each subset in joint batches, score
-  smoothing, the interleaved order, and the masked modality dropped from the
-  sample so that the model skips its encoder. It is a "do little harm" setting
+  smoothing, the interleaved order, static batch shapes (``tail="fill"``: every
+  batch holds ``batch_size`` rows, for ``cudnn.benchmark``, ``torch.compile`` and
+  CUDA graphs) and the masked modality dropped from the sample so that the model
+  skips its encoder. It is a "do little harm" setting
   (within about one fused point of joint training there; faster only where the
   encoders are most of a step), not an accuracy gain over joint training.
 
@@ -85,7 +87,7 @@ _SAMPLER_KEYS = frozenset(inspect.signature(ReassemblingBatchSampler).parameters
     "batch_size",
 }
 # Fields of the preset itself, or arguments of build: never in ``Preset.sampler``.
-_OWN_SAMPLER_KEYS = frozenset({"warmup_epochs", "drop_last", "seed"})
+_OWN_SAMPLER_KEYS = frozenset({"warmup_epochs", "drop_last", "seed", "epochs"})
 # build's own keyword arguments (the rest go to the sampler).
 _BUILD_KEYS = (
     "modalities", "batch_size", "epochs", "labels", "seed", "locations", "masking",
@@ -133,8 +135,8 @@ class Preset:
             ``True`` drops it (counted in ``sampler.stats()["dropped"]``).
         filter: extra keyword arguments of :class:`HardSampleFilter`.
         sampler: extra keyword arguments of :class:`ReassemblingBatchSampler`
-            (not ``warmup_epochs``, ``drop_last`` or ``seed``, which have their
-            own field or :func:`build` argument).
+            (not ``warmup_epochs``, ``drop_last``, ``seed`` or ``epochs``, which
+            have their own field or :func:`build` argument).
 
     Example:
         >>> Preset("mine", warmup=0.25, masking="zeros").warmup
@@ -221,7 +223,7 @@ RECOMMENDED = Preset(
     masking="drop",
     scoring="online",
     filter={"balance": "class", "smoothing": 0.5},
-    sampler={"joint_fraction": 0.25, "order": "interleave"},
+    sampler={"joint_fraction": 0.25, "order": "interleave", "tail": "fill"},
 )
 
 
@@ -372,6 +374,7 @@ def build(
         warmup_epochs=warmup,
         drop_last=preset.drop_last,
         seed=seed,
+        epochs=epochs,
         **{**preset.sampler, **sampler_kwargs},
     )
     return RemixParts(preset, filt, sampler, data, warmup)

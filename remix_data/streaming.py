@@ -1,144 +1,67 @@
 """Data Remixing over streams: unimodal batches built inside an ``IterableDataset``.
 
-A batch sampler cannot serve an ``IterableDataset`` (torch refuses one), so
-:class:`StreamingRemixer` batches inside the iterable: it reads full multimodal
-samples from any iterable (a WebDataset pipeline, a Hugging Face streaming
-``IterableDataset``, a generator), looks each one up in the epoch's assignment by
-its stable integer id, keeps it in a bounded buffer of its modality, and yields
-collated unimodal batches ``(sample, index, modality)`` (joint batches, modality
-:data:`~remix_data.ALL`, during warm-up), exactly what the map-style path yields.
-Use it with ``DataLoader(remixer, batch_size=None)``.
+A batch sampler cannot serve an ``IterableDataset``, so :class:`StreamingRemixer`
+batches inside the iterable: it reads full multimodal samples from any iterable
+(a WebDataset pipeline, a Hugging Face streaming ``IterableDataset``, a
+generator), looks each one up in the epoch's assignment by its stable integer
+id, keeps it in a bounded buffer of its modality, and yields collated unimodal
+batches ``(sample, index, modality)`` (joint batches during warm-up), as the
+map-style path does. Its step schedule is :mod:`remix_data.plan`'s, the batch
+sampler's: same settings, seed and epoch, same ``(modality, batch size)`` steps.
+Use it with ``DataLoader(remixer, batch_size=None)``. ``docs/streaming.md`` has
+the design: sample ids, the schedule, workers, buffers, PAD rows and resume.
 
-Sample ids. Every sample carries an integer id in ``[0, filter.num_samples)``
-that is the same every epoch: ``sample_id`` names the key holding it (dict
-samples) or is a function of the sample. WebDataset: write the id as the key
-(``__key__ = "%09d" % i``) and pass ``sample_id=lambda s: int(s["__key__"])``.
-Hugging Face: add the row index as a column before streaming
-(``ds.map(lambda _, i: {"id": i}, with_indices=True)`` on the map-style
-``Dataset``, then ``to_iterable_dataset``), never an index counted while
-streaming, which depends on the shard order and the worker.
-
-Why a schedule, and why it is correct. Under DDP every rank must train the same
-modality at every optimiser step and all ranks must yield the same number of
-batches, without any rank waiting on another per step. So nothing per step is
-decided from the data: every rank (and every DataLoader worker) derives the
-same *step schedule* from ``(seed, epoch)`` and the per-modality counts of the
-epoch's assignment (:func:`step_schedule`). The counts come from the filter's
-:meth:`~remix_data.HardSampleFilter.snapshot`, which is already synced across
-ranks, so they agree everywhere. One optimiser step of modality ``m`` takes
-``num_replicas * accumulation_steps * batch_size`` samples of ``m`` over all
-ranks; on one process without accumulation the batch sizes of each modality
-follow the batch tail rule of the map-style sampler instead. Steps of the
-modalities are spread evenly over the epoch (``order="interleave"``, step ``j``
-of a modality with ``S`` steps at ``(j + 0.5) / S``), or shuffled by a seeded
-generator (``order="random"``); a modality-by-modality order would need a whole
-modality in memory, so it is not offered.
-
-Workers. The DataLoader takes batch ``t`` of an ``IterableDataset`` from worker
-``t % num_workers`` (in order). So worker ``w`` yields the schedule's entries
-``w, w + W, w + 2W, ...`` and the rank's batches come out in schedule order.
-The rank's schedule does not depend on ``W``: ranks may use different worker
-counts. A worker's *quota* of modality ``m`` is the sum of the sizes of its
-``m`` entries.
-
-Buffers and their bound. A worker reads its stream only when the entry it must
-yield next lacks samples; the samples of other modalities read meanwhile wait
-in their modality's buffer, which holds at most ``buffer_size`` samples (plus
-the batch being completed). What happens to a sample:
-
-- assigned :data:`~remix_data.FILTERED`: skipped, counted in ``filtered``;
-- its modality's quota already met on this worker (the worker's stream holds
-  more of that modality than its share of the schedule): not trained, counted in
-  ``dropped``;
-- its modality's buffer is full: not trained, counted in ``overflow``;
-- otherwise buffered, and yielded once in its assigned modality (``samples``).
-
-When the worker's stream ends before its quota of a modality is met, the
-remaining entries are completed by repeating that modality's samples from the
-worker's last batch of it (counted in ``padded``; if the worker yielded no
-sample of that modality, by another sample it read, masked for that modality;
-a worker whose whole stream was empty or filtered raises ``RuntimeError``). So
-the number of batches is exactly the schedule's, on every worker and rank, and
-every sample of the stream is trained once in its assigned modality or counted
-in ``filtered``, ``dropped`` or ``overflow``. The buffers stay below the bound
-by construction; they are empty at the end of the epoch (the quotas are the
-schedule's sizes), and the rest of the stream is read and counted. For a stream
-whose modalities arrive in random order, a modality's buffer level is a random
-walk of order ``sqrt(n * p * (1 - p))`` over ``n`` samples per worker at share
-``p``: choose ``buffer_size`` a few times that; ``stats()["peak"]`` shows the
-largest level reached. Padding and dropping are small when every worker's
-stream is a random, equally sized part of the data (shards spread evenly over
-``num_replicas * num_workers``, e.g. WebDataset's ``split_by_node`` /
-``split_by_worker`` or ``datasets.distributed.split_dataset_by_node``) and
-grow with the imbalance of the split.
-
-Per-epoch assignment without hidden worker state. The remixer keeps the
-assignment in a shared-memory int8 table and the epoch's header (epoch,
-warm-up, counts) in a shared int64 tensor, both written by :meth:`set_epoch` in
-the main process. A worker reads them when it starts an epoch's iteration. With
-``persistent_workers=True`` the workers' copies share these tensors, so the next
-epoch's ``iter`` sees the new assignment; with non-persistent workers the
-workers are re-created and inherit them. Statistics travel back through a
-shared counter table, one row per worker.
-
-Resume. :meth:`StreamingRemixer.state_dict` / ``load_state_dict`` follow the
-protocol of torchdata's ``StatefulDataLoader`` (called in each worker): a
-worker's state holds its position in the schedule, the samples still in its
-buffers (at most ``buffer_size`` per modality; they travel with the state), its
-counters and, when the source has ``state_dict`` / ``load_state_dict`` (Hugging
-Face ``IterableDataset``, a torchdata ``nodes.Loader``), the source's state:
-the resumed loader then yields exactly the batches that were still to come.
-A source without them (a WebDataset pipeline, a generator) is replayed from the
-epoch's start and the samples already read are skipped: exact when the source
-yields the same order each time the epoch is iterated (no unseeded shuffle),
-at the cost of reading them again.
+Example:
+    >>> import torch
+    >>> from torch.utils.data import DataLoader
+    >>> from remix_data import HardSampleFilter
+    >>> stream = [{"id": i, "audio": torch.ones(2), "video": torch.ones(3)} for i in range(5)]
+    >>> filt = HardSampleFilter(5, ("audio", "video"))
+    >>> remixer = StreamingRemixer(stream, filt, batch_size=2, tail="fill")
+    >>> [(i.tolist(), m.tolist()) for _, i, m in DataLoader(remixer, batch_size=None)]
+    [([0, 2], [0, 0]), ([1, 3], [1, 1]), ([4, 4], [0, -2])]
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, default_collate, get_worker_info
 
-from ._checks import check_bool, check_choice, check_int, check_nonnegative_int, check_positive_int
+from ._checks import check_choice, check_nonnegative_int, check_positive_int
 from .distributed import world_info
 from .filter import HardSampleFilter
 from .masking import Location, Masker
-from .sampler import TAILS, arrange_steps, split_batches
-from .seeds import epoch_generator
+from .plan import (
+    PLAN_KEYS,
+    STREAM_ORDERS,
+    EpochLayout,
+    EpochSettings,
+    PlannedBySettings,
+    assignment_counts,
+    skips_finished_epoch,
+)
+from .seeds import PLAN, epoch_generator
 from .states import check_config
-from .vocabulary import ALL, FILTERED
+from .vocabulary import ALL, FILTERED, PAD
 
 __all__ = ["StreamingRemixer", "step_schedule", "MAX_WORKERS"]
 
 #: DataLoader workers per process that a remixer can report statistics for.
 MAX_WORKERS = 64
 
-_ORDERS = ("interleave", "random")
 # Counter columns per group slot, then per worker.
 _BATCHES, _SAMPLES, _PADDED, _DROPPED, _OVERFLOW, _PEAK = range(6)
 _PER_SLOT = 6
-_CONFIG_KEYS = (
-    "num_samples",
-    "modalities",
-    "num_replicas",
-    "rank",
-    "batch_size",
-    "accumulation_steps",
-    "seed",
-    "warmup_epochs",
-    "order",
-    "drop_last",
-    "tail",
-    "buffer_size",
-)
+_CONFIG_KEYS = ("num_samples", "modalities", *PLAN_KEYS, "rank", "buffer_size")
 
 Plan = tuple[int, list[int], list[Any]]
-"""One batch before masking: ``(modality, sample ids, samples)``."""
+"""One batch before masking: ``(modality, sample ids, samples)``; an id ``~i``
+(negative) marks a :data:`~remix_data.vocabulary.PAD` repeat of sample ``i``."""
 
 
 def step_schedule(
@@ -161,14 +84,11 @@ def step_schedule(
         batch_size: samples per micro-batch on one rank.
         groups: the modality id of each count (default ``0, 1, ...``; warm-up
             epochs use ``[ALL]``).
-        num_replicas, accumulation_steps: one optimiser step of a group takes
-            ``num_replicas * accumulation_steps * batch_size`` of its samples; its
-            last step is padded (or dropped with ``drop_last``). With both equal
-            to 1 the sizes follow the map-style sampler's tail rule,
-            :func:`~remix_data.sampler.split_batches` with ``drop_last`` and
-            ``tail`` (by default no batch of one).
+        num_replicas, accumulation_steps, drop_last, tail: the tail rule of
+            :func:`~remix_data.plan.split_batches`.
         order: ``"interleave"`` (steps of each group spread evenly) or
-            ``"random"`` (shuffled by a generator seeded from ``(seed, epoch)``).
+            ``"random"`` (shuffled by the epoch's generator, as the batch
+            sampler shuffles them).
 
     Returns ``(modality, size)``, two int64 arrays with one entry per
     micro-batch; the ``accumulation_steps`` micro-batches of one optimiser step
@@ -179,36 +99,37 @@ def step_schedule(
         >>> modality.tolist(), size.tolist()     # 5 -> 2 + 3: no batch of one
         ([0, 1, 0], [2, 2, 3])
     """
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("num_replicas", num_replicas)
-    check_positive_int("accumulation_steps", accumulation_steps)
-    check_choice("order", order, _ORDERS)
-    check_choice("tail", tail, TAILS)
-    ids = list(range(len(counts))) if groups is None else list(groups)
+    check_choice("order", order, STREAM_ORDERS)
+    settings = EpochSettings(
+        batch_size,
+        order=order,
+        drop_last=drop_last,
+        seed=seed,
+        num_replicas=num_replicas,
+        accumulation_steps=accumulation_steps,
+        tail=tail,
+    )
+    ids = tuple(range(len(counts))) if groups is None else tuple(groups)
     if len(ids) != len(counts):
-        raise ValueError(f"groups should have one id per count, but got {ids} for {counts}")
-    k = accumulation_steps
-    step = num_replicas * k * batch_size
-    sizes: list[list[int]] = []
-    for n in counts:
-        check_nonnegative_int("counts", n)
-        if step == batch_size:
-            sizes.append(split_batches(n, batch_size, drop_last=drop_last, tail=tail).sizes())
-        else:
-            steps = n // step if drop_last else -(-n // step)
-            sizes.append([batch_size] * (steps * k))
-    owner = arrange_steps([len(s) // k for s in sizes], order, epoch_generator(seed, epoch))
-    micro = np.repeat(owner, k)
-    out_sizes = np.empty(micro.size, dtype=np.int64)
-    for g, group_sizes in enumerate(sizes):
-        out_sizes[micro == g] = group_sizes
-    return np.asarray(ids, dtype=np.int64)[micro], out_sizes
+        raise ValueError(f"groups should have one id per count, but got {list(ids)} for {counts}")
+    samples = tuple(check_nonnegative_int("counts", n) for n in counts)
+    cuts = tuple(settings.cut(n) for n in samples)
+    layout = EpochLayout(epoch, order, ids, samples, (), cuts)
+    return layout.schedule(epoch_generator(seed, epoch, PLAN))
 
 
 def _shared(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` moved to shared memory (seen by forked and pickled workers alike)."""
     tensor.share_memory_()  # type: ignore[no-untyped-call]
     return tensor
+
+
+def _shared_tables(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The assignment, the epoch header and the per-worker counters, in shared memory."""
+    table = _shared(torch.full((n,), FILTERED, dtype=torch.int8))
+    header = _shared(torch.zeros(2 + m, dtype=torch.int64))
+    width = _PER_SLOT * (m + 1) + 2
+    return table, header, _shared(torch.zeros((MAX_WORKERS, width), dtype=torch.int64))
 
 
 def _as_id(value: Any, num_samples: int) -> int:
@@ -222,7 +143,7 @@ def _as_id(value: Any, num_samples: int) -> int:
     return value
 
 
-class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
+class StreamingRemixer(PlannedBySettings, IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
     r"""Remix a stream of full multimodal samples into unimodal batches.
 
     Args:
@@ -233,8 +154,10 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
             assignment, its ``modalities`` and ``num_samples`` the vocabulary.
         batch_size: samples per batch (per rank, per micro-batch).
         sample_id: the key of the integer sample id in dict samples, or a
-            function ``sample -> int`` (see the module notes for WebDataset and
-            Hugging Face).
+            function ``sample -> int``. Ids are unique over the whole stream and
+            stable across epochs (``docs/streaming.md``: WebDataset, Hugging
+            Face); a worker that reads one id twice in an epoch raises
+            ``ValueError``.
         locations: where modalities sit that are not top-level keys named
             after them: ``{name: position}`` for tuple samples, ``{name:
             "outer.inner"}`` for nested ones (as for the decoupler).
@@ -242,11 +165,11 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
             :class:`~remix_data.ModalityDecoupler` (the same
             :class:`~remix_data.masking.Masker`).
         warmup_epochs: epochs ``0 .. warmup_epochs-1`` yield joint batches.
-        order: ``"interleave"`` or ``"random"`` (see :func:`step_schedule`).
-        drop_last: drop each modality's incomplete last step instead of padding it.
-        tail: on one process without accumulation, the tail rule of
-            :func:`~remix_data.sampler.split_batches`: ``"merge"`` (default, no
-            batch of one) or ``"keep"`` (torch's and the paper's).
+        order: ``"interleave"`` or ``"random"`` (the batch sampler's step orders).
+        drop_last: drop each modality's incomplete last step instead of completing it.
+        tail: the tail rule of :func:`~remix_data.plan.split_batches`:
+            ``"merge"`` (default, no batch of one), ``"keep"`` (torch's and the
+            paper's) or ``"fill"`` (every batch holds ``batch_size`` rows).
         seed: seeds ``order="random"``; the schedule depends on ``(seed, epoch)``.
         num_replicas, rank: the world (default: ``torch.distributed``'s).
         accumulation_steps: micro-batches per optimiser step, sharing a modality.
@@ -254,12 +177,15 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
             (default ``32 * batch_size``); at least ``batch_size``.
         collate_fn: turns a list of masked samples into a batch
             (default ``default_collate``).
+        epochs: the run's length in epochs, if known (a warm-up that fills it
+            raises ``ValueError``).
 
     Iterating yields ``(batch, index, modality)``: the collated masked samples,
-    their int64 ids and an int64 tensor holding the batch's one modality.
-    Call :meth:`set_epoch` on every rank before each epoch (after warm-up it
-    snapshots the filter, the one collective per epoch under DDP); epoch 0 is
-    prepared at construction.
+    their int64 ids and int64 modality ids: the batch's one modality, and
+    :data:`~remix_data.vocabulary.PAD` on rows that repeat a sample only to
+    complete a batch (the schedule's sizes). Call :meth:`set_epoch` on every
+    rank before each epoch (after warm-up it snapshots the filter, the one
+    collective per epoch under DDP); epoch 0 is prepared at construction.
 
     Example:
         >>> import torch
@@ -294,6 +220,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         accumulation_steps: int = 1,
         buffer_size: int | None = None,
         collate_fn: Callable[[list[Any]], Any] | None = None,
+        epochs: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(filter, HardSampleFilter):
@@ -308,16 +235,22 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         self.filter = filter
         self.modalities = filter.modalities
         self.num_samples = filter.num_samples
-        self.batch_size = check_positive_int("batch_size", batch_size)
         self.sample_id = sample_id
         self.masker = Masker(self.modalities, mask, locations=locations)
-        self.warmup_epochs = check_nonnegative_int("warmup_epochs", warmup_epochs)
-        self.order = check_choice("order", order, _ORDERS)
-        self.drop_last = check_bool("drop_last", drop_last)
-        self.tail = check_choice("tail", tail, TAILS)
-        self.seed = check_int("seed", seed)
-        self.num_replicas, self.rank = world_info(num_replicas, rank, filter.process_group)
-        self.accumulation_steps = check_positive_int("accumulation_steps", accumulation_steps)
+        check_choice("order", order, STREAM_ORDERS)
+        replicas, this_rank = world_info(num_replicas, rank, filter.process_group)
+        self.settings = EpochSettings(
+            batch_size,
+            warmup_epochs=warmup_epochs,
+            order=order,
+            drop_last=drop_last,
+            seed=seed,
+            num_replicas=replicas,
+            rank=this_rank,
+            accumulation_steps=accumulation_steps,
+            tail=tail,
+            epochs=epochs,
+        )
         if buffer_size is None:
             buffer_size = 32 * self.batch_size
         self.buffer_size = check_positive_int("buffer_size", buffer_size)
@@ -327,15 +260,14 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
                 f"but got buffer_size={self.buffer_size}"
             )
         self.collate_fn = default_collate if collate_fn is None else collate_fn
-        m = len(self.modalities)
         # Shared with DataLoader workers (forked or pickled): the assignment, the
         # epoch header [epoch, warm-up, count per modality] and the counters.
-        self._table = _shared(torch.full((self.num_samples,), FILTERED, dtype=torch.int8))
-        self._header = _shared(torch.zeros(2 + m, dtype=torch.int64))
-        width = _PER_SLOT * (m + 1) + 2
-        self._counters = _shared(torch.zeros((MAX_WORKERS, width), dtype=torch.int64))
+        self._table, self._header, self._counters = _shared_tables(
+            self.num_samples, len(self.modalities)
+        )
         self._live: _WorkerEpoch | None = None
         self._pending: dict[str, Any] | None = None
+        self._sizes: set[int] = set()  # batch sizes of the earlier epochs iterated in this run
         self.set_epoch(0)
 
     # ------------------------------------------------------------------- epochs
@@ -346,7 +278,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
 
     def is_warmup(self, epoch: int | None = None) -> bool:
         """Whether ``epoch`` (default: the current one) yields joint batches."""
-        return (self.epoch if epoch is None else epoch) < self.warmup_epochs
+        return self.settings.is_warmup(self.epoch if epoch is None else epoch)
 
     def set_epoch(self, epoch: int) -> None:
         """Prepare ``epoch``: publish its assignment and counts to the workers.
@@ -365,34 +297,37 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         else:
             snapshot = self.filter.snapshot(epoch)
             self._table.copy_(snapshot)
-            codes = snapshot.numpy()
-            counts = [int(np.count_nonzero(codes == i)) for i in range(m)]
+            counts = assignment_counts(snapshot, m)
+        self._sizes |= self._iterated_sizes()  # the outgoing epoch's
         self._counters.zero_()
         self._header.copy_(torch.tensor([epoch, int(self.is_warmup(epoch)), *counts]))
 
-    def schedule(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's ``(modality, size)`` per batch of the prepared epoch."""
+    def _iterated_sizes(self) -> set[int]:
+        """The prepared epoch's batch sizes, if a worker yielded one of its batches."""
+        slots = len(self.modalities) + 1
+        columns = [s * _PER_SLOT + _BATCHES for s in range(slots)]
+        if self._counters.numpy()[:, columns].any():
+            return self._layout().batch_sizes()
+        return set()
+
+    def _layout(self) -> EpochLayout:
         header = self._header.tolist()
-        if epoch is not None and epoch != header[0]:
+        counts = None if header[1] else header[2:]
+        return self.settings.layout(counts, header[0], self.num_samples)
+
+    def schedule(self, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's ``(modality, size)`` per batch of the prepared epoch.
+
+        The same steps, in the same order, as a
+        :class:`~remix_data.ReassemblingBatchSampler` with these settings plans
+        from the same filter snapshot.
+        """
+        if epoch is not None and epoch != self.epoch:
             raise ValueError(
-                f"epoch {epoch} is not prepared (the remixer holds epoch {header[0]}): "
+                f"epoch {epoch} is not prepared (the remixer holds epoch {self.epoch}): "
                 "call set_epoch first"
             )
-        warm = bool(header[1])
-        counts = [self.num_samples] if warm else header[2:]
-        groups = [ALL] if warm else None
-        return step_schedule(
-            counts,
-            self.batch_size,
-            groups=groups,
-            num_replicas=self.num_replicas,
-            accumulation_steps=self.accumulation_steps,
-            drop_last=self.drop_last,
-            tail=self.tail,
-            order=self.order,
-            seed=self.seed,
-            epoch=header[0],
-        )
+        return self._layout().schedule(epoch_generator(self.seed, self.epoch, PLAN))
 
     def __len__(self) -> int:
         """Batches this rank yields in the prepared epoch (all workers together)."""
@@ -425,18 +360,29 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         if not 0 <= worker < num_workers:
             raise ValueError(f"worker should lie in [0, {num_workers}), but got worker={worker}")
         pending, self._pending = self._pending, None
-        live = _WorkerEpoch(self, worker, num_workers, pending)
+        live = _WorkerEpoch(
+            self, worker, num_workers, pending, self._table.numpy(), self._counters.numpy()[worker]
+        )
         self._live = live
         return live
 
     def finish(self, plan: Plan) -> tuple[Any, torch.Tensor, torch.Tensor]:
-        """Mask and collate one :data:`Plan` into ``(batch, index, modality)``."""
+        """Mask and collate one :data:`Plan` into ``(batch, index, modality)``.
+
+        Every row is masked for the batch's modality; PAD rows (ids ``~i``) get
+        sample id ``i`` and modality :data:`~remix_data.vocabulary.PAD`.
+        """
         modality, ids, samples = plan
         batch = self.collate_fn(self.masker.mask_batch(samples, modality))
-        index = torch.tensor(ids, dtype=torch.int64)
-        return batch, index, torch.full((len(ids),), modality, dtype=torch.int64)
+        shown = torch.full((len(ids),), modality, dtype=torch.int64)
+        if ids and ids[-1] < 0:  # PAD rows come last
+            real = next(p for p, i in enumerate(ids) if i < 0)
+            shown[real:] = PAD
+            ids = [*ids[:real], *(~i for i in ids[real:])]
+        return batch, torch.tensor(ids, dtype=torch.int64), shown
 
-    def _sample_id(self, sample: Any) -> int:
+    def id_of(self, sample: Any) -> int:
+        """The sample's integer id, checked to lie in ``[0, num_samples)``."""
         key = self.sample_id
         if callable(key):
             value = key(sample)
@@ -458,12 +404,15 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         Keys: ``epoch``, ``warmup``, ``planned`` (batches per modality in the
         schedule), and per modality (``"all"`` in warm-up): ``batches`` yielded,
         ``samples`` (distinct samples yielded in their assigned modality),
-        ``padded`` (repeats completing a batch), ``dropped`` (samples beyond
-        this worker's quota), ``overflow`` (samples that met a full buffer) and
-        ``peak`` (largest buffer level of any worker; at most ``buffer_size``);
-        then ``filtered`` and ``read`` (samples read from the source). Every
-        sample read is in exactly one of ``samples``, ``dropped``, ``overflow``
-        and ``filtered``.
+        ``padded`` (:data:`~remix_data.vocabulary.PAD` rows completing a
+        batch), ``dropped`` (samples beyond this worker's quota), ``overflow``
+        (samples that met a full buffer) and ``peak`` (largest buffer level of
+        any worker; at most ``buffer_size``); then ``filtered`` and ``read``
+        (samples read from the source), and ``batch_sizes``: the distinct batch
+        sizes of the *run*: every epoch of which a batch was yielded since
+        construction or the last ``load_state_dict`` in the main process,
+        sorted. Every sample read is in
+        exactly one of ``samples``, ``dropped``, ``overflow`` and ``filtered``.
         """
         header = self._header.tolist()
         warm = bool(header[1])
@@ -489,6 +438,7 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
             "peak": column(_PEAK, np.max),
             "filtered": int(table[:, -2].sum()),
             "read": int(table[:, -1].sum()),
+            "batch_sizes": sorted(self._sizes | self._iterated_sizes()),
         }
 
     # -------------------------------------------------------------------- state
@@ -496,15 +446,8 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
         return {
             "num_samples": self.num_samples,
             "modalities": list(self.modalities),
-            "num_replicas": self.num_replicas,
+            **self.settings.config(),
             "rank": self.rank,
-            "batch_size": self.batch_size,
-            "accumulation_steps": self.accumulation_steps,
-            "seed": self.seed,
-            "warmup_epochs": self.warmup_epochs,
-            "order": self.order,
-            "drop_last": self.drop_last,
-            "tail": self.tail,
             "buffer_size": self.buffer_size,
         }
 
@@ -530,11 +473,11 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
 
         In the main process a state of another epoch than the prepared one
         prepares the saved epoch (restore the filter's state first; a state of
-        a finished epoch loaded after :meth:`set_epoch` moved on is ignored). In
-        a DataLoader worker the saved epoch must be the prepared one. Raises
-        ``ValueError`` naming the key when the state was saved with another
-        configuration, and at the next iteration when it belongs to another
-        worker numbering.
+        a finished epoch loaded after :meth:`set_epoch` moved on is ignored:
+        :func:`~remix_data.plan.skips_finished_epoch`). In a DataLoader worker
+        the saved epoch must be the prepared one. Raises ``ValueError`` naming
+        the key when the state was saved with another configuration, and at the
+        next iteration when it belongs to another worker numbering.
         """
         if not isinstance(state, Mapping):
             raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
@@ -544,22 +487,21 @@ class StreamingRemixer(IterableDataset[tuple[Any, torch.Tensor, torch.Tensor]]):
                 raise ValueError(f"state should contain {key!r}; got keys {sorted(state)}")
         check_config(state, mine, _CONFIG_KEYS, "remixer")
         epoch = check_nonnegative_int("state['epoch']", state["epoch"])
-        if state["worker"] is None:  # saved before any iteration: the epoch's start
-            self._pending = None
-            if epoch != self.epoch and get_worker_info() is None:
-                self.set_epoch(epoch)
-            return
-        if epoch != self.epoch:
-            if state.get("finished") and self.epoch > epoch:
-                self._pending = None
-                return
-            if get_worker_info() is not None:
-                raise ValueError(
-                    f"state was saved in epoch {epoch}, but the remixer holds epoch "
-                    f"{self.epoch}: call set_epoch({epoch}) in the main process before resuming"
-                )
+        self._pending = None
+        if state["worker"] is not None and skips_finished_epoch(
+            epoch, bool(state.get("finished")), self.epoch
+        ):
+            pass
+        elif epoch != self.epoch and get_worker_info() is None:
             self.set_epoch(epoch)
-        self._pending = dict(state)
+        elif epoch != self.epoch and state["worker"] is not None:
+            raise ValueError(
+                f"state was saved in epoch {epoch}, but the remixer holds epoch "
+                f"{self.epoch}: call set_epoch({epoch}) in the main process before resuming"
+            )
+        if state["worker"] is not None and epoch == self.epoch:
+            self._pending = dict(state)
+        self._sizes = set()
 
     def __repr__(self) -> str:
         return (
@@ -581,6 +523,8 @@ class _WorkerEpoch(Iterator[Plan]):
         worker: int,
         num_workers: int,
         state: Mapping[str, Any] | None,
+        table: np.ndarray,
+        counters: np.ndarray,
     ) -> None:
         self.remixer = remixer
         self.worker, self.num_workers = worker, num_workers
@@ -602,8 +546,10 @@ class _WorkerEpoch(Iterator[Plan]):
         self.position = 0
         self.read = 0
         self.finished = False
-        self.table = remixer._table.numpy()
-        self.counters = remixer._counters.numpy()[worker]
+        self.table = table  # the epoch's assignment, shared with the main process
+        self.counters = counters  # this worker's row of the shared counters
+        # The ids read this epoch, one bit each: a repeated id is a broken stream.
+        self.seen = bytearray((remixer.num_samples + 7) // 8)
         source = remixer.source
         self.resumable = callable(getattr(source, "state_dict", None)) and callable(
             getattr(source, "load_state_dict", None)
@@ -620,11 +566,31 @@ class _WorkerEpoch(Iterator[Plan]):
         self.it: Iterator[Any] | None = None if self.finished else iter(source)
         # Replay a source that cannot restore its position.
         for _ in range(skip if self.it is not None else 0):
-            if next(self.it, _END) is _END:  # type: ignore[arg-type]
+            sample = next(self.it, _END)  # type: ignore[arg-type]
+            if sample is _END:
                 raise ValueError(
                     f"the source ended after fewer than the {skip} samples the resumed "
                     "state had read: it does not replay the same epoch"
                 )
+            self._read_id(sample)
+
+    def _read_id(self, sample: Any) -> int:
+        """The id of a sample just read; ``ValueError`` if this epoch read it before."""
+        sid = self.remixer.id_of(sample)
+        byte, bit = sid >> 3, 1 << (sid & 7)
+        if self.seen[byte] & bit:
+            self._repeated(sid)
+        self.seen[byte] |= bit
+        return sid
+
+    def _repeated(self, sid: int) -> NoReturn:
+        raise ValueError(
+            f"sample id {sid} was read twice in epoch {self.epoch} by worker {self.worker} "
+            f"of {self.num_workers} (rank {self.remixer.rank}): sample ids should be unique "
+            "over the whole stream and the same every epoch (ids that restart at 0 in "
+            "every shard make samples share a score slot); number the samples once, "
+            "e.g. with a global row index (docs/streaming.md, 'Sample ids')"
+        )
 
     def _slot(self, group: int) -> int:
         return group if group >= 0 else self.slots - 1
@@ -662,7 +628,7 @@ class _WorkerEpoch(Iterator[Plan]):
             return
         remixer, table, quota, taken = self.remixer, self.table, self.quota, self.taken
         limit, joint = remixer.buffer_size, self.slots - 1
-        counters = self.counters
+        counters, seen, id_of = self.counters, self.seen, remixer.id_of
         while len(buffers[slot]) < need:
             sample = next(it, _END)
             if sample is _END:
@@ -670,7 +636,11 @@ class _WorkerEpoch(Iterator[Plan]):
                 return
             self.read += 1
             counters[-1] += 1
-            sid = remixer._sample_id(sample)
+            sid = id_of(sample)  # _read_id, inline: this loop runs once per sample
+            byte, bit = sid >> 3, 1 << (sid & 7)
+            if seen[byte] & bit:
+                self._repeated(sid)
+            seen[byte] |= bit
             a = joint if self.warm else int(table[sid])
             if a == FILTERED:
                 counters[-2] += 1
@@ -689,7 +659,9 @@ class _WorkerEpoch(Iterator[Plan]):
                     counters[peak] = len(buffer)
 
     def _padding(self, slot: int, items: list[tuple[int, Any]], short: int) -> list[Any]:
-        """``short`` repeats completing a batch of ``slot`` at the end of the stream."""
+        """``short`` PAD rows (ids ``~i``) completing a batch of ``slot``: repeats of the
+        slot's samples in this batch or its last one, else of any sample this worker
+        read (the stream ended before the worker's quota was met)."""
         others = [*self.recent, *(list(b) for b in self.buffers)]
         pool = items or self.recent[slot] or next((r for r in others if r), self.spare)
         if not pool:
@@ -700,12 +672,13 @@ class _WorkerEpoch(Iterator[Plan]):
                 "give every rank and worker a part of the stream (at least "
                 "num_replicas * num_workers shards)"
             )
-        return [pool[i % len(pool)] for i in range(short)]
+        rows = [pool[i % len(pool)] for i in range(short)]
+        return [(i if i < 0 else ~i, sample) for i, sample in rows]
 
     def _drain(self) -> None:
         """Read and count the stream's rest once every batch of the epoch is out."""
         self.finished = True
-        it, remixer, counters = self.it, self.remixer, self.counters
+        it, counters = self.it, self.counters
         joint = self.slots - 1
         for slot, buffer in enumerate(self.buffers):  # empty unless quotas changed
             self._count(slot, _DROPPED, len(buffer))
@@ -715,7 +688,8 @@ class _WorkerEpoch(Iterator[Plan]):
         for sample in it:
             self.read += 1
             counters[-1] += 1
-            a = joint if self.warm else int(self.table[remixer._sample_id(sample)])
+            sid = self._read_id(sample)
+            a = joint if self.warm else int(self.table[sid])
             if a == FILTERED:
                 counters[-2] += 1
             else:

@@ -10,9 +10,12 @@ Strategies (call without arguments for the defaults): :func:`logits`,
 :func:`simulate_sync` (per-rank filters combined as ``HardSampleFilter.sync``
 combines them under ``torch.distributed``). Checkers, raising
 ``AssertionError("remix invariant broken: <invariant>: <detail>")``:
-:func:`check_epoch` (a sampler's epoch, on every rank) and
+:func:`check_epoch` (a sampler's epoch, on every rank),
 :func:`check_step_modalities` (what a training loop actually received on each
-rank, e.g. through Lightning or Accelerate).
+rank, e.g. through Lightning or Accelerate) and :func:`check_loader` (a real
+loader over the decoupler or a :class:`~remix_data.streaming.StreamingRemixer`,
+masking included). All of them read :data:`~remix_data.vocabulary.PAD` rows as
+repeats that only fill a batch: never a sample's one appearance in an epoch.
 
 Example (a complete property test)::
 
@@ -41,7 +44,8 @@ from .distributed import average_packed, pack_written
 from .filter import HardSampleFilter
 from .masking import Location, is_missing, locate
 from .sampler import ReassemblingBatchSampler
-from .vocabulary import ALL, FILTERED, Batch
+from .streaming import StreamingRemixer
+from .vocabulary import ALL, FILTERED, PAD, Batch, Key
 from .watch import masked_calls
 
 __all__ = [
@@ -121,7 +125,7 @@ def sampler_configs(
         accumulation_steps=draw(st.integers(1, max_accumulation)),
         keep_ratio=draw(st.none() | st.sampled_from([0.5, 0.9, 1.0])),
         joint_fraction=draw(st.sampled_from([0.0, 0.0, 0.25, 0.5])),
-        tail=draw(st.sampled_from(["merge", "merge", "keep"])),
+        tail=draw(st.sampled_from(["merge", "merge", "keep", "fill"])),
         # 0.5 is a drawn score value, so some scores sit exactly on the threshold
         threshold=draw(st.none() | st.sampled_from([0.5, 1.0])),
         smoothing=draw(st.sampled_from([0.0, 0.0, 0.5, 0.9])),
@@ -239,24 +243,28 @@ def check_epoch(
     """Run one epoch on every rank's sampler and check the method's invariants.
 
     ``samplers`` is one sampler, or one per rank (``rank = position``) sharing a
-    filter, as :func:`build_samplers` makes. Checks, each reported by name in the
-    ``AssertionError``:
+    filter, as :func:`build_samplers` makes. A key ``(~i, m)`` (negative index)
+    is a :data:`~remix_data.vocabulary.PAD` row repeating sample ``i``. Checks,
+    each reported by name in the ``AssertionError``:
 
     - *len honest*: every rank yields exactly ``len(sampler)`` batches, the same
       number on every rank;
     - *batch size*: no batch is empty or larger than ``batch_size``, except the
       batches that took a lone last sample (``batch_size + 1``, as many as
-      ``stats()["merged"]`` counts); under distribution or accumulation every
-      batch is full;
+      ``stats()["merged"]`` counts); under distribution or accumulation, and
+      with ``tail="fill"``, every batch holds ``batch_size`` keys;
     - *no batch of one*: with ``tail="merge"`` and ``batch_size > 1`` no batch
       holds a single sample;
     - *unimodal*: every batch has one modality (``ALL`` in warm-up epochs, a
-      modality id after), and it is the assigned modality of each sample in it;
+      modality id after), and it is the assigned modality of each sample in
+      it, PAD rows included (a PAD row repeats a sample of its own group);
     - *same modality per step*: at every optimiser step, all ranks and all
       accumulated micro-batches share the modality;
-    - *each kept sample once*: over all ranks every kept sample appears once,
-      plus at most the counted padding repeats; filtered and dropped samples
-      never appear, and kept + filtered + dropped covers the dataset.
+    - *PAD rows last*: PAD rows sit only in a group's last optimiser step;
+    - *each kept sample once*: over all ranks every kept sample appears once
+      among the rows that are not PAD; the PAD rows are as many as
+      ``stats()["padded"]`` counts; filtered and dropped samples never
+      appear, and kept + filtered + dropped covers the dataset.
 
     Returns the batches, per rank.
     """
@@ -273,75 +281,114 @@ def check_epoch(
             )
         if epoch is not None:
             s.set_epoch(epoch)
-    batches = [list(s) for s in ranks]
+    batches = [[list(b) for b in s] for s in ranks]
     lengths = [len(s) for s in ranks]
     for r, (got, expected) in enumerate(zip(batches, lengths)):
         if len(got) != expected:
             _fail("len honest", f"rank {r} yielded {len(got)} batches but len() is {expected}")
     if len(set(lengths)) > 1:
         _fail("len honest", f"ranks yield different batch counts {lengths}")
-
     warmup = first.is_warmup()
     assignment = None if warmup else filt.snapshot(first.epoch).tolist()
-    full = first.num_replicas * first.accumulation_steps > 1
+    _check_batches(first, batches, assignment)
+    _check_steps(first, batches)
+    _check_coverage(first, batches, assignment)
+    return batches
+
+
+def _check_batches(
+    first: ReassemblingBatchSampler, batches: list[list[list[Key]]], assignment: list[int] | None
+) -> None:
+    """*batch size*, *no batch of one* and *unimodal* for every batch of every rank."""
+    b = first.batch_size
+    full = first.num_replicas * first.accumulation_steps > 1 or first.tail == "fill"
     merged = sum(first.stats()["merged"].values())
     larger = 0
     for r, rank_batches in enumerate(batches):
         for t, batch in enumerate(rank_batches):
-            larger += len(batch) == first.batch_size + 1
-            if not batch or len(batch) > first.batch_size + (merged > 0):
+            larger += len(batch) == b + 1
+            if not batch or len(batch) > b + (merged > 0):
                 _fail("batch size", f"rank {r} batch {t} has {len(batch)} keys")
-            if len(batch) == 1 < first.batch_size and first.tail == "merge":
+            if len(batch) == 1 < b and first.tail == "merge":
                 _fail("no batch of one", f"rank {r} batch {t} holds one sample ({batch})")
-            if full and len(batch) != first.batch_size:
-                _fail("batch size", f"rank {r} batch {t} has {len(batch)} < batch_size keys")
+            if full and len(batch) != b:
+                _fail("batch size", f"rank {r} batch {t} has {len(batch)} keys, not {b}")
             mods = {m for _, m in batch}
             if len(mods) != 1:
                 _fail("unimodal", f"rank {r} batch {t} mixes modalities {sorted(mods)}")
             (mod,) = mods
-            if warmup and mod != ALL:
+            if assignment is None and mod != ALL:
                 _fail("unimodal", f"warm-up batch {t} on rank {r} has modality {mod}")
-            if assignment is not None and mod == ALL:
+            if assignment is None:
+                continue
+            samples = [i if i >= 0 else ~i for i, _ in batch]
+            if mod == ALL:
                 if not first.joint_fraction:
                     _fail("unimodal", f"rank {r} batch {t} after warm-up is joint (ALL)")
-                wrong = [i for i, _ in batch if assignment[i] == FILTERED]
+                wrong = [i for i in samples if assignment[i] == FILTERED]
                 if wrong:
                     _fail("unimodal", f"rank {r} joint batch {t} holds filtered {wrong}")
-            elif assignment is not None:
-                wrong = [i for i, _ in batch if assignment[i] != mod]
+            else:
+                wrong = [i for i in samples if assignment[i] != mod]
                 if wrong:
                     _fail("unimodal", f"rank {r} batch {t} (modality {mod}) holds {wrong}")
-
     if larger != merged:
         _fail("batch size", f"{larger} batches of batch_size + 1 but {merged} counted as merged")
-    steps = len(batches[0]) // first.accumulation_steps if batches[0] else 0
+
+
+def _check_steps(first: ReassemblingBatchSampler, batches: list[list[list[Key]]]) -> None:
+    """*same modality per step* and *PAD rows last* over all ranks."""
     a = first.accumulation_steps
+    steps = len(batches[0]) // a if batches[0] else 0
+    owner: list[int] = []
     for step in range(steps):
-        mods = {
-            b[0][1] for rank_batches in batches for b in rank_batches[step * a : (step + 1) * a]
-        }
+        span = slice(step * a, (step + 1) * a)
+        mods = {b[0][1] for rank_batches in batches for b in rank_batches[span]}
         if len(mods) != 1:
             _fail("same modality per step", f"step {step} mixes modalities {sorted(mods)}")
+        owner.append(mods.pop())
+    last = {m: step for step, m in enumerate(owner)}
+    for step, m in enumerate(owner):
+        span = slice(step * a, (step + 1) * a)
+        pads = [i for rank_batches in batches for b in rank_batches[span] for i, _ in b if i < 0]
+        if pads and step != last[m]:
+            _fail(
+                "PAD rows last",
+                f"step {step} of modality {m} holds PAD rows {pads[:5]} but the modality's "
+                f"last step is {last[m]}",
+            )
 
-    seen = Counter(i for rank_batches in batches for b in rank_batches for i, _ in b)
+
+def _check_coverage(
+    first: ReassemblingBatchSampler, batches: list[list[list[Key]]], assignment: list[int] | None
+) -> None:
+    """*each kept sample once*: the rows that are not PAD cover the kept samples once."""
+    filt = first.filter
+    rows = [i for rank_batches in batches for b in rank_batches for i, _ in b]
+    seen = Counter(i for i in rows if i >= 0)
+    pads = len(rows) - sum(seen.values())
     stats = first.stats()
     padded = sum(stats["padded"].values())
     dropped = sum(stats["dropped"].values())
-    kept = [i for i in range(filt.num_samples) if warmup or assignment[i] != FILTERED]  # type: ignore[index]
+    if assignment is None:
+        kept = list(range(filt.num_samples))
+    else:
+        kept = [i for i in range(filt.num_samples) if assignment[i] != FILTERED]
     filtered = filt.num_samples - len(kept)
     if filtered != stats["filtered"]:
         _fail("each kept sample once", f"{filtered} filtered but stats say {stats['filtered']}")
+    twice = [i for i, c in seen.items() if c > 1]
+    if twice:
+        _fail("each kept sample once", f"samples {twice[:10]} appear in more than one row")
     missing = [i for i in kept if seen[i] == 0]
     if len(missing) != dropped:
         _fail("each kept sample once", f"{len(missing)} kept samples missing, {dropped} dropped")
-    extra = sum(seen.values()) - (len(kept) - dropped)
-    if extra != padded:
-        _fail("each kept sample once", f"{extra} repeated keys but {padded} counted as padding")
+    if pads != padded:
+        _fail("each kept sample once", f"{pads} PAD rows but {padded} counted as padding")
     kept_set = set(kept)
     stray = [i for i in seen if i not in kept_set]
     if stray:
         _fail("each kept sample once", f"filtered samples were yielded: {stray[:10]}")
-    return batches
 
 
 def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: int = 1) -> list[int]:
@@ -356,10 +403,12 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     Checks, each reported by name in the ``AssertionError``: *len honest* (every
     rank received the same number of batches), *unimodal* (one modality per
     batch) and *same modality per step* (all ranks and all micro-batches of an
-    optimiser step). Returns the modality of every step.
+    optimiser step). :data:`~remix_data.vocabulary.PAD` rows, which only fill a
+    batch, have no modality: a batch of PAD rows alone fits any step. Returns
+    the modality of every step (``PAD`` for a step of PAD rows alone).
 
     Example:
-        >>> check_step_modalities([[[0, 0], [1, 1]], [[0, 0], [1, 1]]])
+        >>> check_step_modalities([[[0, 0], [1, 1]], [[0, -2], [1, 1]]])
         [0, 1]
         >>> check_step_modalities([[0, 1], [1, 0]])  # doctest: +ELLIPSIS
         Traceback (most recent call last):
@@ -368,14 +417,14 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     if not ranks:
         raise ValueError("ranks should hold the batches of at least one rank, but got none")
     check_positive_int("accumulation_steps", accumulation_steps)
-    per_rank: list[list[int]] = []
+    per_rank: list[list[int | None]] = []
     for r, batches in enumerate(ranks):
-        mods = []
+        mods: list[int | None] = []
         for t, batch in enumerate(batches):
-            ids = set(_ids(batch, "modalities"))
-            if len(ids) != 1:
+            ids = set(_ids(batch, "modalities")) - {PAD}
+            if len(ids) > 1:
                 _fail("unimodal", f"rank {r} batch {t} holds modalities {sorted(ids)}")
-            mods.append(ids.pop())
+            mods.append(ids.pop() if ids else None)
         per_rank.append(mods)
     lengths = [len(mods) for mods in per_rank]
     if len(set(lengths)) > 1:
@@ -383,10 +432,11 @@ def check_step_modalities(ranks: Sequence[Sequence[Any]], accumulation_steps: in
     a = accumulation_steps
     steps = []
     for step in range(-(-lengths[0] // a)):
-        mods_of_step = {m for mods in per_rank for m in mods[step * a : (step + 1) * a]}
-        if len(mods_of_step) != 1:
+        span = slice(step * a, (step + 1) * a)
+        mods_of_step = {m for mods in per_rank for m in mods[span] if m is not None}
+        if len(mods_of_step) > 1:
             _fail("same modality per step", f"step {step} mixes modalities {sorted(mods_of_step)}")
-        steps.append(mods_of_step.pop())
+        steps.append(mods_of_step.pop() if mods_of_step else PAD)
     return steps
 
 
@@ -450,7 +500,7 @@ class _Watched:
     ``loader.batch_sampler`` or ``len(loader)`` sees the real thing.
     """
 
-    def __init__(self, loader: Any, sampler: ReassemblingBatchSampler) -> None:
+    def __init__(self, loader: Any, sampler: ReassemblingBatchSampler | StreamingRemixer) -> None:
         self._loader = loader
         self._sampler = sampler
         self.passes: list[dict[str, Any]] = []
@@ -480,6 +530,7 @@ class _Watched:
             record.update(epoch=sampler.epoch, warmup=sampler.is_warmup(), planned=len(sampler))
         record["finished"] = True
         record["table_after"] = sampler.filter.state_dict()["values"]
+        record["stats_after"] = sampler.stats()
 
 
 def _default_unpack(batch: Any) -> tuple[Any, Any, Any]:
@@ -497,7 +548,7 @@ def check_loader(
     *,
     train: Callable[[Any], None] | None = None,
     epochs: int = 3,
-    sampler: ReassemblingBatchSampler | None = None,
+    sampler: ReassemblingBatchSampler | StreamingRemixer | None = None,
     decoupler: ModalityDecoupler | None = None,
     unpack: Callable[[Any], tuple[Any, Any, Any]] | None = None,
     locations: Mapping[str, Location] | None = None,
@@ -509,13 +560,17 @@ def check_loader(
             ``collate_fn``, your batch-sampler wrapper, workers): anything
             iterable that yields batches.
         dataset: the *raw* dataset (before :class:`~remix_data.ModalityDecoupler`),
-            against which every batch's visible modality is compared.
+            against which every batch's visible modality is compared; for a
+            stream, anything indexed by sample id, or ``None`` to leave masking
+            unchecked.
         train: your training loop as a function of the loader: ``train(loader)``
             runs all its epochs (``set_epoch``, the batches, ``filt.update``...)
             over the loader it is given, a recording stand-in for yours. Default:
             ``epochs`` epochs of ``sampler.set_epoch(e)`` and one full pass.
-        sampler: the :class:`~remix_data.ReassemblingBatchSampler` (default:
-            found from ``loader`` through attributes, wrappers included).
+        sampler: the :class:`~remix_data.ReassemblingBatchSampler`, or the
+            :class:`~remix_data.streaming.StreamingRemixer` of a streaming
+            loader (default: found from ``loader`` through attributes, wrappers
+            included).
         decoupler: the :class:`~remix_data.ModalityDecoupler` whose mask mode
             and locations apply (default: found from ``loader``'s dataset).
         unpack: ``batch -> (sample, index, modality)`` when your collate yields
@@ -533,8 +588,11 @@ def check_loader(
     - *unimodal*, *same modality per step*: one modality per batch, shared by
       the micro-batches of an optimiser step;
     - *assignment*: after warm-up every row trains its assigned modality;
-    - *each kept sample once*: a pass covers every kept sample once, plus
-      the counted padding, minus the counted drops;
+    - *each kept sample once*: the rows that are not PAD cover every kept
+      sample once, minus the counted drops; the PAD rows are the counted padding
+      (a stream: no sample id in two rows, which also catches ids that are not
+      unique across workers, and the remixer's counts; ids repeated across
+      ranks need every rank's records, which one process does not see);
     - *masking*: in every row the trained modality equals the raw sample's
       and every other modality is zeros of the raw shape (``mask="zeros"``)
       or absent (``"drop"``); with ``"none"`` everything stays visible;
@@ -556,8 +614,11 @@ def check_loader(
     raises (run a short ``train`` through here before the real run). A filter
     of another size than the dataset is the *dataset size* check above.
 
-    Returns one record per pass: ``epoch``, ``warmup``, ``planned``,
-    ``modalities`` (per batch), ``indices`` (per batch).
+    :data:`~remix_data.vocabulary.PAD` rows (repeats that only fill a batch) are
+    masked as their batch's modality, count as padding and never as a sample's
+    one appearance. Returns one record per pass: ``epoch``, ``warmup``,
+    ``planned``, ``modalities`` (per batch; ``PAD`` for a batch of PAD rows
+    alone), ``indices`` (per batch, the rows that are not PAD).
 
     Example:
         >>> import torch
@@ -570,27 +631,32 @@ def check_loader(
         >>> [p["planned"] for p in check_loader(loader, raw, epochs=2)]
         [3, 2]
     """
-    sampler = sampler if sampler is not None else _find(loader, ReassemblingBatchSampler)
-    if not isinstance(sampler, ReassemblingBatchSampler):
+    if sampler is None:
+        sampler = _find(loader, ReassemblingBatchSampler) or _find(loader, StreamingRemixer)
+    if not isinstance(sampler, (ReassemblingBatchSampler, StreamingRemixer)):
         raise ValueError(
-            "check_loader found no ReassemblingBatchSampler in loader; pass sampler=, "
-            f"but got sampler={sampler!r}"
+            "check_loader found no ReassemblingBatchSampler or StreamingRemixer in loader; "
+            f"pass sampler=, but got sampler={sampler!r}"
         )
-    decoupler = decoupler if decoupler is not None else _find(loader, ModalityDecoupler)
-    if not isinstance(decoupler, ModalityDecoupler):
-        raise ValueError(
-            "check_loader found no ModalityDecoupler in loader; pass decoupler=, "
-            f"but got decoupler={decoupler!r}"
-        )
+    if isinstance(sampler, StreamingRemixer):
+        masker = sampler.masker
+    else:
+        decoupler = decoupler if decoupler is not None else _find(loader, ModalityDecoupler)
+        if not isinstance(decoupler, ModalityDecoupler):
+            raise ValueError(
+                "check_loader found no ModalityDecoupler in loader; pass decoupler=, "
+                f"but got decoupler={decoupler!r}"
+            )
+        masker = decoupler.masker
     filt = sampler.filter
-    if filt.num_samples != len(dataset):
+    if dataset is not None and filt.num_samples != len(dataset):
         _fail(
             "dataset size",
             f"the filter has num_samples={filt.num_samples} but the dataset has "
             f"len(dataset)={len(dataset)}",
         )
     names = filt.modalities  # the truth: the filter's ids
-    where = {n: decoupler.masker.locations.get(n, n) for n in names}
+    where = {n: masker.locations.get(n, n) for n in names}
     where.update(locations or {})
     watched = _Watched(loader, sampler)
     own_loop = train is not None
@@ -618,7 +684,7 @@ def check_loader(
                 "sampler.set_epoch(epoch) before every epoch",
             )
         previous = epoch
-        mods, indices = _check_pass(record, sampler, dataset, names, where, decoupler, unpack)
+        mods, indices = _check_pass(record, sampler, dataset, names, where, masker.mask, unpack)
         out.append(
             {
                 "epoch": epoch,
@@ -629,16 +695,14 @@ def check_loader(
             }
         )
     if own_loop:
-        _check_feature_masking(decoupler, out, masked)
+        _check_feature_masking(masker.mask, out, masked)
     return out
 
 
-def _check_feature_masking(
-    decoupler: ModalityDecoupler, passes: list[dict[str, Any]], masked: int
-) -> None:
+def _check_feature_masking(mask: str, passes: list[dict[str, Any]], masked: int) -> None:
     """With ``mask="none"``, the loop must call ``mask_features`` on unimodal batches."""
     unimodal = sum(m >= 0 for p in passes for m in p["modalities"])
-    if decoupler.mask == "none" and unimodal and not masked:
+    if mask == "none" and unimodal and not masked:
         _fail(
             "feature masking",
             f"the decoupler keeps every modality (mask='none') and the loop trained "
@@ -695,11 +759,11 @@ def _check_missing(
 
 def _check_pass(
     record: dict[str, Any],
-    sampler: ReassemblingBatchSampler,
+    sampler: ReassemblingBatchSampler | StreamingRemixer,
     dataset: Any,
     names: tuple[str, ...],
     where: Mapping[str, Location],
-    decoupler: ModalityDecoupler,
+    mask: str,
     unpack: Callable[[Any], tuple[Any, Any, Any]],
 ) -> tuple[list[int], list[list[int]]]:
     epoch, warmup = record["epoch"], record["warmup"]
@@ -715,51 +779,79 @@ def _check_pass(
         assignment = filt.snapshot(epoch).tolist()
     mods: list[int] = []
     indices: list[list[int]] = []
+    pads = 0
     for t, batch in enumerate(record["batches"]):
         sample, index, modality = unpack(batch)
         rows = _ids(index, "index")
         ids = _ids(modality, "modality")
         if len(ids) == 1 and len(rows) > 1:
             ids = ids * len(rows)
-        if len(set(ids)) != 1:
-            _fail("unimodal", f"epoch {epoch} batch {t} holds modalities {sorted(set(ids))}")
-        m = ids[0]
+        groups = set(ids) - {PAD}
+        if len(groups) > 1:
+            _fail("unimodal", f"epoch {epoch} batch {t} holds modalities {sorted(groups)}")
+        m = groups.pop() if groups else (ALL if warmup else PAD)
         if warmup and m != ALL:
             _fail("unimodal", f"epoch {epoch} is a warm-up epoch but batch {t} has modality {m}")
-        if assignment is not None and m != ALL:
-            wrong = [i for i in rows if assignment[i] != m]
+        if assignment is not None and m not in (ALL, PAD):
+            wrong = [i for i in rows if assignment[i] != m]  # PAD rows repeat their group's
             if wrong:
                 _fail(
                     "assignment",
                     f"epoch {epoch} batch {t} trains modality {m} ({names[m]}) but samples "
                     f"{wrong[:5]} are assigned elsewhere",
                 )
-        _check_masking(
-            sample, rows, m, dataset, names, where, decoupler.mask, epoch, t,
-            available=filt.available,
-        )  # fmt: skip
+        if m != PAD and dataset is not None:  # PAD rows are masked as their batch's modality
+            _check_masking(
+                sample, rows, m, dataset, names, where, mask, epoch, t,
+                available=filt.available,
+            )  # fmt: skip
         mods.append(m)
-        indices.append(rows)
+        indices.append([i for i, g in zip(rows, ids) if g != PAD])
+        pads += len(rows) - len(indices[-1])
     a = sampler.accumulation_steps
     for step in range(len(mods) // a):
-        if len(set(mods[step * a : (step + 1) * a])) != 1:
+        if len(set(mods[step * a : (step + 1) * a]) - {PAD}) > 1:
             _fail("same modality per step", f"epoch {epoch} step {step} mixes micro-batches")
-    if "stats" in record:
+    seen = Counter(i for rows in indices for i in rows)
+    if isinstance(sampler, StreamingRemixer):
+        _check_stream_pass(record, seen, pads, epoch)
+    elif "stats" in record:
         stats = record["stats"]
-        seen = Counter(i for rows in indices for i in rows)
         kept = sum(stats["samples"].values())
         dropped, padded = sum(stats["dropped"].values()), sum(stats["padded"].values())
         if sampler.num_replicas == 1 and (
-            len(seen) != kept - dropped or sum(seen.values()) != kept - dropped + padded
+            len(seen) != kept - dropped or sum(seen.values()) != len(seen) or pads != padded
         ):
             _fail(
                 "each kept sample once",
-                f"epoch {epoch}: {len(seen)} distinct samples in {sum(seen.values())} rows, "
-                f"but the plan keeps {kept} (dropped {dropped}, padded {padded})",
+                f"epoch {epoch}: {len(seen)} distinct samples in {sum(seen.values())} rows "
+                f"and {pads} PAD rows, but the plan keeps {kept} (dropped {dropped}, "
+                f"padded {padded})",
             )
         if not warmup:
             _check_scores(record, mods, indices, names, epoch)
     return mods, indices
+
+
+def _check_stream_pass(record: dict[str, Any], seen: Counter[int], pads: int, epoch: int) -> None:
+    """*each kept sample once* for a stream: no id in two rows, the counts of ``stats()``."""
+    twice = sorted(i for i, c in seen.items() if c > 1)
+    if twice:
+        _fail(
+            "each kept sample once",
+            f"epoch {epoch}: sample ids {twice[:5]} came in more than one row (not PAD): the "
+            "stream's ids are not unique (ids that restart at 0 in every shard?) or a part of "
+            "the stream reached two workers or ranks",
+        )
+    stats = record.get("stats_after")
+    if stats is not None and record["finished"]:
+        trained, padded = sum(stats["samples"].values()), sum(stats["padded"].values())
+        if (len(seen), pads) != (trained, padded):
+            _fail(
+                "each kept sample once",
+                f"epoch {epoch}: {len(seen)} samples and {pads} PAD rows, but the remixer "
+                f"counted {trained} samples and {padded} padded",
+            )
 
 
 def _check_masking(
@@ -836,7 +928,7 @@ def _check_scores(
     before, after = record["table"], record["table_after"]
     changed = ~((before == after) | (torch.isnan(before) & torch.isnan(after)))
     for m, rows in zip(mods, indices):
-        if m == ALL:
+        if m in (ALL, PAD):
             continue
         others = [k for k in range(len(names)) if k != m]
         hit = changed[others][:, rows]

@@ -9,11 +9,13 @@ every other module takes these names from here.
 - An *assignment* holds one modality id per sample, or :data:`FILTERED` for a
   sample that trains no modality this epoch.
 - A :data:`Key` is what the batch sampler yields and the decoupler receives:
-  ``(index, modality id)``, two plain Python ints. A :data:`Batch` is a list of them;
-  the sampler yields each as a :class:`KeyBatch`, a list that also holds its
-  indices, its one modality id and the filter's modality names (so the
-  decoupler need not split the keys again, and can check that its own order is
-  the filter's).
+  ``(index, modality id)``, two plain Python ints; a negative index ``~i``
+  marks a :data:`PAD` repeat of sample ``i`` (the sampler's only; keys built by
+  hand have ``index >= 0``). A :data:`Batch` is a list of keys; the sampler
+  yields each as a :class:`KeyBatch`, a read-only list of its keys that
+  also holds its indices, its one modality id and the filter's modality names
+  (so the decoupler need not split the keys again, and can check that its own
+  order is the filter's).
 - A :data:`ModalitySpec` is what a user may pass as ``modalities``: a sequence of
   names (dict samples) or a ``{name: position}`` mapping (tuple samples), whose
   order defines the ids.
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from itertools import repeat
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol, SupportsIndex
 
 __all__ = ["ALL", "FILTERED", "PAD", "Key", "Batch", "KeyBatch", "ModalitySpec", "ModalitySource"]
 
@@ -53,43 +55,45 @@ Batch = list[Key]
 
 
 class KeyBatch(list[Key]):
-    """A batch of keys that share one modality id: ``[(index, modality), ...]``.
+    """A read-only batch of keys that share one modality id: ``[(index, modality), ...]``.
 
-    A plain list of keys in every respect (equal to one, iterated, indexed,
-    sliced and edited like one) with four more attributes:
+    The sampler's batches: a list of ``(index, modality)`` tuples in every way
+    that reads it (compared, iterated, indexed, sliced, pickled), which cannot be
+    changed in place: ``batch += more`` and ``batch + more`` make a new plain
+    list (as Accelerate completes a batch), and the other in-place edits
+    (``append``, ``batch[i] = key``, ...) raise ``TypeError``. So what it holds
+    besides its keys stays true:
 
+    - ``indices``: the first element of every key, as a list of ``int``
+      (a negative value ``~i`` marks a :data:`PAD` repeat of sample ``i``;
+      PAD keys come last), and ``modality``, the one id; the decoupler reads
+      these instead of splitting every key again;
     - ``modalities``: the names, in id order, of the filter the keys were
       planned from (``None`` if not given). The
       :class:`~remix_data.ModalityDecoupler` compares them with its own names,
       so that names given in another order than the filter's fail at the first
-      batch instead of masking the wrong modality.
+      batch instead of masking the wrong modality;
     - ``num_samples``: that filter's size (``None`` if not given), which the
-      decoupler compares with ``len(dataset)`` at the first batch.
-    - ``indices`` (the sample indices, a list of ``int``) and ``modality`` (the
-      one id), which the decoupler reads instead of splitting every key again.
-      Any edit through the list's methods (a framework completing a batch in
-      place, ``batch += more``) sets both to ``None``, and the decoupler then
-      reads the keys themselves.
+      decoupler compares with ``len(dataset)`` at the first batch;
+    - ``padded``: how many keys at its end are PAD repeats.
 
-    It pickles as the indices, the id and the names while unedited (half the
-    bytes of the keys).
+    It pickles as the indices, the id, the names and the size (half the bytes of
+    the keys).
 
     Example:
         >>> import pickle
-        >>> batch = KeyBatch([4, 9], 1, ("audio", "video"))
-        >>> batch == [(4, 1), (9, 1)], batch.indices, batch.modality, batch.modalities
-        (True, [4, 9], 1, ('audio', 'video'))
+        >>> batch = KeyBatch([4, 9, ~4], 1, ("audio", "video"))
+        >>> batch == [(4, 1), (9, 1), (-5, 1)], batch.padded
+        (True, 1)
         >>> pickle.loads(pickle.dumps(batch)).modalities
         ('audio', 'video')
-        >>> batch += [(5, 0)]
-        >>> batch, batch.indices, batch.modality, batch.modalities
-        ([(4, 1), (9, 1), (5, 0)], None, None, ('audio', 'video'))
+        >>> more = batch[:2]
+        >>> more += [(5, 0)]
+        >>> more, type(more).__name__
+        ([(4, 1), (9, 1), (5, 0)], 'list')
     """
 
-    __slots__ = ("indices", "modalities", "modality", "num_samples")
-
-    indices: list[int] | None
-    modality: int | None
+    __slots__ = ("indices", "modalities", "modality", "num_samples", "padded")
 
     def __init__(
         self,
@@ -103,42 +107,29 @@ class KeyBatch(list[Key]):
         self.modality = modality
         self.modalities = modalities
         self.num_samples = num_samples
+        padded = 0
+        if indices and indices[-1] < 0:  # the sampler puts PAD keys last
+            padded = len(indices) - next(p for p in range(len(indices)) if indices[p] < 0)
+        self.padded = padded
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if self.indices is None or self.modality is None:  # edited: as the list it is
-            return type(self)._edited, (list(self), self.modalities, self.num_samples)
         return type(self), (self.indices, self.modality, self.modalities, self.num_samples)
 
-    @classmethod
-    def _edited(
-        cls, keys: list[Key], modalities: tuple[str, ...] | None, num_samples: int | None = None
-    ) -> KeyBatch:
-        batch = cls([], ALL, modalities, num_samples)
-        batch += keys
-        return batch
+    # In-place edits: ``+=`` and ``*=`` fall back to ``+`` and ``*`` (new plain lists).
+    def __iadd__(self, other: list[Key]) -> list[Key]:  # type: ignore[override,misc]
+        return NotImplemented
 
-    def _forget(self) -> None:
-        self.indices = self.modality = None
+    def __imul__(self, other: SupportsIndex) -> list[Key]:  # type: ignore[override]
+        return NotImplemented
 
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            "a KeyBatch (the sampler's batch) cannot be changed in place; "
+            "make a new list instead, e.g. list(batch) or batch + more"
+        )
 
-def _editing(name: str) -> Any:
-    edit = getattr(list, name)
-
-    def method(self: KeyBatch, *args: Any, **kwargs: Any) -> Any:
-        self._forget()
-        return edit(self, *args, **kwargs)
-
-    method.__name__ = name
-    method.__doc__ = edit.__doc__
-    return method
-
-
-for _name in (
-    "__setitem__", "__delitem__", "__iadd__", "__imul__", "append", "extend",
-    "insert", "pop", "remove", "sort", "reverse", "clear",
-):  # fmt: skip
-    setattr(KeyBatch, _name, _editing(_name))
-del _name
+    __setitem__ = __delitem__ = append = extend = insert = _read_only
+    pop = remove = sort = reverse = clear = _read_only
 
 
 #: What a user may pass as ``modalities``: names in id order, or ``{name: position}``.

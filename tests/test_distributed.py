@@ -32,9 +32,11 @@ from remix_data import (
     HardSampleFilter,
     ModalityDecoupler,
     ReassemblingBatchSampler,
+    remix_loss,
 )
 from remix_data.gloo import run_ranks
-from remix_data.testing import build_samplers, check_epoch, sampler_configs
+from remix_data.testing import build_samplers, check_epoch, check_step_modalities, sampler_configs
+from remix_data.vocabulary import PAD
 
 Batch = list[tuple[int, int]]
 
@@ -46,10 +48,12 @@ def check_shards(samplers: list[ReassemblingBatchSampler], batches: list[list[Ba
     """Padding and dropping rules, per modality, and identical plans on every rank.
 
     - every rank reports the same statistics (same plan, same padding);
-    - a modality's repeated keys, over all ranks, are exactly its ``padded``
-      count: the ranks' shards are disjoint except for the padding;
-    - padding completes the modality's last global step and never exceeds one
-      global step (``num_replicas * accumulation_steps * batch_size``); without
+    - a modality's PAD keys ``(~i, m)``, over all ranks, are exactly its
+      ``padded`` count and repeat its own samples; its other keys are disjoint
+      over the ranks' shards;
+    - padding completes the modality's last global step (or, with
+      ``tail="fill"``, its last batch) and never exceeds one global step
+      (``num_replicas * accumulation_steps * batch_size``); without
       ``drop_last`` nothing is dropped, with it exactly the incomplete step is;
     - every rank's batch count is ``accumulation_steps`` times the number of
       global steps.
@@ -75,10 +79,14 @@ def check_shards(samplers: list[ReassemblingBatchSampler], batches: list[list[Ba
             # batch of one; it is dropped and counted.
             lone = not distributed and first.tail == "merge" and n == 1 < first.batch_size
             assert dropped == int(lone)
-            assert padded == (unit - tail if tail and distributed else 0)
+            filled = distributed or first.tail == "fill"
+            assert padded == (unit - tail if tail and filled else 0)
         assert padded < step
-        counts = Counter(i for rank in batches for b in rank for i, m in b if m == mod)
-        assert sum(c - 1 for c in counts.values()) == padded
+        keys = [i for rank in batches for b in rank for i, m in b if m == mod]
+        counts = Counter(i for i in keys if i >= 0)
+        pads = [~i for i in keys if i < 0]
+        assert set(counts.values()) <= {1} and len(pads) == padded
+        assert set(pads) <= set(counts)  # a PAD key repeats a sample of its own modality
         assert len(counts) == n - dropped
         if distributed:
             assert (n - dropped + padded) % step == 0
@@ -138,7 +146,7 @@ def test_tiny_datasets_and_empty_subsets_give_every_rank_a_valid_epoch(
         if not config["drop_last"]:
             # fewer samples than one global step: exactly one padded step per rank
             assert [len(rank) for rank in batches] == [accumulation] * world
-            assert {i for rank in batches for b in rank for i, _ in b} == set(range(n))
+            assert {i for rank in batches for b in rank for i, _ in b if i >= 0} == set(range(n))
         else:
             assert [len(rank) for rank in batches] == [0] * world
         if epoch == 1:
@@ -196,7 +204,7 @@ def test_padding_repeats_the_modality_own_samples_only() -> None:
     for rank in batches:
         for batch in rank:
             mod = batch[0][1]
-            assert all((i < 3) == (mod == 0) for i, _ in batch)
+            assert all(((i if i >= 0 else ~i) < 3) == (mod == 0) for i, _ in batch)
 
 
 # --------------------------------------------------------------------------------------
@@ -303,29 +311,24 @@ def _ddp_run(rank: int) -> dict[str, Any]:
     )
     data = ModalityDecoupler(Features(DDP_SAMPLES), MODALITIES)
     loader = DataLoader(data, batch_sampler=sampler)
-    step_mods: list[int] = []
+    received: list[list[int]] = []  # every micro-batch's modality column
     for epoch in range(2):
         sampler.set_epoch(epoch)
         micro: list[int] = []
         for t, (sample, index, modality) in enumerate(loader):
-            micro.append(int(modality[0]))
+            received.append(modality.tolist())
+            micro.extend(set(modality.tolist()) - {PAD})  # PAD rows only fill a last step
             last = (t + 1) % ACCUMULATION == 0
             fused, heads = model(sample)
-            target = sample["label"]
-            mod = int(modality[0])
-            active = range(len(MODALITIES)) if mod == ALL else [mod]
-            loss = torch.nn.functional.cross_entropy(fused, target)
-            for k, head in enumerate(heads):
-                weight = (0.5 if mod == ALL else 1.0) if k in active else 0.0
-                loss = loss + weight * torch.nn.functional.cross_entropy(head, target)
+            outputs = dict(zip(MODALITIES, heads))
+            loss = remix_loss(fused, outputs, sample["label"], modality, MODALITIES)
             if last:
                 (loss / ACCUMULATION).backward()  # DDP averages the gradients here
                 with torch.no_grad():  # plain SGD (torch.optim's first import is slow)
                     for p in model.parameters():
                         p -= 0.05 * p.grad
                         p.grad = None
-                assert len(set(micro)) == 1
-                step_mods.append(micro[0])
+                assert len(set(micro)) <= 1  # none: this rank's share of the step is all PAD
                 micro = []
             else:
                 with model.no_sync():
@@ -334,7 +337,7 @@ def _ddp_run(rank: int) -> dict[str, Any]:
                 filt.update(index, {m: h for m, h in zip(MODALITIES, heads)}, modality=modality)
         assert not micro
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
-    return {"step_modalities": step_mods, "params": params, "snapshot": filt.snapshot(1)}
+    return {"received": received, "params": params, "snapshot": filt.snapshot(1)}
 
 
 def _edge_run(rank: int) -> dict[str, Any]:
@@ -449,8 +452,9 @@ def test_both_ranks_train_one_modality_per_step_and_yield_the_same_count(
         b0, b1 = p0["batches"][epoch], p1["batches"][epoch]
         assert len(b0) == len(b1) == p0["lengths"][epoch] == p1["lengths"][epoch] > 0
         assert all(len(b) == BATCH for b in b0 + b1)  # padded, never short
-        s0, s1 = step_modalities(b0, ACCUMULATION), step_modalities(b1, ACCUMULATION)
-        assert s0 == s1
+        s0 = check_step_modalities(
+            [[[m for _, m in b] for b in rank] for rank in (b0, b1)], ACCUMULATION
+        )  # the same modality on both ranks at every step, PAD rows aside
         if epoch < WARMUP:
             assert set(s0) == {ALL}
         else:
@@ -464,22 +468,22 @@ def test_shards_are_disjoint_and_cover_the_kept_samples(ranks: list[dict[str, An
     for epoch in range(EPOCHS):
         stats = p0["stats"][epoch]
         snap = p0["snapshots"][epoch]
-        seen0 = Counter(i for b in p0["batches"][epoch] for i, _ in b)
-        seen1 = Counter(i for b in p1["batches"][epoch] for i, _ in b)
-        both = seen0 + seen1
+        rows = [(i, m) for r in (p0, p1) for b in r["batches"][epoch] for i, m in b]
+        both = Counter(i for i, m in rows if m != PAD)
         kept = (
             set(range(N)) if snap is None else set((snap != FILTERED).nonzero().flatten().tolist())
         )
         assert set(both) == kept  # nothing is trimmed
         for name, padded in stats["padded"].items():
             assert padded < step and stats["dropped"][name] == 0
-        repeats = sum(c - 1 for c in both.values())
-        assert repeats == sum(stats["padded"].values())
-        # apart from the padding the two shards are disjoint
-        assert len(set(seen0) & set(seen1)) <= repeats
+        # the shards are disjoint; PAD rows (repeats) are the counted padding
+        assert set(both.values()) == {1}
+        assert sum(1 for _, m in rows if m == PAD) == sum(stats["padded"].values())
         if snap is not None:
             for rank_batches in (p0["batches"][epoch], p1["batches"][epoch]):
-                assert all(int(snap[i]) == m for b in rank_batches for i, m in b)
+                for b in rank_batches:
+                    group = {m for _, m in b} - {PAD}
+                    assert all(int(snap[i]) in group for i, _ in b if group)
 
 
 def test_synced_assignment_equals_the_single_process_one(ranks: list[dict[str, Any]]) -> None:
@@ -511,8 +515,8 @@ def test_ddp_steps_share_the_modality_and_the_models_stay_equal(
     ranks: list[dict[str, Any]],
 ) -> None:
     d0, d1 = (r["ddp"] for r in ranks)
-    assert d0["step_modalities"] == d1["step_modalities"]
-    assert ALL in d0["step_modalities"] and len(set(d0["step_modalities"])) > 2
+    steps = check_step_modalities([d0["received"], d1["received"]], ACCUMULATION)
+    assert ALL in steps and len(set(steps) - {PAD}) > 2
     torch.testing.assert_close(d0["params"], d1["params"])
     assert torch.equal(d0["snapshot"], d1["snapshot"])
 
@@ -527,7 +531,7 @@ def test_tiny_dataset_with_an_empty_modality_runs_on_both_ranks(
     assert e0["tiny_stats"] == e1["tiny_stats"]
     assert e0["tiny_len"] == e1["tiny_len"] == len(e0["tiny_batches"]) == len(e1["tiny_batches"])
     keys = [i for r in (e0, e1) for b in r["tiny_batches"] for i, _ in b]
-    assert set(keys) == {0, 1, 2}
+    assert {i for i in keys if i >= 0} == {0, 1, 2} and {~i for i in keys if i < 0} <= {0, 1, 2}
     assert all(len(b) == 4 for r in (e0, e1) for b in r["tiny_batches"])
     assert e0["tiny_stats"]["samples"] == {"audio": 2, "video": 0, "text": 1}
 

@@ -3,10 +3,12 @@
 - ``ModalityDecoupler.__getitems__`` (batch path) gives, item for item, what
   ``__getitem__`` gives, and collates to the same batch;
 - the sampler's numpy planning yields the batches of the torch formulation it
-  replaced (same ``randperm`` stream, so seeds keep their plans);
-- a :class:`~remix_data.vocabulary.KeyBatch` stays the list of its keys through
-  any edit, and the decoupler's shortcut over it gives what the keys give;
-- masking in place touches only samples nothing else holds;
+  replaced (same ``randperm`` stream, so seeds keep their plans; a random step
+  order is drawn before the shuffles since plan version 2, after them for a
+  state saved before);
+- a :class:`~remix_data.vocabulary.KeyBatch` is the list of its keys, edits make
+  plain lists, and the decoupler's shortcut over it gives what the keys give;
+- masking in place only where the dataset declares fresh samples;
 - :class:`~remix_data.RemixCollate`'s int columns equal ``torch.tensor``'s.
 """
 
@@ -33,7 +35,7 @@ from remix_data.collate import _int64
 from remix_data.decoupler import RemixItem
 from remix_data.masking import DroppedSample
 from remix_data.seeds import PLAN, SCORING, mix_seed
-from remix_data.vocabulary import KeyBatch
+from remix_data.vocabulary import PAD, KeyBatch
 
 NAMES = ("audio", "video")
 
@@ -127,12 +129,28 @@ def test_batch_zeros_are_shared_read_only_views() -> None:
     assert mixed[0][0]["audio"].shape == (2,) and mixed[0][0]["audio"].is_contiguous()
 
 
+#: What a framework does with a batch it completes or cuts: each makes a new plain list.
 EDITS = [
+    ("add", lambda b: b + [(1, 0)]),  # noqa: RUF005 - the operator itself is tested
+    ("radd", lambda b: [(5, ALL)] + b),  # noqa: RUF005
+    ("iadd", lambda b: _iadd(b, b)),  # Accelerate's ``initial_data += initial_data``
+    ("slice", lambda b: b[1:]),
+    ("imul", lambda b: _imul(b)),
+    ("list", lambda b: list(b)),
+    ("reversed", lambda b: list(reversed(b))),
+]
+
+
+def _imul(batch: Any) -> Any:
+    batch *= 2
+    return batch
+
+
+#: In-place edits of a sampler's batch: each raises, so its shortcut stays true.
+IN_PLACE = [
     ("setitem", lambda b: b.__setitem__(0, (6, 0))),
     ("slice", lambda b: b.__setitem__(slice(0, 1), [(2, 1), (3, 0)])),
     ("delitem", lambda b: b.__delitem__(0)),
-    ("iadd", lambda b: b.__iadd__([(1, 0)])),
-    ("imul", lambda b: b.__imul__(2)),
     ("append", lambda b: b.append((5, ALL))),
     ("extend", lambda b: b.extend([(4, 1)])),
     ("insert", lambda b: b.insert(0, (3, 1))),
@@ -144,29 +162,52 @@ EDITS = [
 ]
 
 
+def _iadd(batch: Any, more: Any) -> Any:
+    batch += more
+    return batch
+
+
 @given(
     indices=st.lists(st.integers(0, 6), min_size=1, max_size=6),
+    pads=st.lists(st.integers(0, 6), max_size=3),
     modality=st.sampled_from([ALL, 0, 1]),
     edit=st.sampled_from(EDITS),
 )
-def test_a_key_batch_is_its_keys_through_any_edit(
-    indices: list[int], modality: int, edit: Any
+def test_a_key_batch_is_its_keys_and_edits_make_plain_lists(
+    indices: list[int], pads: list[int], modality: int, edit: Any
 ) -> None:
-    batch = KeyBatch(indices, modality)
-    plain = [(i, modality) for i in indices]
-    assert batch == plain and batch.indices == indices and batch.modality == modality
+    marked = indices + [~i for i in pads]  # PAD keys come last, as the sampler puts them
+    batch = KeyBatch(marked, modality)
+    plain = [(i, modality) for i in marked]
+    assert batch == plain and plain == batch and list(batch) == plain and len(batch) == len(plain)
+    assert batch.padded == len(pads) and batch[0] == plain[0] and batch[-1] == plain[-1]
     assert pickle.loads(pickle.dumps(batch)) == plain
     data = ModalityDecoupler(items("tensor"), NAMES)
     assert same(data.__getitems__(batch), data.__getitems__(plain))
     name, change = edit
-    change(batch)
-    change(plain)
-    assert batch == plain, name
-    assert batch.indices is None and batch.modality is None, name  # the shortcut is off
-    again = pickle.loads(pickle.dumps(batch))
-    assert again == plain and again.indices is None
-    if plain and all(0 <= i < 7 for i, _ in plain):
-        assert same(data.__getitems__(batch), data.__getitems__(plain)), name
+    edited = change(batch)
+    assert type(edited) is list and edited == change(list(plain)), name
+    assert batch == plain, name  # the batch itself never changes
+    if all(0 <= i < 7 for i, _ in edited):
+        assert same(data.__getitems__(edited), data.__getitems__(change(list(plain)))), name
+    for name, change in IN_PLACE:
+        with pytest.raises(TypeError, match="cannot be changed in place"):
+            change(batch)
+        assert batch == plain, name
+
+
+def test_pad_keys_return_the_sample_masked_for_the_batch_modality_with_modality_pad() -> None:
+    data = ModalityDecoupler(items("tensor"), NAMES)
+    keys = KeyBatch([3, 5, ~3, ~5], 1, NAMES)
+    rows = data.__getitems__(keys)
+    assert [(i, m) for _, i, m in rows] == [(3, 1), (5, 1), (3, PAD), (5, PAD)]
+    assert same([s for s, _, _ in rows[2:]], [s for s, _, _ in rows[:2]])  # masked for video
+    assert same(rows, data.__getitems__(list(keys)))  # plain lists of PAD keys agree
+    assert same(rows[2], data[(~3, 1)])
+    _, index, modality = RemixCollate()(rows)
+    assert index.tolist() == [3, 5, 3, 5] and modality.tolist() == [1, 1, PAD, PAD]
+    with pytest.raises(ValueError, match="index should be >= 0"):
+        data[-1]  # a plain index is never a PAD key
 
 
 def test_the_shortcut_checks_the_modality_against_the_decoupler() -> None:
@@ -183,7 +224,7 @@ class Stored(list[dict[str, Any]]):
 
 
 class Fresh:
-    """A dataset that builds a new dict per call (as most do)."""
+    """A dataset that builds a new dict per call (as most do), without saying so."""
 
     def __init__(self) -> None:
         self.made: list[int] = []
@@ -197,26 +238,35 @@ class Fresh:
         return sample
 
 
+class Declared(Fresh):
+    """The same, saying so: the decoupler may mask its samples in place."""
+
+    fresh_samples = True
+
+
 @pytest.mark.parametrize("mask", ["zeros", "drop"])
-@pytest.mark.parametrize("dataset", ["list", "stored", "fresh"])
-def test_masking_in_place_only_touches_samples_nothing_else_holds(mask: str, dataset: str) -> None:
-    base: Any = {"list": items("tensor"), "stored": Stored(items("tensor")), "fresh": Fresh()}
-    base = base[dataset]
-    before = [dict(base[i]) for i in range(7)] if dataset != "fresh" else None
+@pytest.mark.parametrize("dataset", ["list", "stored", "fresh", "declared"])
+def test_masking_in_place_only_where_the_dataset_says_its_samples_are_fresh(
+    mask: str, dataset: str
+) -> None:
+    kinds = {"list": items, "stored": lambda _: Stored(items("tensor")), "fresh": lambda _: Fresh()}
+    base: Any = Declared() if dataset == "declared" else kinds[dataset]("tensor")
+    before = [dict(base[i]) for i in range(7)]
     data = ModalityDecoupler(base, NAMES, mask=mask)
     keys = KeyBatch(list(range(7)), 1)
     batch = data.__getitems__(keys)
     assert same(batch, [data[k] for k in keys])
     for sample, _, _ in batch:
         assert ("audio" in sample) == (mask == "zeros") and "video" in sample
-    if before is not None:  # the dataset's own samples are never edited
+    if dataset in ("list", "stored"):  # the dataset's own samples are never edited
         assert all(same(base[i], before[i]) for i in range(7))
         assert all(sample is not base[i] for i, (sample, _, _) in enumerate(batch))
-    else:  # a fresh dict is masked in place: no copy (but the first dropped sample, which
-        # becomes a DroppedSample so that the collated batch explains a missing key)
-        first = 1 if mask == "drop" else 0
-        assert {id(sample) for sample, _, _ in batch[first:]} <= set(base.made)
-        assert type(batch[0][0]) is (DroppedSample if mask == "drop" else dict)
+    made = {id(sample) for sample, _, _ in batch} & set(getattr(base, "made", []))
+    # a declared fresh dict is masked in place (no copy); anything else is copied; the first
+    # dropped sample becomes a DroppedSample (a copy) so the collated batch explains a missing key
+    in_place = (6 if mask == "drop" else 7) if dataset == "declared" else 0
+    assert len(made) == in_place
+    assert type(batch[0][0]) is (DroppedSample if mask == "drop" else dict)
 
 
 @given(
@@ -234,6 +284,20 @@ def test_masking_in_place_only_touches_samples_nothing_else_holds(mask: str, dat
 )
 def test_int_columns_equal_torch_tensor(values: list[Any], repeat: bool) -> None:
     column = tuple([values[0]] * len(values)) if repeat else tuple(values)
+    got, want = _int64(column), torch.tensor(column, dtype=torch.int64)
+    assert got.dtype == torch.int64 and torch.equal(got, want)
+
+
+@given(
+    first=st.sampled_from([ALL, 0, 1, PAD, 7]) | st.integers(-(2**63), 2**63 - 1),
+    real=st.integers(1, 40),
+    pads=st.integers(0, 40),
+    tail=st.sampled_from([None, 0, True, np.int64(PAD)]),
+)
+def test_a_modality_column_with_pad_rows_equals_torch_tensor(
+    first: int, real: int, pads: int, tail: Any
+) -> None:
+    column = (first,) * real + (PAD,) * pads + (() if tail is None else (tail,))
     got, want = _int64(column), torch.tensor(column, dtype=torch.int64)
     assert got.dtype == torch.int64 and torch.equal(got, want)
 
@@ -259,10 +323,26 @@ def test_remix_collate_columns_cross_from_dataloader_workers() -> None:
     assert got == want and len(got) == len(sampler)
 
 
-def torch_plan(sampler: ReassemblingBatchSampler, snapshot: torch.Tensor | None) -> list[list[Any]]:
-    """The torch formulation of the plan (before the numpy port), one rank."""
+def torch_plan(
+    sampler: ReassemblingBatchSampler, snapshot: torch.Tensor | None, legacy: bool = False
+) -> list[list[Any]]:
+    """The torch formulation of the plan (before the numpy port), one rank.
+
+    PAD repeats are keys ``(~i, m)``; a random step order is drawn first
+    (``legacy``: after the shuffles, as states without ``plan_version`` did).
+    """
     gen = torch.Generator().manual_seed(mix_seed(sampler.seed, sampler.epoch, PLAN))
     n, b, a = sampler.filter.num_samples, sampler.batch_size, sampler.accumulation_steps
+    if snapshot is None:
+        counts = [n]
+    else:
+        counts = [int((snapshot == m).sum()) for m in range(len(sampler.filter.modalities))]
+    step = sampler.num_replicas * a * b
+    steps_of = [c // step if sampler.drop_last else -(-c // step) for c in counts]
+    owner = torch.repeat_interleave(torch.arange(len(counts)), torch.tensor(steps_of))
+    random = sampler.order == "random" and sum(1 for s in steps_of if s) > 1
+    if random and not legacy:
+        owner = owner[torch.randperm(owner.numel(), generator=gen)]
     if snapshot is None:
         sources = [(ALL, torch.randperm(n, generator=gen, dtype=torch.int32))]
     else:
@@ -271,6 +351,8 @@ def torch_plan(sampler: ReassemblingBatchSampler, snapshot: torch.Tensor | None)
             members = torch.nonzero(snapshot == m).squeeze(1)
             order = torch.randperm(members.numel(), generator=gen, dtype=torch.int32)
             sources.append((m, members.index_select(0, order)))
+    if random and legacy:
+        owner = owner[torch.randperm(owner.numel(), generator=gen)]
     groups = []
     for m, idx in sources:
         count, per_rank = idx.numel(), a * b
@@ -283,15 +365,12 @@ def torch_plan(sampler: ReassemblingBatchSampler, snapshot: torch.Tensor | None)
         if rest and sampler.drop_last:
             idx = idx[: count - rest]
         elif rest:
-            idx = torch.cat((idx, idx.repeat(-(-(step - rest) // count))[: step - rest]))
+            pads = idx.repeat(-(-(step - rest) // count))[: step - rest]
+            idx = torch.cat((idx, -1 - pads))  # PAD keys (~i, m)
         steps = idx.numel() // step
         mine = idx.view(steps, sampler.num_replicas, per_rank)[:, sampler.rank].reshape(-1)
         groups.append((m, mine, steps * a))
-    steps_of = [g[2] // a for g in groups]
-    owner = torch.repeat_interleave(torch.arange(len(groups)), torch.tensor(steps_of))
-    if sampler.order == "random":
-        owner = owner[torch.randperm(owner.numel(), generator=gen)]
-    elif sampler.order == "interleave" and owner.numel():
+    if sampler.order == "interleave" and owner.numel():
         position = torch.cat(
             [(torch.arange(s, dtype=torch.float64) + 0.5) / s for s in steps_of if s]
         )
@@ -349,8 +428,12 @@ def test_numpy_plan_matches_the_torch_formulation(
             tail="keep",  # the torch formulation predates the default tail="merge"
         )
         sampler.set_epoch(epoch)
+        state = sampler.state_dict()
         snapshot = None if warmup else filt.snapshot(epoch)
         assert list(sampler) == torch_plan(sampler, snapshot)
+        del state["plan_version"]  # the epoch's start, saved before plan version 2
+        sampler.load_state_dict(state)
+        assert list(sampler) == torch_plan(sampler, snapshot, legacy=True)
 
 
 @given(st.integers(0, 2**63), st.integers(0, 10**6))

@@ -27,6 +27,7 @@ from hypothesis import strategies as st
 
 from remix_data import HardSampleFilter, ReassemblingBatchSampler
 from remix_data.testing import build_samplers, sampler_configs, simulate_sync
+from remix_data.vocabulary import PAD
 
 Batch = list[tuple[int, int]]
 Record = tuple[int, Batch]  # (epoch, batch)
@@ -78,8 +79,9 @@ class Ranks:
                     break
                 for r, batch in enumerate(batches):
                     assert batch is not None
-                    index = torch.tensor([i for i, _ in batch])
-                    modality = torch.tensor([m for _, m in batch])
+                    # what the decoupler makes of a PAD key (~i, m): sample i, modality PAD
+                    index = torch.tensor([i if i >= 0 else ~i for i, _ in batch])
+                    modality = torch.tensor([m if i >= 0 else PAD for i, m in batch])
                     names = self.filters[r].modalities
                     self.filters[r].update(index, losses(index, epoch, names), modality=modality)
                     self.records[r].append((epoch, batch))

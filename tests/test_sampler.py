@@ -34,7 +34,7 @@ def test_single_process_each_kept_sample_exactly_once(config: dict) -> None:
     config["drop_last"] = False
     (sampler,) = build_samplers(config)
     (batches,) = check_epoch(sampler, epoch=config["epoch"])
-    keys = [i for b in batches for i, _ in b]
+    keys = [i for b in batches for i, _ in b if i >= 0]  # PAD keys (~i) only fill a batch
     assert len(keys) == len(set(keys))
     # only a lone sample of a subset (tail="merge", batch_size > 1) is left out
     lone = sum(sampler.stats()["dropped"].values())
@@ -185,9 +185,13 @@ def test_split_batches_covers_the_subset_and_never_makes_a_batch_of_one(
 ) -> None:
     cut = split_batches(n, b, drop_last=drop_last, tail=tail)
     sizes = cut.sizes()
-    assert sum(sizes) == cut.kept and cut.kept + cut.dropped == n and len(sizes) == cut.batches
+    assert sum(sizes) == cut.kept + cut.padded and cut.kept + cut.dropped == n
+    assert len(sizes) == cut.batches
     torch_sizes = [len(x) for x in BatchSampler(range(n), b, drop_last)]
-    if tail == "keep" or drop_last or b == 1:
+    if tail == "fill":  # static shapes: torch's batches, the last completed by PAD rows
+        assert sizes == [b] * len(torch_sizes) and cut.merged == cut.dropped * (not drop_last)
+        assert cut.padded == sum(b - s for s in torch_sizes) and cut.padded < b
+    elif tail == "keep" or drop_last or b == 1:
         assert sizes == torch_sizes and cut.merged == 0
     else:
         assert 1 not in sizes

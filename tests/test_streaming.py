@@ -23,6 +23,7 @@ from torchdata.stateful_dataloader import StatefulDataLoader
 from remix_data import ALL, FILTERED, HardSampleFilter
 from remix_data.sampler import TAILS, split_batches
 from remix_data.streaming import StreamingRemixer, step_schedule
+from remix_data.vocabulary import PAD
 
 NAMES = ("audio", "video", "text")
 
@@ -60,6 +61,21 @@ def split_stream(n: int, shards: int, parts: int, seed: int) -> list[list[dict[s
     for s, shard in enumerate(np.split(order, cuts)):
         out[s % parts] += [sample(int(i), 3) for i in shard]
     return out
+
+
+def group_of(modality: torch.Tensor) -> int:
+    """A batch's modality: its rows' one id, PAD rows aside (PAD if every row is one)."""
+    ids = set(modality.tolist()) - {PAD}
+    assert len(ids) <= 1, ids
+    return ids.pop() if ids else PAD
+
+
+def follows(batches: list[Any], schedule: np.ndarray) -> bool:
+    """Whether each batch's modality is the schedule's (an all-PAD batch fits any)."""
+    groups = [group_of(m) for _, _, m in batches]
+    return len(groups) == schedule.size and all(
+        g in (s, PAD) for g, s in zip(groups, schedule.tolist())
+    )
 
 
 def rank_batches(outputs: list[list[Any]]) -> list[Any]:
@@ -151,9 +167,10 @@ def test_every_rank_follows_one_schedule_and_every_sample_is_counted(c: dict[str
     lost = {k: sum(sum(s[k].values()) for s in stats) for k in ("dropped", "overflow")}
     filtered = sum(s["filtered"] for s in stats)
     items = [(i, g) for batches in ranks for g, ids, _ in batches for i in ids]
-    correct = {(i, g) for i, g in items if g == (ALL if warm else assign[i])}  # type: ignore[index]
-    assert len(correct) == total["samples"]
-    assert len(items) == total["samples"] + total["padded"]
+    real = [(i, g) for i, g in items if i >= 0]  # PAD rows carry ~id
+    correct = {(i, g) for i, g in real if g == (ALL if warm else assign[i])}  # type: ignore[index]
+    assert len(correct) == len(real) == total["samples"]  # each once, in its modality
+    assert len(items) - len(real) == total["padded"]
     assert total["samples"] + lost["dropped"] + lost["overflow"] + filtered == c["n"]
     assert sum(s["read"] for s in stats) == c["n"]
     if not warm:
@@ -166,7 +183,8 @@ def test_every_rank_follows_one_schedule_and_every_sample_is_counted(c: dict[str
     # every sample's own data travels with its id
     for batches in ranks:
         for _, ids, samples in batches:
-            assert all(s["id"] == i for i, s in zip(ids, samples))
+            assert all(s["id"] == (i if i >= 0 else ~i) for i, s in zip(ids, samples))
+            assert all(i < 0 for i in ids[ids.index(min(ids)) :]) or min(ids) >= 0  # PAD last
 
 
 @given(worlds())
@@ -198,19 +216,23 @@ def test_one_process_trains_every_kept_sample_once_in_its_modality(
     assign = filt.snapshot(1).tolist()
     batches = list(DataLoader(remixer, batch_size=None))
     stats = remixer.stats()
-    ids = [i for _, index, _ in batches for i in index.tolist()]
+    ids = [i for _, index, m in batches for i, g in zip(index.tolist(), m.tolist()) if g != PAD]
     assert len(ids) == len(set(ids))
-    assert sum(stats["padded"].values()) == sum(stats["overflow"].values()) == 0
+    assert sum(stats["overflow"].values()) == 0
     for m in range(modalities):
         subset = sum(1 for x in assign if x == m)
-        sizes = [len(i) for _, i, g in batches if int(g[0]) == m]
+        sizes = [len(i) for _, i, g in batches if group_of(g) == m]
         split = split_batches(subset, batch, drop_last=drop_last, tail=tail)  # the tail rule
         assert sizes == split.sizes()
         assert stats["dropped"][NAMES[m]] == split.dropped
+        assert stats["padded"][NAMES[m]] == split.padded  # tail="fill" only
         assert tail == "keep" or batch == 1 or 1 not in sizes  # no batch of one by default
     for _, index, modality in batches:
-        assert len(set(modality.tolist())) == 1
-        assert all(assign[i] == int(modality[0]) for i in index.tolist())
+        m = group_of(modality)
+        assert set(modality.tolist()) <= {m, PAD}
+        assert all(assign[i] == m for i in index.tolist())  # PAD rows repeat their group's
+    assert stats["batch_sizes"] == sorted({len(i) for _, i, _ in batches})
+    assert len(stats["batch_sizes"]) <= 1 or (tail != "fill" and not drop_last)
 
 
 def test_masking_is_the_decouplers_for_every_dtype() -> None:
@@ -260,7 +282,7 @@ def test_overflow_keeps_the_bound_and_is_counted() -> None:
     batches = list(DataLoader(remixer, batch_size=None))
     stats = remixer.stats()
     assert stats["peak"]["audio"] == 4 and stats["overflow"]["audio"] > 0
-    assert [int(m[0]) for _, _, m in batches] == remixer.schedule()[0].tolist()
+    assert follows(batches, remixer.schedule()[0])
     assert sum(stats["samples"].values()) + sum(stats["overflow"].values()) == n
     assert sum(len(i) for _, i, _ in batches) == n  # padded to the schedule
 
@@ -302,12 +324,13 @@ def test_workers_follow_each_epochs_new_assignment(persistent: bool) -> None:
         assign = None if epoch == 0 else filt.snapshot(epoch).tolist()
         assert len(loader) == len(remixer)  # torch keeps the length it read last
         batches = list(loader)
-        assert [int(m[0]) for _, _, m in batches] == remixer.schedule()[0].tolist()
+        assert follows(batches, remixer.schedule()[0])
         assert len(batches) == len(remixer)
         for batch, index, modality in batches:
-            m = int(modality[0])
-            assert (modality == m).all()
-            assert m == ALL if epoch == 0 else all(assign[i] == m for i in index.tolist())  # type: ignore[index]
+            m = group_of(modality)
+            assert ((modality == m) | (modality == PAD)).all()
+            real = index[modality != PAD].tolist()
+            assert m == ALL if epoch == 0 else all(assign[i] == m for i in real)  # type: ignore[index]
             assert torch.equal(batch["id"], index)
         stats = remixer.stats()
         assert stats["epoch"] == epoch and stats["read"] == n
@@ -330,8 +353,13 @@ def test_spawned_persistent_workers_share_the_table() -> None:
         remixer.set_epoch(epoch)
         assign = filt.snapshot(epoch).tolist()
         batches = list(loader)
-        assert [int(m[0]) for _, _, m in batches] == remixer.schedule()[0].tolist()
-        assert all(assign[i] == int(m[0]) for _, idx, m in batches for i in idx.tolist())
+        assert follows(batches, remixer.schedule()[0])
+        assert all(
+            assign[i] == group_of(m)
+            for _, idx, m in batches
+            for i, g in zip(idx.tolist(), m.tolist())
+            if g != PAD
+        )
         assert remixer.stats()["read"] == n
 
 

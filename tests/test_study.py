@@ -200,7 +200,7 @@ def test_variant_presets_reach_the_filter_and_the_sampler() -> None:
     cfg = method_config("remix-skip+all", names)
     assert cfg["skip_encoder"] and cfg["scoring"] == "online" and cfg["order"] == "interleave"
     assert cfg["filter"] == {"balance": "class", "smoothing": 0.5}
-    assert cfg["sampler"] == {"joint_fraction": 0.25}
+    assert cfg["sampler"] == {"joint_fraction": 0.25, "tail": "fill"}  # RECOMMENDED's
     assert method_config("remix-online-evalbn+joint25", names)["masked_encoder_eval"]
     assert method_config("joint", names)["sampler"] == {}
     with pytest.raises(TypeError, match="sampler"):

@@ -76,7 +76,7 @@ class MixedBatch(ReassemblingBatchSampler):
     """Swaps one key between the first and the last batch: both batches mix modalities."""
 
     def __iter__(self) -> Iterator[Batch]:
-        batches = list(super().__iter__())
+        batches = [list(b) for b in super().__iter__()]
         first, last = batches[0], batches[-1]
         first[-1], last[0] = last[0], first[-1]
         return iter(batches)
@@ -86,7 +86,7 @@ class DuplicatedSample(ReassemblingBatchSampler):
     """Yields one sample twice in its first batch (and never another sample)."""
 
     def __iter__(self) -> Iterator[Batch]:
-        batches = list(super().__iter__())
+        batches = [list(b) for b in super().__iter__()]
         batches[0][-1] = batches[0][0]
         return iter(batches)
 

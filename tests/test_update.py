@@ -51,7 +51,7 @@ def test_one_modality_id_for_the_whole_batch(one: object) -> None:
     ("modality", "error", "match"),
     [
         (torch.full((4,), 5), ValueError, "modality id 5"),
-        (torch.tensor([0, -2, 1, 0]), ValueError, "modality id -2"),
+        (torch.tensor([0, -3, 1, 0]), ValueError, "modality id -3"),  # -2 is PAD
         (2, ValueError, "modality id 2"),
         (torch.zeros(4), TypeError, "integer ids, but got dtype torch.float32"),
         (torch.zeros(4, dtype=torch.bool), TypeError, "integer ids"),

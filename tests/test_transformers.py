@@ -219,9 +219,9 @@ def test_the_trainer_runs_the_planned_remix_epochs(uninterrupted: dict[str, Any]
     steps = [len(s) // 2 for s in epoch_steps(seen).values()]
     assert all(s <= p for s, p in zip(steps, planned))
     # epochs of different lengths, which the Trainer's own arithmetic cannot place
-    assert len(set(steps[1:])) > 1 and steps[1] != steps[0]
+    assert len(set(steps)) > 1
     assert trainer.state.epoch == EPOCHS  # each epoch ran its own length
-    assert {m for e, _, _, mods in seen if e > 0 for m in mods} == {0, 1}
+    assert {m for e, _, _, mods in seen if e > 0 for m in mods} - {PAD} == {0, 1}
     # online scoring: the last epoch's assignment came from the model's own heads
     assert filt.stats()["unscored"] == 0
     assert (Path(uninterrupted["out"]) / "checkpoint-1" / STATE_NAME).is_file()
@@ -342,7 +342,7 @@ def test_two_ranks_train_one_modality_per_step_and_resume_exactly(tmp_path: Path
         assert padded == ranks[1]["padded"][str(epoch)]
         assert_once_per_epoch(rows, padded)
     remixed = {m for r in ranks for b in r["seen"] if b[0] > 0 for m in b[3]}
-    assert remixed == {0, 1}
+    assert remixed - {PAD} == {0, 1}
     for r in ranks:  # the resumed run trains exactly what the uninterrupted one did next
         step = r["resumed_from"]
         assert r["resumed"] == r["seen"][2 * step :] and r["resumed"]

@@ -14,14 +14,16 @@ run. The methods of one seed train epoch by epoch in turns
 time ratio divides a run's training time by the ``joint`` run of the same seed.
 
 One stage: the references :data:`REFERENCES` (each modality alone, the fused
-baseline ``joint-fused``, ``joint`` with auxiliary heads) and the remix
-candidates :data:`CANDIDATES` (the paper's recipe, the two BatchNorm-safe
-online bases, and the skip base with class-aware decoupling, with a quarter of
-joint batches, and with everything :data:`~remix_data.presets.RECOMMENDED`
-adds). The laziness gap of a modality is its alone run's accuracy minus the
-run's head (same seed).
+baseline ``joint-fused``, ``joint`` with auxiliary heads) and the candidates
+:data:`CANDIDATES`: the remix settings (the paper's recipe, the two
+BatchNorm-safe online bases, and the skip base with class-aware decoupling,
+with a quarter of joint batches, and with everything
+:data:`~remix_data.presets.RECOMMENDED` adds), and the model-side balancing
+methods OGM-GE and PMR (:mod:`benchmarks.balancing`) alone and combined with
+``remix-skip`` and with ``RECOMMENDED``. The laziness gap of a modality is its
+alone run's accuracy minus the run's head (same seed).
 
-Selection rule, fixed before any run (:data:`CRITERION`): among the remix
+Selection rule, fixed before any run (:data:`CRITERION`): among the
 candidates whose validation fused accuracy is within the seed spread of
 ``joint``'s (mean >= joint mean - joint std) and whose mean time ratio is at
 most ``--budget`` (1.0), take the one that closes the largest share of
@@ -49,8 +51,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from benchmarks._common import machine_info, mean_std, write_json
 from benchmarks.hapt_data import prepare_data
-from benchmarks.harness import Splits, run_interleaved
+from benchmarks.harness import Splits, run_interleaved, run_seeds
 from benchmarks.methods import VARIANTS
 from benchmarks.mfeat import prepare_mfeat
 from benchmarks.report import markdown_table, points, ratio_cell
@@ -90,6 +90,13 @@ CANDIDATES = (
     "remix-skip+class",
     "remix-skip+joint25",
     "remix-skip+all",
+    # Model-side balancing (benchmarks.balancing) alone and combined with remixing.
+    "ogm-ge",
+    "pmr",
+    "remix-skip+ogm-ge",
+    "remix-skip+pmr",
+    "remix-skip+all+ogm-ge",
+    "remix-skip+all+pmr",
 )
 METHODS = (*REFERENCES, *CANDIDATES)
 KEYS = ("fused", "strong", "weak")
@@ -97,7 +104,8 @@ GAPS = ("strong", "weak")
 TIME_BUDGET = 1.0
 VAL_USERS = (17, 18, 19, 20, 21)
 CRITERION = (
-    "Among remix candidates whose validation fused accuracy is within joint's seed spread "
+    "Among the candidates (remix settings; OGM-GE and PMR alone or combined with one) "
+    "whose validation fused accuracy is within joint's seed spread "
     "(mean >= joint mean - joint std) and whose mean time ratio vs joint is <= budget, take "
     "the largest share of joint's weak-modality laziness gap closed on the validation split "
     "(gap = alone-weak accuracy - weak head, same seed; final epoch; means over seeds, "
@@ -156,14 +164,6 @@ def train_seed(
     return [_normalize(result, data, stage) for result in results]
 
 
-_WORKER_TASK: Splits | None = None  # inherited by forked workers
-
-
-def _worker(args: tuple[Sequence[str], int, int, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    assert _WORKER_TASK is not None
-    return train_seed(_WORKER_TASK, *args)
-
-
 def _train_stage(
     data: Splits,
     methods: Sequence[str],
@@ -174,20 +174,9 @@ def _train_stage(
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """All seeds of one stage, in ``jobs`` forked processes (1: in this process)."""
-    global _WORKER_TASK
     t0 = time.perf_counter()
-    work = [(list(methods), seed, stage, dict(options)) for seed in seeds]
-    if jobs <= 1 or len(seeds) <= 1:
-        per_seed = [train_seed(data, *w) for w in work]
-    else:
-        _WORKER_TASK = data
-        try:
-            ctx = get_context("fork")
-            with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
-                per_seed = list(pool.map(_worker, work))
-        finally:
-            _WORKER_TASK = None
-    runs = [r for rs in per_seed for r in rs]
+    per_seed = run_seeds(methods, seeds, data, jobs=jobs, threads=1, **options)
+    runs = [_normalize(result, data, stage) for results in per_seed for result in results]
     _add_time_ratios(runs)
     _add_gaps(runs)
     for r in runs:

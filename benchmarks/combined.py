@@ -43,7 +43,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import machine_info, mean_std, write_json
+from benchmarks._common import add_seed_args, machine_info, mean_std, seed_settings, write_json
 from benchmarks.hapt_data import prepare_data
 from benchmarks.harness import Splits, run_seeds
 from benchmarks.methods import BALANCED, COMBINED_METHODS, METHODS, method_config
@@ -215,16 +215,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="OGM-GE and PMR alone and combined with remixing, on HAPT and mfeat.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--tasks", nargs="+", default=["hapt", "mfeat"], choices=["hapt", "mfeat"])
+    add_seed_args(p)
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
                    help=f"default: {' '.join(COMBINED_METHODS)}")  # fmt: skip
     p.add_argument("--full", action="store_true", help="adds joint-fused, ogm-ge-fused, pmr-fused")
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (0 quick)")
-    p.add_argument("--epochs", type=int, default=None, help="default 30 (2 with --quick)")
-    p.add_argument("--warmup", type=int, default=None, help="default 5 (1 with --quick)")
-    p.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes")
     p.add_argument("--out", type=Path, default=Path("results/combined.json"))
-    p.add_argument("--quick", action="store_true", help="tiny subsets, 2 epochs, seed 0")
     return p.parse_args(argv)
 
 
@@ -239,9 +234,7 @@ def main(
     methods = list(args.methods or (FULL if args.full else COMBINED_METHODS))
     if "joint" not in methods:
         raise ValueError("--methods should include joint: every time ratio refers to it")
-    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+    seeds, epochs, warmup = seed_settings(args)
     options: dict[str, Any] = {"epochs": epochs, "warmup": warmup}
     command = " ".join(["python", "benchmarks/combined.py", *(argv or sys.argv[1:])])
     t0 = time.perf_counter()

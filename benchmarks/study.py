@@ -57,7 +57,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import machine_info, mean_std, write_json
+from benchmarks._common import add_seed_args, machine_info, mean_std, seed_settings, write_json
 from benchmarks.hapt_data import prepare_data
 from benchmarks.harness import Splits, run_interleaved, run_seeds
 from benchmarks.methods import VARIANTS
@@ -537,17 +537,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Robust remixing variants chosen on validation, reported on test.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--tasks", nargs="+", default=["hapt", "mfeat"], choices=["hapt", "mfeat"])
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (0 quick)")
-    p.add_argument("--epochs", type=int, default=None, help="default 30 (2 with --quick)")
-    p.add_argument("--warmup", type=int, default=None, help="default 5 (1 with --quick)")
+    add_seed_args(p)
     p.add_argument("--val-users", nargs="+", type=int, default=list(VAL_USERS))
     p.add_argument("--budget", type=float, default=TIME_BUDGET, help="max time vs joint")
-    p.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes")
     p.add_argument("--out", type=Path, default=Path("results/study.json"))
     p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
     p.add_argument("--small-plot", type=Path, default=None, help="also a small copy here")
-    p.add_argument("--quick", action="store_true", help="tiny subsets, 2 epochs, seed 0")
     p.add_argument("--verbose", action="store_true", help="one line per epoch")
     return p.parse_args(argv)
 
@@ -560,9 +555,7 @@ def main(
 ) -> dict[str, Any]:
     """Run the study from command-line arguments; return the written report."""
     args = parse_args(argv)
-    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+    seeds, epochs, warmup = seed_settings(args)
     options: dict[str, Any] = {"epochs": epochs, "warmup": warmup}
     if args.verbose:
         options["log"] = lambda line: print(line, flush=True)

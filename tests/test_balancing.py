@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _synthetic import synthetic_hapt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -20,25 +20,9 @@ from benchmarks.hapt_data import HAPT, prepare_data
 from benchmarks.harness import Splits, run
 from benchmarks.models import HaptNet, MfeatNet
 from remix_data import ALL, mask_features, remix_loss
-from remix_data.datasets import HaptData
 from remix_data.vocabulary import PAD
 
 NAMES = HAPT.modalities  # ("gyro", "acc"): weak first
-
-
-def synthetic_hapt(per_user: int = 4, window: int = 32, seed: int = 0) -> HaptData:
-    """Windows of subjects 1..30 whose acc channels carry the label, gyro a bit of it."""
-    rng = np.random.default_rng(seed)
-    users = np.repeat(np.arange(1, 31), per_user).astype(np.int64)
-    label = rng.integers(0, 6, users.size)
-    acc = rng.normal(size=(users.size, 3, window)).astype(np.float32)
-    gyro = rng.normal(size=(users.size, 3, window)).astype(np.float32)
-    acc[:, 0] += label[:, None]
-    gyro[:, 1] += 0.3 * label[:, None]
-    return HaptData(
-        acc=acc, gyro=gyro, label=label.astype(np.int64), user=users,
-        experiment=users, start=np.zeros(users.size, np.int64),
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,10 @@ and the official scripts' loss, ``ogm-ge-fused`` and ``pmr-fused``.
 
 Printed per task: fused accuracy, every head, the laziness gap per modality
 (alone run minus head, same seed), the share of ``joint``'s gap closed, time
-against ``joint``; then, for ``joint``, ``ogm-ge`` and ``pmr``, what adding
-each remix setting changes (paired over seeds) and whether the change is
-outside the seed spread (the larger seed std of the two methods).
+against ``joint`` (wall and CPU); then what adding each remix setting to
+``joint``, ``ogm-ge`` and ``pmr`` changes, and what adding each model-side
+method to each remix setting changes (paired over seeds), and whether the
+change is outside the seed spread (the larger seed std of the two methods).
 
 Usage::
 
@@ -36,7 +37,7 @@ import argparse
 import statistics
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,17 @@ from benchmarks.report import markdown_table, points, ratio_cell, summarize
 from remix_data.datasets import HaptData, MfeatData
 from remix_data.gap import share_closed
 
-__all__ = ["FULL", "REMIXES", "SCHEMA", "additions", "format_additions", "format_table", "main"]
+__all__ = [
+    "FULL",
+    "REMIXES",
+    "SCHEMA",
+    "additions",
+    "combined_name",
+    "format_additions",
+    "format_table",
+    "main",
+    "pairs",
+]
 
 SCHEMA = "remix_data.benchmarks.combined/1"
 #: The remix settings each model-side method is combined with.
@@ -89,12 +100,32 @@ def _gap_shares(summary: Mapping[str, dict[str, Any]], names: Sequence[str]) -> 
         )
 
 
+def pairs(methods: Sequence[str]) -> list[tuple[str, str, str]]:
+    """``(base, what is added, combined method)`` for every comparison whose two
+    methods are in ``methods``: each remix setting added to ``joint`` and to each
+    model-side method, then each model-side method added to each remix setting.
+
+    Example:
+        >>> pairs(["joint", "pmr", "remix-skip", "remix-skip+pmr"])
+        [('joint', 'remix-skip', 'remix-skip'), ('pmr', 'remix-skip', 'remix-skip+pmr'), \
+('remix-skip', 'pmr', 'remix-skip+pmr')]
+    """
+    found = [
+        (base, remix, combined_name(base, remix))
+        for base in ("joint", *BALANCED)
+        for remix in REMIXES
+    ]
+    found += [(remix, kind, combined_name(kind, remix)) for remix in REMIXES for kind in BALANCED]
+    return [(a, b, c) for a, b, c in found if a in methods and c in methods]
+
+
 def additions(
     runs: Sequence[Mapping[str, Any]], weak: str, methods: Sequence[str]
 ) -> list[dict[str, Any]]:
-    """What each remix setting adds to ``joint`` and to each model-side method.
+    """What each remix setting adds to ``joint`` and to each model-side method, and
+    what each model-side method adds to each remix setting (:func:`pairs`).
 
-    Per pair (base, base + remix) with both runs present: the paired per-seed
+    Per pair (base, combined) with both runs present: the paired per-seed
     differences (combined minus base) of fused accuracy and of the weak
     modality's gap, and whether each mean difference is outside the seed spread
     (``|mean| >`` the larger seed std of the two methods' values).
@@ -102,38 +133,36 @@ def additions(
     by = {(r["method"]["name"], r["seed"]): r for r in runs}
     alone = {r["seed"]: r["final"][weak] for r in runs if r["method"].get("alone") == weak}
     out = []
-    for base in ("joint", *BALANCED):
-        for remix in REMIXES:
-            name = combined_name(base, remix)
-            if base not in methods or name not in methods:
-                continue
-            seeds = sorted(s for (n, s) in by if n == base and (name, s) in by)
-            row: dict[str, Any] = {"base": base, "remix": remix, "method": name, "seeds": seeds}
-            metrics = {"fused": lambda r: r["final"]["fused"]}
-            if len(alone) and all(s in alone for s in seeds):
-                metrics["weak_gap"] = lambda r: alone[r["seed"]] - r["final"][weak]
-            for key, value in metrics.items():
-                a = [value(by[(base, s)]) for s in seeds]
-                b = [value(by[(name, s)]) for s in seeds]
-                diff = mean_std([y - x for x, y in zip(a, b)])
-                spread = max(mean_std(a)["std"], mean_std(b)["std"])
-                row[key] = {
-                    "base": mean_std(a),
-                    "combined": mean_std(b),
-                    "paired": diff,
-                    "spread": spread,
-                    "outside_spread": abs(statistics.fmean(b) - statistics.fmean(a)) > spread,
-                }
-            out.append(row)
+    for base, added, name in pairs(methods):
+        seeds = sorted(s for (n, s) in by if n == base and (name, s) in by)
+        row: dict[str, Any] = {"base": base, "added": added, "method": name, "seeds": seeds}
+        metrics: dict[str, Callable[[Mapping[str, Any]], float]] = {
+            "fused": lambda r: float(r["final"]["fused"])
+        }
+        if alone and all(s in alone for s in seeds):
+            metrics["weak_gap"] = lambda r: float(alone[r["seed"]] - r["final"][weak])
+        for key, value in metrics.items():
+            a = [value(by[(base, s)]) for s in seeds]
+            b = [value(by[(name, s)]) for s in seeds]
+            spread = max(mean_std(a)["std"], mean_std(b)["std"])
+            row[key] = {
+                "base": mean_std(a),
+                "combined": mean_std(b),
+                "paired": mean_std([y - x for x, y in zip(a, b)]),
+                "spread": spread,
+                "outside_spread": abs(statistics.fmean(b) - statistics.fmean(a)) > spread,
+            }
+        out.append(row)
     return out
 
 
 def format_table(summary: Mapping[str, Mapping[str, Any]], strong: str, weak: str) -> str:
     """Markdown: fused, every head, the gap per modality, the share of joint's weak
-    gap closed, time against joint (mean ± std over seeds)."""
+    gap closed, wall and CPU time against joint (mean ± std over seeds)."""
     header = [
         "method", "fused", f"{strong} head", f"{weak} head (weak)", f"{strong} gap",
         f"{weak} gap", f"share of joint's {weak} gap closed", "time vs joint",
+        "CPU time vs joint",
     ]  # fmt: skip
     rows = []
     for name, s in summary.items():
@@ -145,16 +174,17 @@ def format_table(summary: Mapping[str, Mapping[str, Any]], strong: str, weak: st
                 points(None if alone else s["fused"]),
                 *(points(s[m] if alone in (None, m) else None) for m in (strong, weak)),
                 *(points(None if alone else gap.get(m), signed=True) for m in (strong, weak)),
-                "—" if closed is None else f"{100 * closed:.0f} %",
+                "—" if closed is None else f"{round(100 * closed) + 0:.0f} %",
                 ratio_cell(s["time_vs_joint"]),
+                ratio_cell(s["cpu_vs_joint"]),
             ]
         )
     return markdown_table(header, rows)
 
 
 def format_additions(rows: Sequence[Mapping[str, Any]], weak: str) -> str:
-    """Markdown: per (method, remix setting), the fused and weak-gap change and whether
-    it is outside the seed spread."""
+    """Markdown: per pair of :func:`additions`, the fused and weak-gap change and
+    whether it is outside the seed spread."""
 
     def cell(entry: Mapping[str, Any] | None) -> str:
         if entry is None:
@@ -167,12 +197,12 @@ def format_additions(rows: Sequence[Mapping[str, Any]], weak: str) -> str:
         return f"{change} ({verdict} the spread {100 * entry['spread']:.1f})"
 
     header = [
-        "method", "+ remix setting", "fused change (paired)",
+        "method", "+ added", "fused change (paired)",
         f"{weak} gap change (paired; negative closes)",
     ]  # fmt: skip
     return markdown_table(
         header,
-        [[r["base"], r["remix"], cell(r.get("fused")), cell(r.get("weak_gap"))] for r in rows],
+        [[r["base"], r["added"], cell(r.get("fused")), cell(r.get("weak_gap"))] for r in rows],
     )
 
 
@@ -274,8 +304,11 @@ def main(
         print(f"\n## {name}: final-epoch test accuracy (%), mean ± std over seeds {seeds}")
         print(f"`{command}` ({sec['wall_time_s']:.0f} s wall for {name})\n")
         print(format_table(sec["summary"], strong, weak))
-        print(f"\n## {name}: what remixing adds (points, combined minus alone, paired by seed)\n")
-        print(format_additions(sec["additions"], weak))
+        if sec["additions"]:
+            print(
+                f"\n## {name}: what remixing adds (points, combined minus alone, paired by seed)\n"
+            )
+            print(format_additions(sec["additions"], weak))
     print(f"\nwrote {out}")
     print(f"total wall time {report['total_time_s']:.0f}s")
     return report

@@ -43,12 +43,19 @@ def test_quick_run_writes_every_method_gap_and_addition(report: dict[str, Any]) 
             gaps = [alone[seed] - h for seed, h in zip((0, 1), heads)]
             assert s["gap"][weak]["mean"] == pytest.approx(sum(gaps) / 2)
             assert s["time_vs_joint"]["mean"] > 0
-        # Every model-side method (and joint) with each remix setting, in that order.
-        pairs = [(a["base"], a["remix"]) for a in sec["additions"]]
+        # Each remix setting added to joint and to each model-side method, then each
+        # model-side method added to each remix setting.
+        pairs = [(a["base"], a["added"], a["method"]) for a in sec["additions"]]
+        remixes, kinds = ("remix-skip", "remix-skip+all"), ("ogm-ge", "pmr")
         assert pairs == [
-            (b, r) for b in ("joint", "ogm-ge", "pmr") for r in ("remix-skip", "remix-skip+all")
+            *(
+                (b, r, r if b == "joint" else f"{r}+{b}")
+                for b in ("joint", *kinds)
+                for r in remixes
+            ),
+            *((r, k, f"{r}+{k}") for r in remixes for k in kinds),
         ]
-        assert sec["additions"][2]["method"] == "remix-skip+ogm-ge"
+        assert ("ogm-ge", "remix-skip", "remix-skip+ogm-ge") in pairs
         balanced = [r for r in sec["runs"] if r["method"]["balancer"] is not None]
         assert balanced and all("balancer" in e for r in balanced for e in r["epochs"])
 
@@ -72,15 +79,22 @@ def test_additions_pair_seeds_and_compare_with_the_larger_spread() -> None:
             "remix-skip+pmr": [(0.89, 0.78), (0.91, 0.80), (0.93, 0.82)],  # -0.01 fused
         }
     )
-    rows = combined.additions(runs, "weak", ["alone-weak", "pmr", "remix-skip+pmr"])
-    assert [(r["base"], r["remix"]) for r in rows] == [("pmr", "remix-skip")]
+    runs += _runs({"remix-skip": [(0.91, 0.80), (0.91, 0.80), (0.91, 0.80)]})
+    rows = combined.additions(runs, "weak", ["alone-weak", "pmr", "remix-skip", "remix-skip+pmr"])
+    assert [(r["base"], r["added"]) for r in rows] == [("pmr", "remix-skip"), ("remix-skip", "pmr")]
     fused, gap = rows[0]["fused"], rows[0]["weak_gap"]
-    assert fused["paired"]["mean"] == pytest.approx(-0.01) and fused["spread"] == pytest.approx(
-        0.02
-    )
+    assert fused["paired"]["mean"] == pytest.approx(-0.01)
+    assert fused["spread"] == pytest.approx(0.02)
     assert not fused["outside_spread"]  # a 1-point drop within a 2-point spread
     # Weak gap 0.10, 0.08, 0.06 -> 0.02, 0.00, -0.02: 8 points closed, spread 2.
     assert gap["paired"]["mean"] == pytest.approx(-0.08) and gap["outside_spread"]
+    # PMR added to remix-skip: fused -2, 0, +2 points (paired std 2), the gap +2, 0, -2.
+    back = rows[1]
+    assert back["method"] == "remix-skip+pmr" and back["fused"]["paired"]["mean"] == pytest.approx(
+        0
+    )
+    assert back["fused"]["paired"]["std"] == pytest.approx(0.02)
+    assert not back["fused"]["outside_spread"] and not back["weak_gap"]["outside_spread"]
     table = combined.format_additions(rows, "weak")
     assert "-1.0 ± 0.0 (within the spread 2.0)" in table
     assert "-8.0 ± 0.0 (outside the spread 2.0)" in table

@@ -77,10 +77,12 @@ def combined_name(base: str, remix: str) -> str:
     return remix if base == "joint" else f"{remix}+{base}"
 
 
-def _gap_shares(summary: Mapping[str, dict[str, Any]], names: Sequence[str]) -> None:
-    """``share_closed`` per modality: of joint's mean gap, ``None`` where joint's gap
-    is within the alone run's seed spread (no gap to close)."""
-    joint = summary.get("joint", {}).get("gap")
+def _gap_shares(
+    summary: Mapping[str, dict[str, Any]], names: Sequence[str], reference: str = "joint"
+) -> None:
+    """``share_closed`` per modality: of the reference's mean gap, ``None`` where that
+    gap is within the alone run's seed spread (no gap to close)."""
+    joint = summary.get(reference, {}).get("gap")
     if not joint:
         return
     alone_std = {
@@ -91,7 +93,7 @@ def _gap_shares(summary: Mapping[str, dict[str, Any]], names: Sequence[str]) -> 
         gap = s.get("gap")
         s["share_closed"] = (
             None
-            if not gap or s.get("alone") or s is summary["joint"]
+            if not gap or s.get("alone") or s is summary[reference]
             else {
                 m: share_closed({m: joint[m]["mean"]}, {m: gap[m]["mean"]}, min_gap=alone_std[m])[m]
                 for m in names
@@ -156,12 +158,14 @@ def additions(
     return out
 
 
-def format_table(summary: Mapping[str, Mapping[str, Any]], strong: str, weak: str) -> str:
-    """Markdown: fused, every head, the gap per modality, the share of joint's weak
-    gap closed, wall and CPU time against joint (mean ± std over seeds)."""
+def format_table(
+    summary: Mapping[str, Mapping[str, Any]], strong: str, weak: str, reference: str = "joint"
+) -> str:
+    """Markdown: fused, every head, the gap per modality, the share of the reference's
+    weak gap closed, wall and CPU time against joint (mean ± std over seeds)."""
     header = [
         "method", "fused", f"{strong} head", f"{weak} head (weak)", f"{strong} gap",
-        f"{weak} gap", f"share of joint's {weak} gap closed", "time vs joint",
+        f"{weak} gap", f"share of {reference}'s {weak} gap closed", "time vs joint",
         "CPU time vs joint",
     ]  # fmt: skip
     rows = []
@@ -212,6 +216,7 @@ def run_task(
     seeds: Sequence[int],
     options: Mapping[str, Any],
     jobs: int,
+    reference: str = "joint",
 ) -> dict[str, Any]:
     """Train every method for every seed on one task; the JSON-ready section."""
     t0 = time.perf_counter()
@@ -225,7 +230,7 @@ def run_task(
             flush=True,
         )
     summary = summarize(runs, data.task.keys)
-    _gap_shares(summary, data.task.keys[1:])
+    _gap_shares(summary, data.task.keys[1:], reference)
     for s in summary.values():
         s.pop("per_epoch", None)
     return {
@@ -249,6 +254,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
                    help=f"default: {' '.join(COMBINED_METHODS)}")  # fmt: skip
     p.add_argument("--full", action="store_true", help="adds joint-fused, ogm-ge-fused, pmr-fused")
+    p.add_argument("--reference", default="joint", help="whose weak gap the shares refer to")
     p.add_argument("--out", type=Path, default=Path("results/combined.json"))
     return p.parse_args(argv)
 
@@ -262,8 +268,12 @@ def main(
     """Run the comparison from command-line arguments; return the written report."""
     args = parse_args(argv)
     methods = list(args.methods or (FULL if args.full else COMBINED_METHODS))
-    if "joint" not in methods:
-        raise ValueError("--methods should include joint: every time ratio refers to it")
+    for needed in dict.fromkeys(("joint", args.reference)):
+        if needed not in methods:
+            raise ValueError(
+                f"--methods should include {needed} (time ratios refer to joint, the shares "
+                f"to --reference {args.reference})"
+            )
     seeds, epochs, warmup = seed_settings(args)
     options: dict[str, Any] = {"epochs": epochs, "warmup": warmup}
     command = " ".join(["python", "benchmarks/combined.py", *(argv or sys.argv[1:])])
@@ -282,6 +292,7 @@ def main(
             "decay_epoch": epochs // 2,
             "threads_per_run": 1,
             "jobs": args.jobs,
+            "reference": args.reference,
         },
         "environment": {**machine_info(), "torch_threads": 1},
         "tasks": {},
@@ -296,14 +307,14 @@ def main(
             f"{epochs} epochs ({warmup} warm-up), {len(methods)} methods",
             flush=True,
         )
-        report["tasks"][name] = run_task(data, methods, seeds, options, args.jobs)
+        report["tasks"][name] = run_task(data, methods, seeds, options, args.jobs, args.reference)
     report["total_time_s"] = time.perf_counter() - t0
     out = write_json(args.out, report)
     for name, sec in report["tasks"].items():
         strong, weak = sec["strong"], sec["weak"]
         print(f"\n## {name}: final-epoch test accuracy (%), mean ± std over seeds {seeds}")
         print(f"`{command}` ({sec['wall_time_s']:.0f} s wall for {name})\n")
-        print(format_table(sec["summary"], strong, weak))
+        print(format_table(sec["summary"], strong, weak, args.reference))
         if sec["additions"]:
             print(
                 f"\n## {name}: what remixing adds (points, combined minus alone, paired by seed)\n"

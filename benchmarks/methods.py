@@ -16,6 +16,11 @@ BatchNorm sees no masked batch) is a diagnostic no preset carries.
 :func:`remix_data.mask_features`; :func:`make_loader` builds the loader of a
 method from the library's public constructors.
 
+Model-side balancing methods (OGM-GE, PMR: :mod:`benchmarks.balancing`) are a
+``balancer`` dict on any method (``ogm-ge`` and ``pmr`` on joint's loss,
+``remix-skip+ogm-ge``, ``remix-skip+all+pmr``, ...); :func:`train_step` hands a
+balancer the features of joint batches only.
+
 Adding a method: one entry in :data:`METHODS` (a preset through
 :func:`from_preset`, or a dict of :data:`METHOD_DEFAULTS` keys); a new kind of
 step: one key in :data:`METHOD_DEFAULTS` read by :func:`train_step`.

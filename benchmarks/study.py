@@ -343,10 +343,18 @@ def goal_check(
     }
 
 
+def _shown(name: str, key: str, *, gap: bool = False) -> bool:
+    """Whether a table shows ``key`` (fused, strong, weak) of method ``name``: an alone
+    run shows its own head only, and no gap."""
+    own = {"alone-strong": "strong", "alone-weak": "weak"}.get(name)
+    return own is None or (key == own and not gap)
+
+
 def format_validation(
     table: Mapping[str, Mapping[str, float]], selection: Mapping[str, Any], strong: str, weak: str
 ) -> str:
-    """Markdown: every method's validation accuracies, gaps, share closed, time ratio."""
+    """Markdown: every method's validation accuracies, gaps, share closed, time ratio (an
+    alone run shows its own head only)."""
     rank = {e["name"]: e for e in selection["ranking"]}
     header = [
         "method",
@@ -362,8 +370,11 @@ def format_validation(
     for name, row in table.items():
         e = rank.get(name)
 
-        def cell(k: str, row: Mapping[str, float] = row, signed: bool = False) -> str:
-            stat = {"mean": row[k], "std": row[k + "_std"]} if k in row else None
+        def cell(
+            k: str, row: Mapping[str, float] = row, signed: bool = False, name: str = name
+        ) -> str:
+            shown = k in row and _shown(name, k.removesuffix("_gap"), gap=k.endswith("_gap"))
+            stat = {"mean": row[k], "std": row[k + "_std"]} if shown else None
             return points(stat, signed=signed)
 
         closed = "—" if e is None or e["gap_closed"] is None else f"{100 * e['gap_closed']:.0f} %"
@@ -388,12 +399,14 @@ def format_validation(
 def format_test(
     summary: Mapping[str, Mapping[str, Any]], names: Sequence[str], strong: str, weak: str
 ) -> str:
-    """Markdown: test accuracies and weak gap (mean ± std over seeds) and time ratios."""
+    """Markdown: test accuracies and gaps (mean ± std over seeds) and time ratios (an
+    alone run shows its own head only)."""
     header = [
         "method",
         "fused",
         f"{strong} head",
         f"{weak} head (weak)",
+        f"{strong} gap",
         f"{weak} gap",
         "time (s)",
         "time vs joint",
@@ -406,8 +419,13 @@ def format_test(
         rows.append(
             [
                 name,
-                *(points(s["test"][k]) for k in ("fused", "strong", "weak")),
-                points(s["gap"]["test"].get("weak"), signed=True),
+                *(points(s["test"][k] if _shown(name, k) else None) for k in KEYS),
+                *(
+                    points(
+                        s["gap"]["test"].get(g) if _shown(name, g, gap=True) else None, signed=True
+                    )
+                    for g in GAPS
+                ),
                 f"{t['mean']:.1f} ± {t['std']:.1f}",
                 ratio_cell(s["time_vs_joint"]),
                 ratio_cell(s["cpu_vs_joint"]),

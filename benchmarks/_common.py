@@ -35,6 +35,7 @@ from remix_data import HardSampleFilter
 __all__ = [
     "NAMES",
     "add_common_args",
+    "add_seed_args",
     "alternate",
     "compare",
     "finite",
@@ -44,6 +45,7 @@ __all__ = [
     "num_threads",
     "print_table",
     "realistic_filter",
+    "seed_settings",
     "setup",
     "spin",
     "write_json",
@@ -62,6 +64,35 @@ def add_common_args(parser: argparse.ArgumentParser, name: str) -> None:
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
     parser.add_argument("--seed", type=int, default=0)
+
+
+def add_seed_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments of the multi-seed jobs (the study, the balancing comparison):
+    ``--tasks``, ``--seeds``, ``--epochs``, ``--warmup``, ``--jobs`` and ``--quick``
+    (read back by :func:`seed_settings`)."""
+    parser.add_argument("--tasks", nargs="+", default=["hapt", "mfeat"], choices=["hapt", "mfeat"])
+    parser.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (0 quick)"
+    )
+    parser.add_argument("--epochs", type=int, default=None, help="default 30 (2 with --quick)")
+    parser.add_argument("--warmup", type=int, default=None, help="default 5 (1 with --quick)")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes")
+    parser.add_argument("--quick", action="store_true", help="tiny subsets, 2 epochs, seed 0")
+
+
+def seed_settings(args: argparse.Namespace) -> tuple[list[int], int, int]:
+    """Seeds, epochs and warm-up epochs of :func:`add_seed_args`, defaults filled in.
+
+    Example:
+        >>> p = argparse.ArgumentParser()
+        >>> add_seed_args(p)
+        >>> seed_settings(p.parse_args([])), seed_settings(p.parse_args(["--quick"]))
+        (([0, 1, 2], 30, 5), ([0], 2, 1))
+    """
+    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
+    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
+    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+    return list(seeds), epochs, warmup
 
 
 def setup(args: argparse.Namespace) -> None:

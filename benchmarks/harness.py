@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from typing import Any
 
 import torch
@@ -26,6 +28,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from benchmarks._common import num_threads
+from benchmarks.balancing import make_balancer
 from benchmarks.methods import make_loader, method_config, train_step
 from remix_data import HardSampleFilter, ModalityDecoupler, ReassemblingBatchSampler, scoring_pass
 
@@ -37,6 +40,7 @@ __all__ = [
     "evaluate",
     "run",
     "run_interleaved",
+    "run_seeds",
 ]
 
 
@@ -176,6 +180,10 @@ class Job:
             cfg, self.dataset, train.label, batch_size, warmup, seed
         )
         self.online = cfg["remix"] and cfg["scoring"] == "online"
+        self.batch_size = batch_size
+        self.balancer = make_balancer(
+            cfg["balancer"], self.names, epochs=epochs, seed=seed, num_classes=task.num_classes
+        )
         self.records: list[dict[str, Any]] = []
         self.train_time = self.train_cpu = self.eval_time = 0.0
         self._previous: torch.Tensor | None = None
@@ -210,14 +218,26 @@ class Job:
             scoring_time = time.perf_counter() - t0
         if sampler is not None:
             sampler.set_epoch(epoch)  # after warm-up: snapshots the filter's assignment
+        balancer = self.balancer
+        if balancer is not None:  # PMR's prototype pass counts as training time
+            joint_batches = (
+                sampler is None or sampler.is_warmup(epoch) or sampler.joint_fraction > 0
+            )
+            train = self.data.train
+            balancer.start_epoch(
+                epoch, model, joint_batches, inputs=train.inputs, labels=train.label,
+                batch_size=self.batch_size,
+            )  # fmt: skip
         lr_used = float(self.opt.param_groups[0]["lr"])
         loss_sum, seen = 0.0, 0
         for sample, index, modality in self.loader:
             if len(index) < self.task.min_batch:
                 continue
-            loss, logits = train_step(model, cfg, sample, modality)  # type: ignore[arg-type]
+            loss, logits = train_step(model, cfg, sample, modality, balancer=balancer)  # type: ignore[arg-type]
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
+            if balancer is not None:
+                balancer.after_backward(model)  # OGM-GE modulates the gradients here
             self.opt.step()
             if self.online:
                 assert filt is not None
@@ -246,6 +266,8 @@ class Job:
         if remix_epoch:
             assert filt is not None and sampler is not None
             record.update(self._remix_stats(epoch, filt, sampler))
+        if balancer is not None:
+            record["balancer"] = balancer.end_epoch()
         self.records.append(record)
         self.eval_time += time.perf_counter() - t1
         if self.log is not None:
@@ -339,3 +361,40 @@ def run_interleaved(
             for job in jobs:
                 job.train_epoch()
         return [job.result() for job in jobs]
+
+
+_SHARED: Splits | None = None  # the data of run_seeds, inherited by its forked workers
+
+
+def _seed_worker(args: tuple[Sequence[str | Mapping[str, Any]], int, dict[str, Any]]) -> Any:
+    methods, seed, options = args
+    assert _SHARED is not None
+    return run_interleaved(methods, seed, _SHARED, **options)
+
+
+def run_seeds(
+    methods: Sequence[str | Mapping[str, Any]],
+    seeds: Sequence[int],
+    data: Splits,
+    *,
+    jobs: int = 1,
+    **options: Any,
+) -> list[list[dict[str, Any]]]:
+    """:func:`run_interleaved` for every seed, the seeds in ``jobs`` forked processes
+    (1: one after another in this process); one list of results per seed, in order.
+
+    The results do not depend on ``jobs``: each seed's methods train in one process
+    with the same thread count either way. ``options`` must pickle (no ``log``
+    callable) when ``jobs > 1``.
+    """
+    global _SHARED
+    if jobs <= 1 or len(seeds) <= 1:
+        return [run_interleaved(methods, seed, data, **options) for seed in seeds]
+    _SHARED = data
+    try:
+        ctx = get_context("fork")
+        work = [(list(methods), seed, dict(options)) for seed in seeds]
+        with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
+            return list(pool.map(_seed_worker, work))
+    finally:
+        _SHARED = None

@@ -16,6 +16,11 @@ BatchNorm sees no masked batch) is a diagnostic no preset carries.
 :func:`remix_data.mask_features`; :func:`make_loader` builds the loader of a
 method from the library's public constructors.
 
+Model-side balancing methods (OGM-GE, PMR: :mod:`benchmarks.balancing`) are a
+``balancer`` dict on any method (``ogm-ge`` and ``pmr`` on joint's loss,
+``remix-skip+ogm-ge``, ``remix-skip+all+pmr``, ...); :func:`train_step` hands a
+balancer the features of joint batches only.
+
 Adding a method: one entry in :data:`METHODS` (a preset through
 :func:`from_preset`, or a dict of :data:`METHOD_DEFAULTS` keys); a new kind of
 step: one key in :data:`METHOD_DEFAULTS` read by :func:`train_step`.
@@ -38,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from benchmarks.balancing import Balancer, balancer_config, joint_batch
 from remix_data import (
     ALL,
     HardSampleFilter,
@@ -47,8 +53,11 @@ from remix_data import (
     remix_loss,
 )
 from remix_data.presets import PAPER, RECOMMENDED, Preset
+from remix_data.vocabulary import PAD
 
 __all__ = [
+    "BALANCED",
+    "COMBINED_METHODS",
     "MAIN_METHODS",
     "METHODS",
     "METHOD_DEFAULTS",
@@ -80,6 +89,9 @@ METHOD_DEFAULTS: dict[str, Any] = {
     "alone": None,  # "strong" / "weak": train that modality's encoder + head alone
     "probe_heads": False,  # unimodal heads on detached features (probes; no gradient to encoders)
     "lr_scale": 1.0,  # the method's learning rate is the job's times this
+    # A model-side balancing method (benchmarks.balancing): {"kind": "ogm-ge" | "pmr",
+    # hyper-parameters}; it acts on joint batches only (benchmarks.balancing.joint_batch).
+    "balancer": None,
 }
 
 _SCORINGS = ("pass", "online")
@@ -136,6 +148,12 @@ METHODS: dict[str, dict[str, Any]] = {
     # Its control: joint training at that learning rate (does the lower rate alone
     # explain what remix-lr20 does?).
     "joint-lr20": {"remix": False, "lr_scale": 1 / 20},
+    # Model-side balancing methods on joint's loss (benchmarks.balancing), and with the
+    # official scripts' loss, CE(fused) only (the heads are probes, as in joint-fused).
+    "ogm-ge": {"remix": False, "balancer": {"kind": "ogm-ge"}},
+    "pmr": {"remix": False, "balancer": {"kind": "pmr"}},
+    "ogm-ge-fused": {"remix": False, "probe_heads": True, "balancer": {"kind": "ogm-ge"}},
+    "pmr-fused": {"remix": False, "probe_heads": True, "balancer": {"kind": "pmr"}},
 }
 
 _RECOMMENDED = from_preset(RECOMMENDED)
@@ -153,6 +171,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
 for _base in ("remix-skip", "remix-online-evalbn"):
     for _suffix, _extra in VARIANTS.items():
         METHODS[f"{_base}+{_suffix}"] = {**METHODS[_base], **copy.deepcopy(_extra)}
+
+#: The model-side methods combined with remixing: ``remix-skip`` and ``RECOMMENDED``
+#: (``remix-skip+all``), each with ``+ogm-ge`` and ``+pmr``.
+BALANCED = ("ogm-ge", "pmr")
+for _base in ("remix-skip", "remix-skip+all"):
+    for _kind in BALANCED:
+        METHODS[f"{_base}+{_kind}"] = {**copy.deepcopy(METHODS[_base]), "balancer": {"kind": _kind}}
+#: The methods of the balancing table (``benchmarks/combined.py``): the references, each
+#: model-side method alone, the two remix settings, and every combination.
+COMBINED_METHODS = (
+    "alone-strong", "alone-weak", "joint", "ogm-ge", "pmr", "remix-skip", "remix-skip+all",
+    "remix-skip+ogm-ge", "remix-skip+pmr", "remix-skip+all+ogm-ge", "remix-skip+all+pmr",
+)  # fmt: skip
 
 #: The methods of the main table (``--methods`` default): the gap references,
 #: the paper's recipe, the skip variant and the recommended preset.
@@ -212,6 +243,9 @@ def method_config(
     for key, kind in (("filter", "HardSampleFilter"), ("sampler", "ReassemblingBatchSampler")):
         if not isinstance(full[key], Mapping):
             raise TypeError(f"{key} should be a dict of {kind} kwargs: {full[key]!r}")
+    full["balancer"] = balancer_config(full["balancer"])
+    if full["balancer"] is not None and full["alone"] is not None:
+        raise ValueError("alone trains one modality: it takes no balancer")
     return full
 
 
@@ -231,6 +265,8 @@ def train_step(
     cfg: Mapping[str, Any],
     sample: Mapping[str, torch.Tensor],
     modality: torch.Tensor,
+    *,
+    balancer: Balancer | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of one batch (:func:`~remix_data.remix_loss`) and the unimodal logits
     computed on it, for ``filter.update(index, logits, modality=modality)``.
@@ -244,6 +280,11 @@ def train_step(
     inactive modalities row by row. The head of a modality no row trains is not
     run: it enters the loss as constant logits with weight 0, so its
     parameters receive no gradient (and no optimiser update) on that batch.
+
+    ``balancer`` (:mod:`benchmarks.balancing`), when given and active this
+    epoch, sees the features of a joint batch (:func:`~benchmarks.balancing.joint_batch`;
+    its ``PAD`` rows left out) and may add a term to the loss; it never sees
+    a unimodal or mixed batch.
     """
     names: tuple[str, ...] = cfg["modalities"]
     y = sample["label"]
@@ -276,6 +317,11 @@ def train_step(
         fused, {m: logits.get(m, constant) for m in names}, y, modality, names,
         joint_weight=float(cfg["joint_head_weight"]), gamma=float(cfg["remix_head_weight"]),
     )  # fmt: skip
+    if balancer is not None and balancer.active and joint_batch(modality):
+        real = modality != PAD
+        term = balancer.on_forward(model, {m: feats[m][real] for m in names}, y[real])  # type: ignore[arg-type]
+        if term is not None:
+            loss = loss + term
     return loss, logits
 
 

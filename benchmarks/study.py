@@ -14,14 +14,16 @@ run. The methods of one seed train epoch by epoch in turns
 time ratio divides a run's training time by the ``joint`` run of the same seed.
 
 One stage: the references :data:`REFERENCES` (each modality alone, the fused
-baseline ``joint-fused``, ``joint`` with auxiliary heads) and the remix
-candidates :data:`CANDIDATES` (the paper's recipe, the two BatchNorm-safe
-online bases, and the skip base with class-aware decoupling, with a quarter of
-joint batches, and with everything :data:`~remix_data.presets.RECOMMENDED`
-adds). The laziness gap of a modality is its alone run's accuracy minus the
-run's head (same seed).
+baseline ``joint-fused``, ``joint`` with auxiliary heads) and the candidates
+:data:`CANDIDATES`: the remix settings (the paper's recipe, the two
+BatchNorm-safe online bases, and the skip base with class-aware decoupling,
+with a quarter of joint batches, and with everything
+:data:`~remix_data.presets.RECOMMENDED` adds), and the model-side balancing
+methods OGM-GE and PMR (:mod:`benchmarks.balancing`) alone and combined with
+``remix-skip`` and with ``RECOMMENDED``. The laziness gap of a modality is its
+alone run's accuracy minus the run's head (same seed).
 
-Selection rule, fixed before any run (:data:`CRITERION`): among the remix
+Selection rule, fixed before any run (:data:`CRITERION`): among the
 candidates whose validation fused accuracy is within the seed spread of
 ``joint``'s (mean >= joint mean - joint std) and whose mean time ratio is at
 most ``--budget`` (1.0), take the one that closes the largest share of
@@ -49,17 +51,15 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import machine_info, mean_std, write_json
+from benchmarks._common import add_seed_args, machine_info, mean_std, seed_settings, write_json
 from benchmarks.hapt_data import prepare_data
-from benchmarks.harness import Splits, run_interleaved
+from benchmarks.harness import Splits, run_interleaved, run_seeds
 from benchmarks.methods import VARIANTS
 from benchmarks.mfeat import prepare_mfeat
 from benchmarks.report import markdown_table, points, ratio_cell
@@ -90,6 +90,13 @@ CANDIDATES = (
     "remix-skip+class",
     "remix-skip+joint25",
     "remix-skip+all",
+    # Model-side balancing (benchmarks.balancing) alone and combined with remixing.
+    "ogm-ge",
+    "pmr",
+    "remix-skip+ogm-ge",
+    "remix-skip+pmr",
+    "remix-skip+all+ogm-ge",
+    "remix-skip+all+pmr",
 )
 METHODS = (*REFERENCES, *CANDIDATES)
 KEYS = ("fused", "strong", "weak")
@@ -97,7 +104,8 @@ GAPS = ("strong", "weak")
 TIME_BUDGET = 1.0
 VAL_USERS = (17, 18, 19, 20, 21)
 CRITERION = (
-    "Among remix candidates whose validation fused accuracy is within joint's seed spread "
+    "Among the candidates (remix settings; OGM-GE and PMR alone or combined with one) "
+    "whose validation fused accuracy is within joint's seed spread "
     "(mean >= joint mean - joint std) and whose mean time ratio vs joint is <= budget, take "
     "the largest share of joint's weak-modality laziness gap closed on the validation split "
     "(gap = alone-weak accuracy - weak head, same seed; final epoch; means over seeds, "
@@ -156,14 +164,6 @@ def train_seed(
     return [_normalize(result, data, stage) for result in results]
 
 
-_WORKER_TASK: Splits | None = None  # inherited by forked workers
-
-
-def _worker(args: tuple[Sequence[str], int, int, Mapping[str, Any]]) -> list[dict[str, Any]]:
-    assert _WORKER_TASK is not None
-    return train_seed(_WORKER_TASK, *args)
-
-
 def _train_stage(
     data: Splits,
     methods: Sequence[str],
@@ -174,20 +174,9 @@ def _train_stage(
     log: Callable[[str], None],
 ) -> list[dict[str, Any]]:
     """All seeds of one stage, in ``jobs`` forked processes (1: in this process)."""
-    global _WORKER_TASK
     t0 = time.perf_counter()
-    work = [(list(methods), seed, stage, dict(options)) for seed in seeds]
-    if jobs <= 1 or len(seeds) <= 1:
-        per_seed = [train_seed(data, *w) for w in work]
-    else:
-        _WORKER_TASK = data
-        try:
-            ctx = get_context("fork")
-            with ProcessPoolExecutor(max_workers=min(jobs, len(seeds)), mp_context=ctx) as pool:
-                per_seed = list(pool.map(_worker, work))
-        finally:
-            _WORKER_TASK = None
-    runs = [r for rs in per_seed for r in rs]
+    per_seed = run_seeds(methods, seeds, data, jobs=jobs, threads=1, **options)
+    runs = [_normalize(result, data, stage) for results in per_seed for result in results]
     _add_time_ratios(runs)
     _add_gaps(runs)
     for r in runs:
@@ -354,10 +343,18 @@ def goal_check(
     }
 
 
+def _shown(name: str, key: str, *, gap: bool = False) -> bool:
+    """Whether a table shows ``key`` (fused, strong, weak) of method ``name``: an alone
+    run shows its own head only, and no gap."""
+    own = {"alone-strong": "strong", "alone-weak": "weak"}.get(name)
+    return own is None or (key == own and not gap)
+
+
 def format_validation(
     table: Mapping[str, Mapping[str, float]], selection: Mapping[str, Any], strong: str, weak: str
 ) -> str:
-    """Markdown: every method's validation accuracies, gaps, share closed, time ratio."""
+    """Markdown: every method's validation accuracies, gaps, share closed, time ratio (an
+    alone run shows its own head only)."""
     rank = {e["name"]: e for e in selection["ranking"]}
     header = [
         "method",
@@ -373,8 +370,11 @@ def format_validation(
     for name, row in table.items():
         e = rank.get(name)
 
-        def cell(k: str, row: Mapping[str, float] = row, signed: bool = False) -> str:
-            stat = {"mean": row[k], "std": row[k + "_std"]} if k in row else None
+        def cell(
+            k: str, row: Mapping[str, float] = row, signed: bool = False, name: str = name
+        ) -> str:
+            shown = k in row and _shown(name, k.removesuffix("_gap"), gap=k.endswith("_gap"))
+            stat = {"mean": row[k], "std": row[k + "_std"]} if shown else None
             return points(stat, signed=signed)
 
         closed = "—" if e is None or e["gap_closed"] is None else f"{100 * e['gap_closed']:.0f} %"
@@ -399,12 +399,14 @@ def format_validation(
 def format_test(
     summary: Mapping[str, Mapping[str, Any]], names: Sequence[str], strong: str, weak: str
 ) -> str:
-    """Markdown: test accuracies and weak gap (mean ± std over seeds) and time ratios."""
+    """Markdown: test accuracies and gaps (mean ± std over seeds) and time ratios (an
+    alone run shows its own head only)."""
     header = [
         "method",
         "fused",
         f"{strong} head",
         f"{weak} head (weak)",
+        f"{strong} gap",
         f"{weak} gap",
         "time (s)",
         "time vs joint",
@@ -417,8 +419,13 @@ def format_test(
         rows.append(
             [
                 name,
-                *(points(s["test"][k]) for k in ("fused", "strong", "weak")),
-                points(s["gap"]["test"].get("weak"), signed=True),
+                *(points(s["test"][k] if _shown(name, k) else None) for k in KEYS),
+                *(
+                    points(
+                        s["gap"]["test"].get(g) if _shown(name, g, gap=True) else None, signed=True
+                    )
+                    for g in GAPS
+                ),
                 f"{t['mean']:.1f} ± {t['std']:.1f}",
                 ratio_cell(s["time_vs_joint"]),
                 ratio_cell(s["cpu_vs_joint"]),
@@ -548,17 +555,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description="Robust remixing variants chosen on validation, reported on test.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--tasks", nargs="+", default=["hapt", "mfeat"], choices=["hapt", "mfeat"])
-    p.add_argument("--seeds", nargs="+", type=int, default=None, help="default 0 1 2 (0 quick)")
-    p.add_argument("--epochs", type=int, default=None, help="default 30 (2 with --quick)")
-    p.add_argument("--warmup", type=int, default=None, help="default 5 (1 with --quick)")
+    add_seed_args(p)
     p.add_argument("--val-users", nargs="+", type=int, default=list(VAL_USERS))
     p.add_argument("--budget", type=float, default=TIME_BUDGET, help="max time vs joint")
-    p.add_argument("--jobs", type=int, default=1, help="seeds trained in parallel processes")
     p.add_argument("--out", type=Path, default=Path("results/study.json"))
     p.add_argument("--plot", type=Path, default=None, help="default: --out with .png")
     p.add_argument("--small-plot", type=Path, default=None, help="also a small copy here")
-    p.add_argument("--quick", action="store_true", help="tiny subsets, 2 epochs, seed 0")
     p.add_argument("--verbose", action="store_true", help="one line per epoch")
     return p.parse_args(argv)
 
@@ -571,9 +573,7 @@ def main(
 ) -> dict[str, Any]:
     """Run the study from command-line arguments; return the written report."""
     args = parse_args(argv)
-    seeds = args.seeds if args.seeds is not None else ([0] if args.quick else [0, 1, 2])
-    epochs = args.epochs if args.epochs is not None else (2 if args.quick else 30)
-    warmup = args.warmup if args.warmup is not None else (1 if args.quick else 5)
+    seeds, epochs, warmup = seed_settings(args)
     options: dict[str, Any] = {"epochs": epochs, "warmup": warmup}
     if args.verbose:
         options["log"] = lambda line: print(line, flush=True)

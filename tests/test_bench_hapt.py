@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _synthetic import synthetic_hapt
 
 from benchmarks import hapt as bench
 from benchmarks import methods
@@ -22,26 +23,10 @@ from benchmarks.hapt_data import HAPT, prepare_data
 from benchmarks.harness import Job, Splits, run, run_interleaved
 from benchmarks.models import HaptNet
 from remix_data import ALL, remix_loss
-from remix_data.datasets import HaptData, load_hapt
+from remix_data.datasets import load_hapt
 from remix_data.presets import PAPER, RECOMMENDED, Preset
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def synthetic_hapt(per_user: int = 4, window: int = 32, seed: int = 0) -> HaptData:
-    """Windows of subjects 1..30 whose acc channels carry the label, gyro a bit of it."""
-    rng = np.random.default_rng(seed)
-    users = np.repeat(np.arange(1, 31), per_user)
-    n = users.size
-    label = rng.integers(0, 6, n)
-    acc = rng.normal(size=(n, 3, window)).astype(np.float32)
-    gyro = rng.normal(size=(n, 3, window)).astype(np.float32)
-    acc[:, 0] += label[:, None]
-    gyro[:, 1] += 0.3 * label[:, None]
-    return HaptData(
-        acc=acc, gyro=gyro, label=label.astype(np.int64), user=users.astype(np.int64),
-        experiment=users.astype(np.int64), start=np.zeros(n, np.int64),
-    )  # fmt: skip
 
 
 @pytest.fixture(scope="module")

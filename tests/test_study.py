@@ -9,46 +9,19 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 import pytest
+from _synthetic import synthetic_hapt, synthetic_mfeat
 
 from benchmarks import study
 from benchmarks.hapt_data import HAPT, prepare_data
 from benchmarks.harness import Job
 from benchmarks.methods import method_config
 from benchmarks.mfeat import prepare_mfeat
-from remix_data.datasets import HaptData, MfeatData
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def synthetic_hapt(per_user: int = 4, window: int = 32, seed: int = 0) -> HaptData:
-    """Windows of subjects 1..30: acc carries the label, gyro a bit of it."""
-    rng = np.random.default_rng(seed)
-    users = np.repeat(np.arange(1, 31), per_user).astype(np.int64)
-    label = rng.integers(0, 6, users.size)
-    acc = rng.normal(size=(users.size, 3, window)).astype(np.float32)
-    gyro = rng.normal(size=(users.size, 3, window)).astype(np.float32)
-    acc[:, 0] += label[:, None]
-    gyro[:, 1] += 0.3 * label[:, None]
-    return HaptData(
-        acc=acc, gyro=gyro, label=label.astype(np.int64), user=users,
-        experiment=users, start=np.zeros(users.size, np.int64),
-    )  # fmt: skip
-
-
-def synthetic_mfeat(per_class: int = 40, seed: int = 0) -> MfeatData:
-    """10 classes; ``fac`` carries the label strongly, ``mor`` weakly."""
-    rng = np.random.default_rng(seed)
-    label = np.repeat(np.arange(10), per_class).astype(np.int64)
-    fac = rng.normal(size=(label.size, 12)).astype(np.float32)
-    mor = rng.normal(size=(label.size, 3)).astype(np.float32)
-    fac[np.arange(label.size), label] += 3.0
-    mor[:, 0] += 0.3 * label
-    return MfeatData(views=MappingProxyType({"fac": fac, "mor": mor}), label=label)
 
 
 @pytest.fixture(scope="module")

@@ -330,7 +330,7 @@ def mask_features(
         >>> mask_features(feats, 1, ("audio", "video"))["audio"].sum().item()
         0.0
     """
-    names = modality_names("modalities", modalities)
+    names = modality_names("modalities", modalities, check_order=True)
     unknown = set(features) - set(names)
     if unknown:
         raise ValueError(f"features names unknown modalities {sorted(unknown)}; known: {names}")

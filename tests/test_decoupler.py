@@ -387,7 +387,8 @@ def test_mask_features_takes_the_filter_and_one_id_per_batch() -> None:
     out = mask_features(feats, torch.tensor(1), filt)
     assert out["audio"].sum().item() == 0.0 and out["video"].sum().item() == 6.0
     with pytest.raises(
-        ValueError, match=r"modality should be ALL \(-1\) or lie in \[0, 2\), but got modality=5"
+        ValueError,
+        match=r"modality should be ALL \(-1\), PAD \(-2\) or lie in \[0, 2\), but got modality=5",
     ):
         mask_features(feats, 5, filt)
     with pytest.raises(ValueError, match=r"modality should hold ALL .* but got an id 2"):

@@ -54,7 +54,8 @@ def test_one_modality_per_batch_and_the_filter_as_names() -> None:
     for scalar in (1, torch.tensor(1)):
         assert torch.equal(remix_loss(fused, heads, target, scalar, filt), rows)
     with pytest.raises(
-        ValueError, match=r"modality should be ALL \(-1\) or lie in \[0, 2\), but got modality=5"
+        ValueError,
+        match=r"modality should be ALL \(-1\), PAD \(-2\) or lie in \[0, 2\), but got modality=5",
     ):
         remix_loss(fused, heads, target, 5, filt)
     with pytest.raises(ValueError, match=r"modality should hold ALL .* but got an id 5"):

@@ -50,12 +50,12 @@ def test_one_modality_id_for_the_whole_batch(one: object) -> None:
 @pytest.mark.parametrize(
     ("modality", "error", "match"),
     [
-        (torch.full((4,), 5), ValueError, "modality id 5"),
-        (torch.tensor([0, -2, 1, 0]), ValueError, "modality id -2"),
-        (2, ValueError, "modality id 2"),
-        (torch.zeros(4), TypeError, "integer ids, but got dtype torch.float32"),
-        (torch.zeros(4, dtype=torch.bool), TypeError, "integer ids"),
-        ([0.0, 1.0, 0.0, 1.0], TypeError, "integer ids"),
+        (torch.full((4,), 5), ValueError, r"ALL \(-1\), PAD \(-2\) or ids in \[0, 2\), .* an id 5"),
+        (torch.tensor([0, -3, 1, 0]), ValueError, "an id -3"),  # -2 is PAD: not written
+        (2, ValueError, "modality=2"),
+        (torch.zeros(4), TypeError, "hold integers, but got a tensor of dtype torch.float32"),
+        (torch.zeros(4, dtype=torch.bool), TypeError, "hold integers"),
+        ([0.0, 1.0, 0.0, 1.0], TypeError, "hold integers"),
         (True, TypeError, "modality=True"),
         ("a", TypeError, "modality='a'"),
         (torch.zeros(2, 2, dtype=torch.long), ValueError, r"shape of indices \(4,\)"),

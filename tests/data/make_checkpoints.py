@@ -38,8 +38,11 @@ def main() -> None:
             ids = torch.tensor([m for _, m in batch])
             heads = {m: torch.randn(len(batch), 4, generator=gen) for m in NAMES}
             heads["audio"][0, 0] = float("nan")  # an ignored entry
-            filt.update(torch.cat([index, index[:1]]), {m: torch.cat([h, h[:1]]) for m, h in
-                        heads.items()}, modality=torch.cat([ids, ids[:1]]))  # a duplicate
+            filt.update(
+                torch.cat([index, index[:1]]),
+                {m: torch.cat([h, h[:1]]) for m, h in heads.items()},
+                modality=torch.cat([ids, ids[:1]]),
+            )  # a duplicate
     sampler.set_epoch(3)
     it = iter(sampler)
     next(it)

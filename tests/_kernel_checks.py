@@ -16,13 +16,11 @@ from typing import Any
 
 import torch
 
-assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
-
-from remix_data import HardSampleFilter  # noqa: E402
-from remix_data.device import DeviceQueue  # noqa: E402
-from remix_data.kernels import score_triton  # noqa: E402
-from remix_data.scores import confidence, cross_entropy, score_torch  # noqa: E402
-from remix_data.vocabulary import ALL, PAD  # noqa: E402
+from remix_data import HardSampleFilter
+from remix_data.device import DeviceQueue
+from remix_data.kernels import score_triton
+from remix_data.scores import confidence, cross_entropy, score_torch
+from remix_data.vocabulary import ALL, PAD
 
 
 def _odd_logits(batch: int, classes: int, gen: torch.Generator) -> torch.Tensor:
@@ -110,4 +108,5 @@ def _tables() -> dict[str, bool]:
 
 
 if __name__ == "__main__":
+    assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
     print(json.dumps({"scores": _scores(), "copies": _copies(), "tables": _tables()}))

@@ -153,7 +153,7 @@ def check_call(
     if isinstance(ids, (np.ndarray, int)) and names:  # write only the heads some row trains
         live = _live(rows, ids)
         rows, names = rows[live], tuple(n for n, keep in zip(names, live) if keep)
-    check_outputs(outputs, score, batch, names)
+    check_outputs(outputs, score, batch, names if device is None else ())  # device: not read
     if isinstance(ids, int):  # one id for the batch: every head left is written for every row
         ids = None if ids != PAD else np.full(batch, PAD, dtype=np.int64)
     return Call(rows, names, index, ids, device)

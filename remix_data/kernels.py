@@ -26,11 +26,8 @@ from typing import Any
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # a CPU-only install: the torch ops of scores.score_torch run instead
-    triton = tl = None
+#: ``triton.language``, imported at the first use (a CPU-only torch does not bring Triton).
+tl: Any = None
 
 __all__ = ["available", "score_triton"]
 
@@ -38,9 +35,16 @@ __all__ = ["available", "score_triton"]
 MAX_CLASSES = 8192
 
 
+@cache
 def available() -> bool:
-    """Whether Triton imports (it ships with torch's CUDA wheels)."""
-    return tl is not None
+    """Whether Triton imports (it ships with torch's CUDA wheels); imported at the first call."""
+    global tl
+    try:
+        import triton.language
+    except ImportError:  # the torch ops of scores.score_torch run instead
+        return False
+    tl = triton.language
+    return True
 
 
 def supports(outputs: Sequence[torch.Tensor]) -> bool:
@@ -104,6 +108,10 @@ def _score_kernel(  # type: ignore[no-untyped-def]
 
 @cache
 def _kernel() -> Any:
+    if not available():
+        raise RuntimeError("the fused update kernel needs Triton: pip install triton")
+    import triton
+
     return triton.jit(_score_kernel)  # an interpreted function under TRITON_INTERPRET=1
 
 

@@ -21,6 +21,7 @@ one, made when the queue is full or drained.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -28,7 +29,8 @@ import numpy as np
 import torch
 
 from . import kernels
-from .scores import PROBABILITY_ROWS, score_torch
+from .alerts import RemixWarning
+from .scores import PROBABILITY_ROWS, checked_targets, score_outputs, score_torch
 
 __all__ = ["DeviceQueue", "Landed", "Queued"]
 
@@ -145,15 +147,12 @@ class DeviceQueue:
     ) -> None:
         dev_index = index if isinstance(index, torch.Tensor) else None
         dev_ids = ids if isinstance(ids, torch.Tensor) else None
-        if self.scorer == "triton" and kernels.supports(outputs):
-            copied = [_rows_tensor(t) for t in (dev_index, dev_ids)]  # copied by the kernel
-            scores, *copies = kernels.score_triton(outputs, targets, score, *copied)
-            dev_index, dev_ids = (
-                c if t is None or c is not None else t.clone()
-                for t, c in zip((dev_index, dev_ids), copies)
-            )
+        targets = checked_targets(outputs, score, targets)
+        scored = self._triton(outputs, targets, score, dev_index, dev_ids)
+        if scored is not None:
+            scores, dev_index, dev_ids = scored
         else:
-            scores = score_torch(outputs, targets, score)
+            scores = score_outputs(outputs, score, targets, scorer=score_torch)
             dev_index = None if dev_index is None else dev_index.clone()
             dev_ids = None if dev_ids is None else dev_ids.clone()
         check = None
@@ -172,6 +171,38 @@ class DeviceQueue:
         self.size += scores.numel()
         if self.size >= self.limit:
             self._start()
+
+    def _triton(
+        self,
+        outputs: Sequence[torch.Tensor],
+        targets: torch.Tensor | None,
+        score: str,
+        index: torch.Tensor | None,
+        ids: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None:
+        """The fused kernel's scores and copies, or ``None`` where it does not apply.
+
+        A kernel that fails to compile or launch switches this queue to torch ops
+        with a :class:`~remix_data.RemixWarning` instead of stopping the training.
+        """
+        if self.scorer != "triton" or not kernels.supports(outputs):
+            return None
+        try:
+            copied = [_rows_tensor(t) for t in (index, ids)]  # the kernel copies these
+            scores, *copies = kernels.score_triton(outputs, targets, score, *copied)
+        except Exception as err:  # a Triton or driver version this kernel does not fit
+            warnings.warn(
+                f"the fused Triton update kernel failed ({type(err).__name__}: {err}); "
+                "scoring with torch ops instead",
+                RemixWarning,
+                stacklevel=5,
+            )
+            self.scorer = "torch"
+            return None
+        index, ids = (
+            c if t is None or c is not None else t.clone() for t, c in zip((index, ids), copies)
+        )
+        return scores, index, ids
 
     def drain(self) -> list[Landed]:
         """Every queued call, back on the host (waits for the device)."""

@@ -229,6 +229,15 @@ def check_outputs(outputs: Any, score: str, batch: int, written: Sequence[str] =
             )
 
 
+def checked_targets(
+    outputs: Sequence[torch.Tensor], score: str, targets: Any
+) -> torch.Tensor | None:
+    """``targets`` as a tensor; ``ValueError`` when logits are scored by their loss without them."""
+    if score == "loss" and targets is None and any(o.dim() == 2 for o in outputs):
+        raise ValueError("targets are needed to score logits with score='loss'")
+    return None if targets is None else torch.as_tensor(targets)
+
+
 def score_outputs(
     outputs: Sequence[torch.Tensor],
     score: str,
@@ -248,10 +257,7 @@ def score_outputs(
         targets: ``[B]`` class indices, needed for logits when ``score="loss"``.
         scorer: the device scorer (default :func:`score_torch`).
     """
-    if score == "loss" and targets is None and any(o.dim() == 2 for o in outputs):
-        raise ValueError("targets are needed to score logits with score='loss'")
-    if targets is not None:
-        targets = torch.as_tensor(targets)
+    targets = checked_targets(outputs, score, targets)
     device = outputs[0].device
     with torch.no_grad():
         if device.type != "cpu" or scorer is not None:

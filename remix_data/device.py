@@ -120,22 +120,8 @@ class DeviceQueue:
         """Calls not yet back on the host."""
         return len(self.waiting) + sum(len(t.calls) for t in self.transfers)
 
+    @torch.no_grad()
     def push(
-        self,
-        rows: np.ndarray,
-        names: tuple[str, ...],
-        outputs: Sequence[torch.Tensor],
-        targets: Any,
-        score: str,
-        indices: np.ndarray | torch.Tensor,
-        ids: np.ndarray | torch.Tensor | None,
-    ) -> list[Landed]:
-        """Score one call on the device and queue it; returns the calls that have landed."""
-        with torch.no_grad():
-            self._push(rows, names, outputs, targets, score, indices, ids)
-        return self._landed(wait=False)
-
-    def _push(
         self,
         rows: np.ndarray,
         names: tuple[str, ...],
@@ -144,7 +130,8 @@ class DeviceQueue:
         score: str,
         index: np.ndarray | torch.Tensor,
         ids: np.ndarray | torch.Tensor | None,
-    ) -> None:
+    ) -> list[Landed]:
+        """Score one call on the device and queue it; returns the calls that have landed."""
         dev_index = index if isinstance(index, torch.Tensor) else None
         dev_ids = ids if isinstance(ids, torch.Tensor) else None
         targets = checked_targets(outputs, score, targets)
@@ -171,6 +158,7 @@ class DeviceQueue:
         self.size += scores.numel()
         if self.size >= self.limit:
             self._start()
+        return self._landed(wait=False)
 
     def _triton(
         self,

@@ -49,11 +49,9 @@ class HardSampleFilter:
         score: ``"confidence"`` (the paper: ``KL(softmax || uniform)`` of each
             unimodal head; low = hard) or ``"loss"`` (per-sample cross-entropy or
             any per-sample loss; high = hard).
-        unscored: what a sample with no score in any modality trains:
-            ``"spread"`` (default) sends it to ``modalities[index % M]``, so unscored
-            samples are spread evenly and still trained; ``"filter"`` leaves it out
-            of the epoch (counted as filtered). A sample scored in only some
-            modalities is compared over those only.
+        unscored: a sample with no score trains ``modalities[index % M]``
+            (``"spread"``, default) or is left out of the epoch (``"filter"``);
+            one scored in only some modalities is compared over those.
         nonfinite: ``"raise"`` (default) rejects NaN/inf scores with a
             ``ValueError``; ``"ignore"`` skips those entries (the table keeps its
             old value) and counts them in ``stats()["ignored"]``.
@@ -66,20 +64,15 @@ class HardSampleFilter:
             expected loss of a modality keeps its scale. Ignored without filtering.
         labels: optional class label per sample; adds per-class counts to the
             statistics of every epoch. Needed by ``balance="class"``.
-        smoothing: opt-in, beyond the paper: exponential moving average of each
-            sample's scores across updates, ``new = smoothing * old + (1 -
-            smoothing) * fresh`` (0, the default, keeps only the latest score), so
-            the assignment does not flip wholesale from one epoch to the next.
-        balance: opt-in, beyond the paper: ``"class"`` decides hardness within
-            each class: every class is split between the modalities in the same
-            proportions as the whole assignment, each sample going to the modality
-            where it is relatively hardest, so no modality's subset is skewed
-            towards some classes. ``"none"`` (default) is the paper's rule.
+        smoothing: opt-in, beyond the paper: ``new = smoothing * old + (1 -
+            smoothing) * fresh`` across updates (0, the default: the latest score).
+        balance: opt-in, beyond the paper: ``"class"`` splits every class between
+            the modalities in the shares of the whole assignment, each sample to
+            where it is relatively hardest. ``"none"`` (default) is the paper's rule.
         process_group: group whose ranks share one assignment under
             ``torch.distributed`` (default: the world).
         sync: ``"auto"`` (default) combines the ranks' updates with one
-            ``all_reduce`` whenever an epoch's assignment is snapshotted and more
-            than one rank exists; ``"never"`` leaves each rank's table alone.
+            ``all_reduce`` at every snapshot; ``"never"`` leaves each rank's table alone.
 
     Ties (equal scores) go to the modality listed *last*; the reference code lists
     audio before video and sends ties to video.
@@ -188,11 +181,9 @@ class HardSampleFilter:
                 more than one modality (remix batches are unimodal).
 
         An index repeated in one call is written once, from its last occurrence
-        (the others counted in ``stats()["duplicates"]``). With outputs on an
-        accelerator the call never waits for it: the scores are computed there
-        and reach the table later (``docs/architecture.md``); what can only be
-        checked on their values (non-finite scores, device indices or ids out
-        of range, probabilities) then raises at the next :meth:`snapshot`.
+        (counted in ``stats()["duplicates"]``). Outputs on an accelerator are
+        scored there without waiting for it and reach the table later; what only
+        their values show raises at the next :meth:`snapshot` (``docs/architecture.md``).
         """
         call = check_call(
             indices, outputs, modality, self.modalities, self.num_samples,
@@ -244,30 +235,20 @@ class HardSampleFilter:
     def set_scores(self, scores: Any, *, modality: str | int | None = None) -> None:
         """Replace the score table, or one modality's row of it, with ``scores``.
 
-        The public way to load scores computed elsewhere (a previous run, an
-        offline pass, a test). ``NaN`` means "not scored": such an entry is
-        cleared. Smoothing is not applied (the values replace the old ones), the
-        current epoch's snapshot stays frozen, and entries set to a number count
-        as written since the last :meth:`sync`; under ``torch.distributed`` call
-        it on every rank with the same scores.
-
-        Args:
-            scores: float ``[M, N]`` (every modality, ``modality=None``) or
-                ``[N]`` (one modality): a tensor (any device, any floating dtype)
-                or a numpy array, in the score kind of :attr:`score`.
-            modality: the name or id of the row to set; ``None`` sets the table.
-
-        Raises ``TypeError`` for anything but a floating tensor or array and for
-        a ``modality`` that is neither a name nor an int, ``ValueError`` for a
-        wrong shape, an unknown modality and any ``inf`` entry; nothing changes
-        then.
+        Scores computed elsewhere (a previous run, an offline pass, a test):
+        float ``[M, N]`` (``modality=None``) or ``[N]`` for the row ``modality``
+        (a name or id), a tensor or numpy array in the score kind of :attr:`score`.
+        ``NaN`` clears an entry; no smoothing; the epoch's snapshot stays
+        frozen; set entries count as written since the last :meth:`sync` (under
+        ``torch.distributed`` call it on every rank with the same scores).
+        ``TypeError`` for a non-float input or a bad ``modality`` type,
+        ``ValueError`` for a wrong shape, an unknown modality or an ``inf``;
+        nothing changes then.
 
         Example:
             >>> import torch
             >>> filt = HardSampleFilter(3, ("audio", "video"))
             >>> filt.set_scores(torch.tensor([[0.1, 0.9, float("nan")], [0.5, 0.5, 0.5]]))
-            >>> filt.assignment().tolist()
-            [0, 1, 1]
             >>> filt.set_scores(torch.zeros(3), modality="video")
             >>> filt.assignment().tolist()
             [1, 1, 1]
@@ -290,20 +271,13 @@ class HardSampleFilter:
     def snapshot(self, epoch: int) -> torch.Tensor:
         """Return the int8 assignment for ``epoch``, computing it once per epoch.
 
-        The first call for an epoch combines the ranks' updates with
-        :meth:`sync` (one collective under ``torch.distributed`` unless
-        ``sync="never"``: call it on every rank, for the same epoch), freezes
-        the assignment, and appends the epoch's statistics to :attr:`history`.
-        Later calls for the same epoch return the same tensor without a
-        collective, which is what makes a resumed epoch replay the same plan
-        (the snapshot is part of :meth:`state_dict`). Snapshotting an epoch
-        again after another one (``set_epoch`` going back) computes a new
-        assignment from the current table and replaces that epoch's record in
-        :attr:`history` (one record per epoch, the latest last).
-
-        Errors found in updates scored on a device since the last snapshot
-        (non-finite scores with ``nonfinite="raise"``, indices or modality ids
-        out of range, probabilities) raise a ``ValueError`` here, once.
+        The first call for an epoch runs :meth:`sync` (a collective under
+        ``torch.distributed``: call it on every rank, for the same epoch),
+        freezes the assignment and records the epoch's :meth:`stats` in
+        :attr:`history` (an epoch snapshotted again after another replaces its
+        record). Later calls return the frozen tensor (part of :meth:`state_dict`,
+        so a resumed epoch replays its plan). Errors found in updates scored on
+        a device since the last snapshot raise a ``ValueError`` here, once.
         """
         self.pairing.confirm(self.snapshot_epoch)
         frozen = self.snapshots.assignment
@@ -338,22 +312,12 @@ class HardSampleFilter:
     def sync(self, *, epoch: int | None = None) -> None:
         """Combine the scores that different ranks updated since the last sync.
 
-        Called by :meth:`snapshot` once per epoch; call it yourself only to sync
-        more often (every rank must then call it too). One ``all_reduce`` of a
-        packed float32 tensor, 4 + 4 bytes per sample and modality, matched by
-        position (:func:`remix_data.distributed.average_written`).
-
-        An entry written on several ranks becomes the mean of their values, one
-        written on a single rank takes that rank's value, and every other entry
-        keeps its value, which is the same on all ranks because each sync leaves
-        them with the same table. A no-op on one process or with
-        ``sync="never"``.
-
-        Args:
-            epoch: the epoch being snapshotted (:meth:`snapshot` passes it). If
-                the ranks pass different epochs, every rank raises a
-                ``RuntimeError`` naming them (after the collective, so none is
-                left waiting) instead of planning different epochs.
+        Called by :meth:`snapshot` once per epoch (call it on every rank to sync
+        more often): one ``all_reduce`` (:func:`remix_data.distributed.average_written`).
+        An entry written on several ranks becomes the mean of their values, on
+        one rank that rank's value; the others keep theirs. ``epoch``: the
+        snapshotted epoch; ranks passing different ones all raise a
+        ``RuntimeError`` naming them. A no-op on one process or with ``sync="never"``.
         """
         if self.sync_mode == "never" or not is_distributed(self.process_group):
             return

@@ -1,4 +1,4 @@
-"""The words every part of remix_data shares: modality ids, keys and modality specs.
+"""The words every part of remix_data shares: modality ids and keys.
 
 This module sits at the bottom of the package: it imports nothing from it, and
 every other module takes these names from here.
@@ -7,16 +7,16 @@ every other module takes these names from here.
   :data:`ALL` marks a joint batch (every modality visible: warm-up epochs and
   unmasked keys).
 - An *assignment* holds one modality id per sample, or :data:`FILTERED` for a
-  sample that trains no modality this epoch.
+  sample that trains no modality this epoch. ``ALL == FILTERED == -1``: the two
+  never meet, ``ALL`` lives in the loader's ``modality`` column (a row that saw
+  every modality) and ``FILTERED`` in an assignment (a sample left out), so
+  compare each only with the column it belongs to.
 - A :data:`Key` is what the batch sampler yields and the decoupler receives:
   ``(index, modality id)``, two plain Python ints. A :data:`Batch` is a list of them;
   the sampler yields each as a :class:`KeyBatch`, a list that also holds its
   indices, its one modality id and the filter's modality names (so the
   decoupler need not split the keys again, and can check that its own order is
   the filter's).
-- A :data:`ModalitySpec` is what a user may pass as ``modalities``: a sequence of
-  names (dict samples) or a ``{name: position}`` mapping (tuple samples), whose
-  order defines the ids.
 
 Example:
     >>> from remix_data.vocabulary import ALL, FILTERED, Key
@@ -27,11 +27,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any, Protocol
 
-__all__ = ["ALL", "FILTERED", "PAD", "Key", "Batch", "KeyBatch", "ModalitySpec", "ModalitySource"]
+__all__ = ["ALL", "FILTERED", "PAD", "Key", "Batch", "KeyBatch", "ModalitySource"]
 
 #: Modality id of a joint (all-modality) batch: warm-up epochs and unmasked keys.
 ALL = -1
@@ -130,10 +129,6 @@ for _name in (
 ):  # fmt: skip
     setattr(KeyBatch, _name, _editing(_name))
 del _name
-
-
-#: What a user may pass as ``modalities``: names in id order, or ``{name: position}``.
-ModalitySpec = Sequence[str] | Mapping[str, int]
 
 
 class ModalitySource(Protocol):

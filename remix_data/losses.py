@@ -58,8 +58,14 @@ def row_weights(count: int, joint_weight: float, gamma: float) -> np.ndarray:
 def _table(
     count: int, jw: float, gamma: float, batch: int, device: torch.device, dtype: torch.dtype
 ) -> torch.Tensor:
-    """:func:`row_weights` divided by ``batch``, on ``device`` (made once per configuration)."""
-    return torch.as_tensor(row_weights(count, jw, gamma) / batch, dtype=dtype, device=device)
+    """:func:`row_weights` divided by ``batch``, on ``device`` (made once per configuration).
+
+    The copy to a CUDA device goes through pinned memory without waiting for the device.
+    """
+    table = torch.as_tensor(row_weights(count, jw, gamma) / batch, dtype=dtype)
+    if device.type == "cuda":
+        table = table.pin_memory()
+    return table.to(device, non_blocking=True)
 
 
 def _weights(

@@ -145,16 +145,11 @@ class DeviceQueue:
         check = None
         if not self.checked:
             self.checked, check = True, probability_rows(outputs)
-        self.waiting.append(
-            Queued(
-                rows,
-                index if dev_index is None else dev_index,
-                ids if dev_ids is None else dev_ids,
-                scores,
-                check,
-                names,
-            )
-        )
+        # host arrays may view the caller's tensors, which a loop may reuse: keep copies
+        host_ids = ids.copy() if isinstance(ids, np.ndarray) else ids
+        queued_index = np.array(index) if dev_index is None else dev_index
+        queued_ids = host_ids if dev_ids is None else dev_ids
+        self.waiting.append(Queued(rows, queued_index, queued_ids, scores, check, names))
         self.size += scores.numel()
         if self.size >= self.limit:
             self._start()

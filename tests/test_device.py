@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -242,3 +243,19 @@ def test_probabilities_on_the_device_path_are_reported_at_the_snapshot() -> None
     with pytest.raises(ValueError, match=r"outputs\['a'\] holds probabilities"):
         host.update(torch.arange(8), {"a": probs}, modality=0)  # the host path refuses at once
     assert host.stats()["unscored"] == 8
+
+
+def test_queued_calls_keep_the_indices_and_ids_they_were_given() -> None:
+    """A loop may reuse its index and id buffers: a queued call holds copies of them."""
+    filt = HardSampleFilter(4, NAMES, score="loss")
+    filt.queue = DeviceQueue(torch.device("cpu"))
+    index, ids = np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1])
+    filt.update(index, {"a": torch.arange(4.0), "b": torch.arange(4.0)}, modality=ids)
+    index[:] = [3, 2, 1, 0]
+    ids[:] = 1
+    assert len(filt.queue) == 1
+    assert values(filt) == [[0.0, 1.0, -7.0, -7.0], [-7.0, -7.0, 2.0, 3.0]]
+
+
+def values(filt: HardSampleFilter) -> list[list[float]]:
+    return filt.state_dict()["values"].nan_to_num(-7.0).tolist()

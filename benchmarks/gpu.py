@@ -1,32 +1,37 @@
-"""GPU training throughput: plain shuffled loading + joint step against the whole remix step.
+"""GPU training throughput: plain loading + joint step against the whole remix step, in one command.
 
-Plain: ``BatchSampler(RandomSampler)`` + the joint step. Remix: the remix
-loader + the unimodal step + ``filter.update(index, heads, modality=...)`` every
-step + ``set_epoch`` (the filter's snapshot) every epoch
-(:func:`benchmarks.training.compare_training`). Same dataset, workers
-(``pin_memory=True``), batch size, bf16 autocast and optimiser on both sides;
-one run is one epoch, runs alternate, medians are reported, plus the host
-synchronisations per step seen by ``torch.cuda.set_sync_debug_mode("warn")``.
+Levels (``--levels``; all by default):
 
-Levels (``--levels``):
+- ``tiny`` / ``tiny-skip``, ``cnn`` / ``cnn-skip``: plain shuffled loading +
+  the joint step against the remix loader + the unimodal step +
+  ``filter.update`` every step (:func:`benchmarks.training.compare_training`):
+  :class:`~benchmarks.training.TinyNet` (two MLP encoders, where per-step
+  overheads show) and :class:`~benchmarks.training.AVResNet` (two
+  ResNet-18-style encoders); ``-skip`` does not run the masked encoder
+  (``mask="drop"``, method ``remix-skip``).
+- ``quickstart``: the README's quick start as printed (``build(RECOMMENDED,
+  ...)``, ``set_epoch``, ``remix_loss``, ``filt.update`` every step) on a conv
+  net against a user's plain loop (``DataLoader(shuffle=True)``, the joint
+  loss), ``torch.backends.cudnn.benchmark = True`` on both sides
+  (:mod:`benchmarks.quickstart`).
+- ``compile``: the same loops with the MLP model under ``torch.compile`` on both sides.
+- ``micro``: host microseconds and device launches per call of ``update`` and
+  of ``remix_loss`` against the joint loss (:mod:`benchmarks.step_costs`).
 
-- ``tiny`` / ``tiny-skip``: :class:`~benchmarks.training.TinyNet` (two MLP
-  encoders on 40 audio features and a 3x16x16 frame, where per-step overheads
-  show);
-- ``cnn`` / ``cnn-skip``: :class:`~benchmarks.training.AVResNet` (two
-  ResNet-18-style encoders on 1x128x128 spectrograms and 3x112x112 frames,
-  decoded from uint8 in the workers).
-
-Without ``-skip`` the remix side runs both encoders on masked input
-(``mask="zeros"``, method ``remix-online``): the cost of remixing itself.
-With ``-skip`` it does not run the masked encoder (``mask="drop"``, method
-``remix-skip``, as :data:`remix_data.presets.RECOMMENDED`).
+Same dataset, workers (``pin_memory=True``), batch size, bf16 autocast and
+optimiser on both sides; one run is one epoch, runs alternate, medians are
+reported; host synchronisations per step are counted on the first four levels
+(``torch.cuda.set_sync_debug_mode("warn")``), and the quick-start levels split
+each side's host milliseconds per step into the wait for data, the step and
+``update``.
 
 Run: ``bash benchmarks/gpu.sh`` (or ``python -m benchmarks.gpu``) on a machine
-with one CUDA GPU; each level's timed runs are capped at ``--level-seconds``
-(40), so the whole command stays within about three minutes. ``--quick`` runs
-tiny sizes on the CPU (a plumbing check, not a measurement). Writes
-``results/gpu.json`` and prints one table.
+with one CUDA GPU and torch, numpy, tqdm and Triton (torch's CUDA wheels bring
+it) — none of the project's other dependencies. Each level's timed runs are
+capped at ``--level-seconds`` (12), so the whole command takes about three
+and a half minutes on one H100/H200. ``--quick`` runs tiny sizes on the CPU
+(a plumbing check, not a measurement). Writes ``results/gpu.json`` and prints
+one table.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -44,11 +50,13 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import add_common_args, machine_info, print_table, setup, write_json
+from benchmarks.quickstart import QuickNet, compare_loop
+from benchmarks.step_costs import measure
 from benchmarks.training import AVResNet, SyntheticAV, TinyNet, compare_training
 
 __all__ = ["LEVELS", "main"]
 
-LEVELS = ("tiny", "tiny-skip", "cnn", "cnn-skip")
+LEVELS = ("tiny", "tiny-skip", "cnn", "cnn-skip", "quickstart", "compile", "micro")
 
 #: Sizes per mode: samples per epoch, batch size, and the model/input sizes.
 SIZES: dict[str, dict[str, Any]] = {
@@ -56,37 +64,56 @@ SIZES: dict[str, dict[str, Any]] = {
         "tiny_n": 65_536, "tiny_batch": 256, "width": 256,
         "cnn_n": 6_144, "cnn_batch": 128, "base": 64,
         "audio_shape": (1, 128, 128), "video_shape": (3, 112, 112),
+        "quick_n": 4_096, "quick_base": 32, "quick_shape": 64, "calls": 300,
     },
     "quick": {
         "tiny_n": 512, "tiny_batch": 64, "width": 32,
         "cnn_n": 48, "cnn_batch": 16, "base": 4,
         "audio_shape": (1, 32, 32), "video_shape": (3, 28, 28),
+        "quick_n": 96, "quick_base": 4, "quick_shape": 32, "calls": 20,
     },
 }  # fmt: skip
 
 
-def run_level(level: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    """One level: its model and data, then :func:`compare_training`."""
+def run_level(level: str, args: argparse.Namespace, device: torch.device) -> list[dict[str, Any]]:
+    """One level's rows (the micro level gives one per case)."""
     size = SIZES["quick" if args.quick else "full"]
+    if level == "micro":
+        return [{"level": row.pop("case"), "kind": "micro", **row} for row in
+                measure(device, calls=size["calls"])]  # fmt: skip
+    if level in ("quickstart", "compile"):
+        conv = level == "quickstart"
+        side = size["quick_shape"]
+        audio, video = ((1, side, side), (3, side, side)) if conv else ((40,), (3, 16, 16))
+        dataset = SyntheticAV(size["quick_n"], audio, video, seed=args.seed)
+        model = QuickNet(conv=conv, width=size["quick_base"] if conv else size["width"])
+        batch = args.batch_size or (size["cnn_batch"] if conv else size["tiny_batch"])
+        row = compare_loop(
+            level, model, dataset, dataset.labels, device=device, batch_size=batch,
+            num_workers=args.workers, amp=args.amp, reps=args.reps, compiled=not conv,
+            seed=args.seed, level_seconds=args.level_seconds,
+        )  # fmt: skip
+        return [{**row, "kind": "loop", "model": "QuickNet"}]
     skip = level.endswith("-skip")
     if level.startswith("tiny"):
         dataset = SyntheticAV(size["tiny_n"], (40,), (3, 16, 16), seed=args.seed)
-        model: torch.nn.Module = TinyNet(width=size["width"])
+        net: torch.nn.Module = TinyNet(width=size["width"])
         batch = size["tiny_batch"]
     else:
         dataset = SyntheticAV(
             size["cnn_n"], size["audio_shape"], size["video_shape"], seed=args.seed
         )
-        model = AVResNet(base=size["base"])
+        net = AVResNet(base=size["base"])
         batch = size["cnn_batch"]
     row = compare_training(
-        level, model, dataset, method="remix-skip" if skip else "remix-online",
+        level, net, dataset, method="remix-skip" if skip else "remix-online",
         mask="drop" if skip else "zeros", device=device, batch_size=args.batch_size or batch,
         num_workers=args.workers, amp=args.amp, reps=args.reps, warmup=args.warmup,
         seed=args.seed, level_seconds=args.level_seconds,
     )  # fmt: skip
-    row["model"] = type(model).__name__
-    return row
+    row["model"] = type(net).__name__
+    row["kind"] = "training"
+    return [row]
 
 
 def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -97,7 +124,7 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=None, help="default 4 (0 with --quick)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: per level")
     parser.add_argument("--warmup", type=int, default=1, help="untimed epochs per side first")
-    parser.add_argument("--level-seconds", type=float, default=40.0, help="cap on timed runs")
+    parser.add_argument("--level-seconds", type=float, default=12.0, help="cap on timed runs")
     parser.add_argument(
         "--amp", action=argparse.BooleanOptionalAction, default=None,
         help="bf16 autocast (default: on for cuda, off on the cpu)",
@@ -125,18 +152,52 @@ def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _ms(host: dict[str, Any] | None) -> str | None:
+    """``data / step / update`` host ms per step."""
+    if not host:
+        return None
+    update = host.get("update_ms")
+    last = "-" if update is None else f"{update:.3f}"
+    return f"{host['data_ms']:.2f} / {host['step_ms']:.2f} / {last}"
+
+
+def _table_row(row: dict[str, Any]) -> dict[str, Any]:
+    if row["kind"] == "micro":
+        joint = row.get("joint_us_per_call")
+        return {
+            "level": row["level"], "unit": "host us/call", "plain": joint,
+            "remix": row["us_per_call"], "ratio": row.get("ratio"),
+            "launches": row["launches_per_call"],
+            "plain_launches": row.get("joint_launches_per_call"),
+        }  # fmt: skip
+    if "error" in row:
+        return {"level": row["level"], "unit": f"failed: {row['error']}"}
+    out = {key: row.get(key) for key in ("level", "unit", "plain", "remix", "ratio", "goal", "met")}
+    syncs = row.get("syncs", {})
+    out["syncs"] = syncs.get("remix", {}).get("syncs_per_step")
+    out["plain_syncs"] = syncs.get("plain", {}).get("syncs_per_step")
+    host = row.get("host_ms")
+    if host:
+        out["plain_ms"], out["remix_ms"] = _ms(host["plain"]), _ms(host["remix"])
+        out["sizes"] = f"{host['plain']['batch_sizes']} / {host['remix']['batch_sizes']}"
+    return out
+
+
 COLUMNS = [
     ("level", "level", "s"),
-    ("params", "params", ",d"),
-    ("batch", "batch_size", "d"),
-    ("plain samples/s", "plain", ",.0f"),
-    ("remix samples/s", "remix", ",.0f"),
+    ("unit", "unit", "s"),
+    ("plain", "plain", ",.1f"),
+    ("remix", "remix", ",.1f"),
     ("ratio", "ratio", ".3f"),
-    ("pair ratio", "pair_ratio", ".3f"),
-    ("syncs/step plain", "plain_syncs", ".2f"),
-    ("syncs/step remix", "remix_syncs", ".2f"),
     ("goal", "goal", ".2f"),
     ("met", "met", ""),
+    ("syncs/step plain", "plain_syncs", ".2f"),
+    ("syncs/step remix", "syncs", ".2f"),
+    ("launches plain", "plain_launches", ".1f"),
+    ("launches", "launches", ".1f"),
+    ("host ms/step plain data/step/update", "plain_ms", "s"),
+    ("remix", "remix_ms", "s"),
+    ("batch sizes", "sizes", "s"),
 ]
 
 
@@ -147,7 +208,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     start = time.perf_counter()
-    rows = [run_level(level, args, device) for level in args.levels]
+    rows: list[dict[str, Any]] = []
+    for level in args.levels:
+        began = time.perf_counter()
+        try:
+            found = run_level(level, args, device)
+        except Exception as err:  # one level failing (e.g. a compiler missing) keeps the rest
+            traceback.print_exc()
+            found = [{"level": level, "kind": "failed", "error": f"{type(err).__name__}: {err}"}]
+        for row in found:
+            row["level_seconds"] = time.perf_counter() - began
+        rows.extend(found)
+        print(f"{level}: {time.perf_counter() - began:.0f}s", flush=True)
     result: dict[str, Any] = {
         "benchmark": "gpu",
         "machine": machine_info(),
@@ -155,15 +227,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "levels": rows,
         "seconds": time.perf_counter() - start,
     }
-    table = [
-        {**row, **{f"{side}_syncs": row["syncs"][side]["syncs_per_step"] for side in row["syncs"]}}
-        for row in rows
-    ]
     title = (
-        f"Training throughput on {rows[0]['device'] if rows else args.device}, remix vs plain "
-        f"(medians of alternated epochs, {args.workers} workers, amp={args.amp})"
+        f"Training throughput on {rows[0].get('device', args.device) if rows else args.device}, "
+        f"remix vs plain (medians of alternated epochs, {args.workers} workers, amp={args.amp}; "
+        "micro: host us per call, plain = joint loss)"
     )
-    print_table(title, table, COLUMNS)
+    print_table(title, [_table_row(row) for row in rows], COLUMNS)
     print(f"\nwrote {write_json(args.out, result)} in {result['seconds']:.0f}s")
     return result
 

@@ -53,7 +53,14 @@ from remix_data import (
     RemixCollate,
 )
 
-__all__ = ["AVResNet", "SyntheticAV", "TinyNet", "compare_training", "resnet18_encoder"]
+__all__ = [
+    "AVResNet",
+    "SyntheticAV",
+    "TinyNet",
+    "compare_training",
+    "count_syncs",
+    "resnet18_encoder",
+]
 
 
 class TinyNet(LateFusionNet):
@@ -157,7 +164,7 @@ class SyntheticAV(Dataset[dict[str, Any]]):
         }
 
 
-def _count_syncs(epoch: Callable[[], int], device: torch.device) -> dict[str, Any]:
+def count_syncs(epoch: Callable[[], int], device: torch.device) -> dict[str, Any]:
     """Run one epoch under the CUDA sync debug mode; synchronising calls per step."""
     if device.type != "cuda":
         return {"syncs_per_step": None, "syncs": None, "steps": None}
@@ -285,7 +292,7 @@ def compare_training(
     )  # fmt: skip
     row["reps"] = reps
     row["syncs"] = {
-        "plain": _count_syncs(plain_epoch, device),
-        "remix": _count_syncs(remix_epoch, device),
+        "plain": count_syncs(plain_epoch, device),
+        "remix": count_syncs(remix_epoch, device),
     }
     return row

@@ -25,14 +25,21 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
+from .vocabulary import ALL, PAD
+
 __all__ = [
     "as_index_array",
+    "check_integer_dtype",
+    "check_modality_id",
+    "check_modality_ids",
+    "check_modality_row",
+    "state_tensor",
     "as_index_tensor",
     "check_bool",
     "check_int",
@@ -118,6 +125,118 @@ def check_modalities(name: str, modalities: Any) -> tuple[str, ...]:
     return names
 
 
+def check_integer_dtype(name: str, value: torch.Tensor | np.ndarray) -> None:
+    """Raise ``TypeError`` unless the tensor or array ``value`` holds integers.
+
+    Floats (an index must never be rounded), bools and complex numbers are refused.
+
+    Example:
+        >>> check_integer_dtype("indices", torch.zeros(2))
+        Traceback (most recent call last):
+        TypeError: indices should hold integers, but got a tensor of dtype torch.float32
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
+            raise TypeError(f"{name} should hold integers, but got a tensor of dtype {value.dtype}")
+    elif value.dtype.kind not in "iu":
+        raise TypeError(f"{name} should hold integers, but got an array of dtype {value.dtype}")
+
+
+def _id_range(count: int, pad: bool) -> str:
+    return f"ALL ({ALL}){f', PAD ({PAD})' if pad else ''} or lie in [0, {count})"
+
+
+def check_modality_id(name: str, value: Any, count: int, *, pad: bool = True) -> int:
+    """Return one modality id (a Python or numpy int) as an ``int``, checked.
+
+    Valid: :data:`~remix_data.ALL`, an id in ``[0, count)`` and, with ``pad``,
+    :data:`~remix_data.vocabulary.PAD`. ``TypeError`` for a non-int (a bool
+    too), ``ValueError`` for an int out of range.
+
+    Example:
+        >>> check_modality_id("modality", 2, 2)
+        Traceback (most recent call last):
+        ValueError: modality should be ALL (-1), PAD (-2) or lie in [0, 2), but got modality=2
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} should be a modality id (an int), but got {name}={value!r}")
+    if not (PAD if pad else ALL) <= value < count:
+        raise ValueError(f"{name} should be {_id_range(count, pad)}, but got {name}={value}")
+    return int(value)
+
+
+def check_modality_ids(
+    name: str, ids: torch.Tensor | np.ndarray, count: int, *, pad: bool = True
+) -> tuple[int, int] | None:
+    """Check an integer tensor or array of modality ids; a device tensor's values are not read.
+
+    Reading values on an accelerator would wait for it, so only their dtype is
+    checked there; host values are checked against :func:`check_modality_id`'s
+    range. Returns the smallest and largest host id (``None``: not read, or no id).
+
+    Example:
+        >>> check_modality_ids("modality", np.array([0, 5, 1]), 2)
+        Traceback (most recent call last):
+        ValueError: modality should hold ALL (-1), PAD (-2) or ids in [0, 2), but got an id 5
+    """
+    check_integer_dtype(name, ids)
+    if isinstance(ids, torch.Tensor):
+        if ids.device.type != "cpu":
+            return None
+        ids = ids.numpy()  # an integer tensor never requires grad
+    if not ids.size:
+        return None
+    low, high = int(ids.min()), int(ids.max())
+    if low < (PAD if pad else ALL) or high >= count:
+        allowed = _id_range(count, pad).replace("or lie in", "or ids in")
+        bad = high if high >= count else low
+        raise ValueError(f"{name} should hold {allowed}, but got an id {bad}")
+    return low, high
+
+
+def check_modality_row(value: Any, names: tuple[str, ...], name: str = "modality") -> int:
+    """A modality given by name or by id in ``[0, M)`` as its id, checked.
+
+    Example:
+        >>> check_modality_row("video", ("audio", "video"))
+        1
+    """
+    if isinstance(value, str):
+        if value not in names:
+            raise ValueError(f"{name} should be one of {names}, but got {name}={value!r}")
+        return names.index(value)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} should be a modality name or id, but got {name}={value!r}")
+    if not 0 <= value < len(names):
+        raise ValueError(
+            f"{name} should lie in [0, {len(names)}) for modalities={names}, but got "
+            f"{name}={value!r}"
+        )
+    return int(value)
+
+
+def state_tensor(
+    state: Mapping[str, Any], key: str, shape: tuple[int, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    """``state[key]``, checked to be a CPU tensor of exactly ``shape`` and ``dtype``."""
+    value = state[key]
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"state[{key!r}] should be a tensor, but got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise ValueError(
+            f"state[{key!r}] should have shape {shape}, but got shape {tuple(value.shape)} "
+            "(a truncated or foreign table)"
+        )
+    if value.dtype != dtype:
+        raise TypeError(f"state[{key!r}] should have dtype {dtype}, but got {value.dtype}")
+    if value.device.type != "cpu":
+        raise ValueError(
+            f"state[{key!r}] should be on the CPU, but is on {value.device} "
+            "(load the checkpoint with torch.load(..., map_location='cpu'))"
+        )
+    return value.detach()
+
+
 def as_index_array(name: str, indices: Any, num_samples: int) -> np.ndarray:
     """Return ``indices`` as a 1-D int64 numpy array with values in ``[0, num_samples)``.
 
@@ -126,11 +245,8 @@ def as_index_array(name: str, indices: Any, num_samples: int) -> np.ndarray:
     silently rounded. Validation runs in numpy: a few microseconds per batch.
     """
     if isinstance(indices, torch.Tensor):
-        if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-            raise TypeError(
-                f"{name} should hold integers, but got a tensor of dtype {indices.dtype}"
-            )
-        array = indices.detach().cpu().numpy()
+        check_integer_dtype(name, indices)
+        array = indices.cpu().numpy()  # an integer tensor never requires grad
     elif isinstance(indices, np.ndarray):
         array = indices
     elif isinstance(indices, Sequence) and not isinstance(indices, (str, bytes)):
@@ -141,8 +257,7 @@ def as_index_array(name: str, indices: Any, num_samples: int) -> np.ndarray:
         raise TypeError(
             f"{name} should be an integer tensor, array or sequence, but got {name}={indices!r}"
         )
-    if array.dtype.kind not in "iu":
-        raise TypeError(f"{name} should hold integers, but got an array of dtype {array.dtype}")
+    check_integer_dtype(name, array)
     if array.ndim != 1:
         raise ValueError(f"{name} should be one-dimensional, but got shape {tuple(array.shape)}")
     array = array.astype(np.int64, copy=False)

@@ -8,15 +8,19 @@ sequence of names (the parts used on their own).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping
 from typing import Any, TypeGuard
 
 import torch
 
-from ._checks import check_modalities
-from .vocabulary import PAD, ModalitySource
+from ._checks import check_modalities, check_modality_id, check_modality_ids
+from .vocabulary import ModalitySource
 
-__all__ = ["is_source", "modality_names", "modality_rows"]
+__all__ = ["is_source", "modality_names", "modality_rows", "register"]
+
+#: The filters alive in this process, whose name orders a plain tuple is checked against.
+_LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def is_source(value: Any) -> TypeGuard[ModalitySource]:
@@ -24,16 +28,41 @@ def is_source(value: Any) -> TypeGuard[ModalitySource]:
     return hasattr(value, "modalities") and hasattr(value, "num_samples")
 
 
-def modality_names(name: str, value: Any) -> tuple[str, ...]:
+def register(source: ModalitySource) -> None:
+    """Remember ``source`` (weakly): a filter alive in this process (see :func:`modality_names`)."""
+    _LIVE.add(source)
+
+
+def _check_order(name: str, names: tuple[str, ...]) -> None:
+    """Refuse ``names`` if live filters hold the same modalities, none in this order."""
+    orders = {tuple(f.modalities) for f in list(_LIVE) if set(f.modalities) == set(names)}
+    if orders and names not in orders:
+        raise ValueError(
+            f"{name}={names!r} lists the modalities of the filter in another order (the "
+            f"filter's: {sorted(orders)[0]!r}), so modality id m would mean another modality "
+            f"here than in the filter; pass the filter itself as {name}"
+        )
+
+
+def modality_names(name: str, value: Any, *, check_order: bool = False) -> tuple[str, ...]:
     """The modality names in id order, from a source or a sequence of names.
 
     A mapping is rejected: its insertion order, not its values, would define
-    the modality ids, which is the mistake this guards against.
+    the modality ids, which is the mistake this guards against. With
+    ``check_order`` so is a sequence that lists the modalities of a filter alive
+    in this process in another order (and of no such filter in this order):
+    :func:`~remix_data.remix_loss` and :func:`~remix_data.mask_features`, which
+    see no key that names the filter, check this way.
 
     Example:
         >>> from remix_data import HardSampleFilter
-        >>> modality_names("modalities", HardSampleFilter(3, ("audio", "video")))
+        >>> filt = HardSampleFilter(3, ("audio", "video"))
+        >>> modality_names("modalities", filt)
         ('audio', 'video')
+        >>> modality_names("modalities", ("video", "audio"), check_order=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ValueError: modalities=('video', 'audio') lists the modalities of the filter in \
+another order ...
         >>> modality_names("modalities", {"video": 1, "audio": 0})  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         TypeError: modalities should be the filter or a sequence of names ... \
@@ -48,7 +77,10 @@ locations={'video': 1, 'audio': 0}
             "define the modality ids; pass the filter (or the names in its order) and give "
             f"positions as locations={dict(value)!r}"
         )
-    return check_modalities(name, value)
+    names = check_modalities(name, value)
+    if check_order:
+        _check_order(name, names)
+    return names
 
 
 def modality_rows(
@@ -57,10 +89,10 @@ def modality_rows(
     """``modality`` as a ``[rows]`` id tensor on ``device``; one id is broadcast.
 
     An ``int`` (or a 0-d tensor) stands for the whole batch, which is what the
-    loader's one-modality-per-batch plan makes natural to pass. A Python ``int``
-    outside ``[-1, count)`` is rejected (``PAD``, -2, is allowed: a row that only
-    fills a batch), and so is a CPU tensor holding one; a device tensor's values
-    are not read (that would synchronise the device).
+    loader's one-modality-per-batch plan makes natural to pass. Ids are checked
+    by :func:`~remix_data._checks.check_modality_id` (``ALL``, ``PAD`` or
+    ``[0, count)``); a device tensor's values are not read (that would
+    synchronise the device).
 
     Example:
         >>> modality_rows("modality", 1, 3, 2, torch.device("cpu")).tolist()
@@ -71,20 +103,8 @@ def modality_rows(
             f"{name} should be an integer or an integer tensor, but got {name}={modality!r}"
         )
     if isinstance(modality, int):
-        if not PAD <= modality < count:
-            raise ValueError(
-                f"{name} should be ALL (-1), PAD (-2) or lie in [0, {count}), "
-                f"but got {name}={modality}"
-            )
-        return torch.full((rows,), modality, dtype=torch.int64, device=device)
-    if modality.is_floating_point() or modality.is_complex() or modality.dtype == torch.bool:
-        raise TypeError(f"{name} should hold integers, but got a tensor of dtype {modality.dtype}")
-    if modality.device.type == "cpu" and modality.numel():
-        low, high = int(modality.min()), int(modality.max())
-        if low < PAD or high >= count:
-            raise ValueError(
-                f"{name} should hold ALL (-1), PAD (-2) or ids in [0, {count}), but got an id "
-                f"{low if low < PAD else high}"
-            )
-    ids = modality.to(device)
+        value = check_modality_id(name, modality, count)
+        return torch.full((rows,), value, dtype=torch.int64, device=device)
+    check_modality_ids(name, modality, count)
+    ids = modality.to(device, non_blocking=True)
     return ids.expand(rows) if ids.dim() == 0 else ids

@@ -517,7 +517,7 @@ def mask_features(
         >>> mask_features(feats, 1, ("audio", "video"))["audio"].sum().item()
         0.0
     """
-    names = modality_names("modalities", modalities)
+    names = modality_names("modalities", modalities, check_order=True)
     feature_masked()  # remix_data.watch: the model does mask its features
     unknown = set(features) - set(names)
     if unknown:

@@ -78,25 +78,36 @@ def all_reduce_sum(tensor: torch.Tensor, group: Any = None) -> torch.Tensor:
     return tensor
 
 
+#: Epochs the sync check carries exactly (float32 integers).
+_MAX_EPOCH = 2**24 - 2
+
+
 def pack_written(
-    values: torch.Tensor, written: torch.Tensor, *, epoch: int | None = None
+    values: torch.Tensor,
+    written: torch.Tensor,
+    *,
+    epoch: int | None = None,
+    rank: int = 0,
+    world: int = 1,
 ) -> torch.Tensor:
     """This rank's share of :func:`average_written`: one float32 tensor to sum over ranks.
 
-    ``[sum of written values (NaN -> 0), 1 per written entry, 1, code, code**2]``
-    with ``code`` derived from ``epoch``; summed over the ranks, it is what
-    :func:`average_packed` turns into the averaged table.
+    ``[sum of written values (NaN -> 0), 1 per written entry, epochs]``: the
+    last ``world`` numbers hold ``epoch + 1`` in slot ``rank`` (0 for no epoch)
+    and 0 elsewhere, so the sum over the ranks holds every rank's epoch. Summed
+    over the ranks, it is what :func:`average_packed` turns into the averaged table.
     """
+    if epoch is not None and not 0 <= epoch <= _MAX_EPOCH:
+        raise ValueError(f"epoch should lie in [0, {_MAX_EPOCH}], but got epoch={epoch}")
     size = values.numel()
-    packed = torch.empty(2 * size + 3, dtype=torch.float32)
+    packed = torch.zeros(2 * size + world, dtype=torch.float32)
     total = packed[:size].view(values.shape)
     count = packed[size : 2 * size].view(values.shape)
     count.copy_(written)
     # Branch-free masking (much faster than ``where`` on a random mask): the
     # table holds only finite values or NaN, NaN -> 0, then keep written entries.
     torch.nan_to_num(values, nan=0.0, out=total).mul_(count)
-    code = 0 if epoch is None else epoch % 64 + 1
-    packed[2 * size :] = torch.tensor([1.0, code, code * code], dtype=torch.float32)
+    packed[2 * size + rank] = 0 if epoch is None else epoch + 1
     return packed
 
 
@@ -105,21 +116,20 @@ def average_packed(
 ) -> torch.Tensor:
     """Apply the ranks' summed :func:`pack_written` tensors to ``values`` (in place).
 
-    Checks that every rank packed the same ``epoch`` (``RuntimeError``
-    otherwise); every entry written on some rank becomes the mean of the
-    written values, every other entry keeps its value. ``packed`` is consumed.
-    Returns the bool mask of entries written on some rank.
+    Checks that every rank packed the same epoch (``RuntimeError`` naming each
+    rank's epoch otherwise); every entry written on some rank becomes the mean
+    of the written values, every other entry keeps its value. ``packed`` is
+    consumed. Returns the bool mask of entries written on some rank.
     """
     size = values.numel()
     total = packed[:size].view(values.shape)
     count = packed[size : 2 * size].view(values.shape)
-    ranks, codes, squares = packed[2 * size :].tolist()
-    # All codes are equal iff ranks * sum(c^2) == sum(c)^2 (Cauchy-Schwarz); the
-    # sums are exact in float32 for any realistic world size.
-    if ranks * squares != codes * codes:
+    epochs = [None if e == 0 else int(e) - 1 for e in packed[2 * size :].tolist()]
+    if len(set(epochs)) > 1:
         raise RuntimeError(
-            f"HardSampleFilter.sync: the ranks synced different epochs (this rank: "
-            f"epoch={epoch}); call set_epoch / snapshot with the same epoch on every rank"
+            f"HardSampleFilter.sync: the ranks synced different epochs ({epochs}, by rank; "
+            f"this rank: epoch={epoch}); call set_epoch / snapshot with the same epoch on "
+            "every rank"
         )
     seen = count > 0
     total.div_(count.clamp_(min=1))
@@ -136,16 +146,17 @@ def average_written(
     are this rank's table and the entries it wrote since the last call. One
     ``all_reduce`` of a packed float32 tensor (4 + 4 bytes per entry,
     :func:`pack_written`): the sum of the values the ranks wrote and the number
-    of ranks that wrote each entry (a small count, exact in float32), plus a
-    three-number header checking that every rank passed the same ``epoch``. No
-    index travels: entries are matched by position. An entry written on some
-    rank becomes the mean of the written values, in place; every other entry
-    keeps its value (:func:`average_packed`). Returns the bool mask of entries
-    written on some rank.
+    of ranks that wrote each entry (a small count, exact in float32), plus one
+    slot per rank holding that rank's ``epoch``. No index travels: entries are
+    matched by position. An entry written on some rank becomes the mean of the
+    written values, in place; every other entry keeps its value
+    (:func:`average_packed`). Returns the bool mask of entries written on some
+    rank.
 
-    If the ranks pass different epochs (compared modulo 64), every rank raises
-    a ``RuntimeError`` after the collective, so none is left waiting.
+    If the ranks pass different epochs, every rank raises a ``RuntimeError``
+    naming them after the collective, so none is left waiting.
     """
-    packed = pack_written(values, written, epoch=epoch)
+    rank = dist.get_rank(group) if is_distributed(group) else 0
+    packed = pack_written(values, written, epoch=epoch, rank=rank, world=world_size(group))
     all_reduce_sum(packed, group)
     return average_packed(packed, values, epoch=epoch)

@@ -574,12 +574,7 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
         never restored, for its next snapshot (so either load order works).
         """
         check = snapshot_rule(epoch, yielded, batches, self.warmup_epochs)
-        if self.filter._restored:
-            problem = check(self.filter.snapshot_epoch)
-            if problem is not None:
-                raise ValueError(problem)
-        else:
-            self.filter._pair_check = check
+        self.filter.pairing.expect(check, self.filter.snapshot_epoch)
 
     def __repr__(self) -> str:
         return (

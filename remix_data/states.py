@@ -14,8 +14,11 @@ here:
   the last score sync differ between ranks; one ``all_gather`` puts every
   rank's table into the state, so the one checkpoint a framework writes from
   rank 0 restores every rank exactly.
-- :func:`snapshot_rule`: a sampler state and a filter state restored together
-  must come from the same point of the run (their epochs must agree).
+- :class:`Snapshots`: a filter's frozen epoch assignment, its loss weights and
+  its history, with their own ``state_dict``;
+- :func:`snapshot_rule` and :class:`Pairing`: a sampler state and a filter state
+  restored together must come from the same point of the run (their epochs
+  must agree); the sampler hands its check to the filter's ``pairing``.
 
 Every state holds only tensors, numbers, strings, lists, dicts and ``None``,
 so ``torch.load(..., weights_only=True)`` reads it.
@@ -32,14 +35,33 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["check_config", "gather_ranks", "labels_digest", "snapshot_rule", "state_tensor"]
+from ._checks import check_nonnegative_int, state_tensor
+from .alerts import RemixWarning
+from .distributed import is_distributed, world_size
+from .vocabulary import FILTERED
+
+__all__ = [
+    "FILTER_CONFIG",
+    "FILTER_KEYS",
+    "FilterState",
+    "Pairing",
+    "own_rank",
+    "Snapshots",
+    "check_config",
+    "gather_ranks",
+    "labels_digest",
+    "snapshot_rule",
+    "state_tensor",
+]
 
 #: Checks a filter's ``snapshot_epoch`` against a restored sampler position;
 #: returns an error message, or ``None`` when the two agree.
@@ -83,28 +105,6 @@ def check_config(
 
 def _same(a: Any, b: Any) -> bool:
     return bool(a == b) and (isinstance(a, bool) == isinstance(b, bool))
-
-
-def state_tensor(
-    state: Mapping[str, Any], key: str, shape: tuple[int, ...], dtype: torch.dtype
-) -> torch.Tensor:
-    """``state[key]``, checked to be a CPU tensor of exactly ``shape`` and ``dtype``."""
-    value = state[key]
-    if not isinstance(value, torch.Tensor):
-        raise TypeError(f"state[{key!r}] should be a tensor, but got {type(value).__name__}")
-    if tuple(value.shape) != shape:
-        raise ValueError(
-            f"state[{key!r}] should have shape {shape}, but got shape {tuple(value.shape)} "
-            "(a truncated or foreign table)"
-        )
-    if value.dtype != dtype:
-        raise ValueError(f"state[{key!r}] should have dtype {dtype}, but got {value.dtype}")
-    if value.device.type != "cpu":
-        raise ValueError(
-            f"state[{key!r}] should be on the CPU, but is on {value.device} "
-            "(load the checkpoint with torch.load(..., map_location='cpu'))"
-        )
-    return value.detach()
 
 
 # ------------------------------------------------------------------ gathering
@@ -173,6 +173,35 @@ def gather_ranks(
     }
 
 
+def own_rank(ranks: Any, rank: int, world: int, shape: Sequence[int]) -> dict[str, Any]:
+    """Rank ``rank``'s entries of a gathered ``state['ranks']`` (see :func:`gather_ranks`), checked.
+
+    Returns ``ignored`` and ``duplicates`` and, unless nothing was written
+    since the last sync (``ranks["values"] is None``), ``values``, ``fresh``
+    and ``scored`` of ``shape`` ``(M, N)``.
+    """
+    if not isinstance(ranks, Mapping):
+        raise TypeError(
+            f"state['ranks'] should be a mapping or None, but got {type(ranks).__name__}"
+        )
+    for key in ("ignored", "duplicates", "values", "fresh", "scored"):
+        if key not in ranks:
+            raise ValueError(f"state['ranks'] should contain {key!r}; got {sorted(ranks)}")
+    out: dict[str, Any] = {}
+    for key in ("ignored", "duplicates"):
+        counts = state_tensor(ranks, key, (world,), torch.int64)
+        if bool((counts < 0).any()):
+            raise ValueError(f"state['ranks'][{key!r}] should be non-negative, got {counts}")
+        out[key] = int(counts[rank])
+    if ranks["values"] is None:  # nothing was written since the last sync
+        return out
+    m, n = shape
+    out["values"] = state_tensor(ranks, "values", (world, m, n), torch.float32)[rank]
+    out["fresh"] = state_tensor(ranks, "fresh", (world, m, n), torch.bool)[rank]
+    out["scored"] = state_tensor(ranks, "scored", (world, n), torch.bool)[rank]
+    return out
+
+
 # --------------------------------------------------------------------- pairing
 def snapshot_rule(epoch: int, yielded: int, batches: int | None, warmup_epochs: int) -> PairCheck:
     """The filter snapshot epochs that agree with a sampler resumed at ``(epoch, yielded)``.
@@ -211,3 +240,228 @@ def snapshot_rule(epoch: int, yielded: int, batches: int | None, warmup_epochs: 
         )
 
     return check
+
+
+class Pairing:
+    """The check a restored sampler leaves on its filter until the filter's snapshot is known.
+
+    The sampler's ``load_state_dict`` calls :meth:`expect`; the filter calls
+    :meth:`check` in its ``load_state_dict`` (and then :meth:`restored_now`) and
+    :meth:`confirm` at its next snapshot, so the two states can be loaded in
+    either order, and a filter never restored is checked at its snapshot.
+
+    Example:
+        >>> pairing = Pairing()
+        >>> pairing.expect(snapshot_rule(3, 2, 5, warmup_epochs=0), None)
+        >>> pairing.confirm(None)
+        Traceback (most recent call last):
+        ...
+        ValueError: the sampler's state resumes epoch 3 at batch 2 of 5, which needs the \
+snapshot of epoch 3, but the filter's state holds no snapshot: restore the filter's state \
+from the same checkpoint (HardSampleFilter.load_state_dict) as the sampler's
+    """
+
+    def __init__(self) -> None:
+        self.pending: PairCheck | None = None
+        #: Whether the filter was restored from a state (the sampler then checks at once).
+        self.restored = False
+
+    def expect(self, check: PairCheck, snapshot_epoch: int | None) -> None:
+        """A sampler was restored: run ``check`` now if the filter was, else keep it."""
+        if self.restored:
+            _raise(check(snapshot_epoch))
+        else:
+            self.pending = check
+
+    def check(self, snapshot_epoch: int | None) -> None:
+        """Raise ``ValueError`` if a waiting check refuses ``snapshot_epoch`` (it keeps waiting)."""
+        if self.pending is not None:
+            _raise(self.pending(snapshot_epoch))
+
+    def restored_now(self) -> None:
+        """The filter loaded a state that passed :meth:`check`."""
+        self.pending, self.restored = None, True
+
+    def confirm(self, snapshot_epoch: int | None) -> None:
+        """At a snapshot: run the waiting check once."""
+        check, self.pending = self.pending, None
+        if check is not None:
+            _raise(check(snapshot_epoch))
+
+
+def _raise(problem: str | None) -> None:
+    if problem is not None:
+        raise ValueError(problem)
+
+
+class Snapshots:
+    """A filter's frozen assignment of one epoch, its loss weights and one record per epoch.
+
+    Example:
+        >>> snaps = Snapshots(3, 2)
+        >>> snaps.freeze(4, torch.tensor([0, 1, -1], dtype=torch.int8), None, {"epoch": 4})
+        >>> sorted(snaps.state_dict()), snaps.epoch, len(snaps.history)
+        (['history', 'snapshot', 'snapshot_epoch', 'weights'], 4, 1)
+    """
+
+    def __init__(self, n: int, m: int) -> None:
+        self.n, self.m = n, m
+        self.assignment: torch.Tensor | None = None  # int8 [N]
+        self.epoch: int | None = None
+        self.weights: torch.Tensor | None = None  # float32 [N]
+        self.history: list[dict[str, Any]] = []
+
+    def freeze(
+        self,
+        epoch: int,
+        assignment: torch.Tensor,
+        weights: torch.Tensor | None,
+        record: dict[str, Any],
+    ) -> None:
+        """Hold ``epoch``'s assignment; its record replaces any earlier one of that epoch."""
+        self.assignment, self.epoch, self.weights = assignment, epoch, weights
+        self.history = [r for r in self.history if r["epoch"] != epoch]
+        self.history.append(record)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``snapshot`` (int8 ``[N]`` or ``None``), ``snapshot_epoch``, ``weights``, ``history``."""
+        return {
+            "snapshot": None if self.assignment is None else self.assignment.clone(),
+            "snapshot_epoch": self.epoch,
+            "weights": None if self.weights is None else self.weights.clone(),
+            "history": copy.deepcopy(self.history),
+        }
+
+    def checked_state(self, state: Mapping[str, Any]) -> dict[str, Any]:
+        """The entries of :meth:`state_dict` in ``state``, checked."""
+        snap = state["snapshot"]
+        if snap is not None:
+            snap = state_tensor(state, "snapshot", (self.n,), torch.int8)
+            if snap.numel() and (int(snap.min()) < FILTERED or int(snap.max()) >= self.m):
+                raise ValueError(
+                    f"state['snapshot'] should hold modality ids in [{FILTERED}, {self.m}), "
+                    f"but got values in [{int(snap.min())}, {int(snap.max())}]"
+                )
+        epoch = state["snapshot_epoch"]
+        if (snap is None) != (epoch is None):
+            raise ValueError(
+                "state should hold both a snapshot and its snapshot_epoch or neither, but got "
+                f"snapshot_epoch={epoch!r} with snapshot {'None' if snap is None else 'set'}"
+            )
+        if epoch is not None:
+            check_nonnegative_int("state['snapshot_epoch']", epoch)
+        weights = state["weights"]
+        if weights is not None:
+            weights = state_tensor(state, "weights", (self.n,), torch.float32)
+        history = state["history"]
+        if not isinstance(history, list):
+            raise TypeError(f"state['history'] should be a list, but got {type(history).__name__}")
+        return {"snapshot": snap, "snapshot_epoch": epoch, "weights": weights, "history": history}
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        """Restore a :meth:`checked_state` (copies)."""
+        snap, weights = state["snapshot"], state["weights"]
+        self.assignment = None if snap is None else snap.clone()
+        self.epoch = state["snapshot_epoch"]
+        self.weights = None if weights is None else weights.clone()
+        self.history = copy.deepcopy(state["history"])
+
+
+#: The configuration that shapes a filter's assignment: a state records it, and
+#: loading it into a filter configured otherwise is refused.
+FILTER_CONFIG = (
+    "num_samples", "modalities", "score", "unscored", "keep_ratio", "threshold", "reweight",
+    "labels", "smoothing", "balance", "world_size",
+)  # fmt: skip
+#: Every key of a filter's state.
+FILTER_KEYS = (
+    *FILTER_CONFIG, "values", "fresh", "scored", "ignored", "duplicates", "snapshot",
+    "snapshot_epoch", "weights", "history", "ranks",
+)  # fmt: skip
+
+
+class FilterState:
+    """What a :class:`~remix_data.HardSampleFilter` saves and restores (its ``checkpoint``).
+
+    Built over the filter's public parts: its configuration, its ``table``
+    (:class:`~remix_data.table.ScoreTable`), its ``snapshots``
+    (:class:`Snapshots`), its ``pairing`` (:class:`Pairing`) and its
+    ``process_group``. Keys: :data:`FILTER_KEYS`; under ``torch.distributed``
+    ``ranks`` holds every rank's unsynced entries (:func:`gather_ranks`).
+    """
+
+    def __init__(self, filt: Any) -> None:
+        self.filt = filt
+
+    def config(self) -> dict[str, Any]:
+        """The filter's :data:`FILTER_CONFIG` values, as a state records them."""
+        f = self.filt
+        return {
+            "num_samples": f.num_samples, "modalities": list(f.modalities), "score": f.score,
+            "unscored": f.unscored, "keep_ratio": list(f.keep_ratio),
+            "threshold": list(f.threshold), "reweight": f.reweight,
+            "labels": labels_digest(f.labels), "smoothing": f.smoothing, "balance": f.balance,
+            "world_size": world_size(f.process_group),
+            "available": labels_digest(f.rule.available),
+        }  # fmt: skip
+
+    def _shared(self) -> bool:
+        group = self.filt.process_group
+        return bool(self.filt.sync_mode == "auto" and is_distributed(group))
+
+    def state_dict(
+        self, *, gather: bool, where: str = "state_dict(gather=False)"
+    ) -> dict[str, Any]:
+        """The state; gathered from every rank (a collective) when ``gather`` and shared."""
+        f = self.filt
+        f.flush()
+        table, ranks = f.table, None
+        if self._shared() and gather:
+            ranks = gather_ranks(
+                table.values, table.fresh, table.scored, table.ignored,
+                f.snapshot_epoch, f.process_group, table.duplicates,
+            )  # fmt: skip
+        elif self._shared():
+            _warn_local(where, int(table.fresh.sum()), f.process_group)
+        return {**self.config(), **table.state_dict(), **f.snapshots.state_dict(), "ranks": ranks}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Check ``state`` entirely, then restore it (see the filter's ``load_state_dict``)."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state should be a mapping, but got {type(state).__name__}")
+        f = self.filt
+        check_config(state, self.config(), FILTER_CONFIG, "filter")
+        # Missing modalities (a state saved before the key existed: none missing).
+        check_config({"available": None, **state}, self.config(), ("available",), "filter")
+        missing = [k for k in FILTER_KEYS if k not in state]
+        if missing:
+            raise ValueError(f"state should contain {missing[0]!r}; got keys {sorted(state)}")
+        table = f.table.checked_state(state)
+        if state["ranks"] is not None:
+            group = f.process_group
+            rank = dist.get_rank(group) if is_distributed(group) else 0
+            table.update(own_rank(state["ranks"], rank, world_size(group), table["values"].shape))
+            table = f.table.checked_state(table)
+        epochs = f.snapshots.checked_state(state)
+        f.pairing.check(epochs["snapshot_epoch"])
+        if f.queue is not None:
+            f.queue.clear()
+        f.table.load(table)
+        f.snapshots.load(epochs)
+        f.pairing.restored_now()
+
+
+def _warn_local(where: str, unsynced: int, group: Any) -> None:
+    """Warn that a state of this rank alone leaves out the other ranks' unsynced entries."""
+    if not unsynced:
+        return
+    warnings.warn(
+        f"HardSampleFilter: {where} on rank {dist.get_rank(group)} of {world_size(group)} holds "
+        f"only this rank's scores: {unsynced} entries written since the last sync are in it, "
+        "the other ranks' are not, so loading this state on every rank does not resume "
+        "exactly (the next snapshot differs from the uninterrupted run). Call state_dict() on "
+        "every rank at the same point (a collective that gathers them), or save every rank's "
+        "own state and load each on its rank",
+        RemixWarning,
+        stacklevel=4,
+    )

@@ -199,9 +199,13 @@ def simulate_sync(filters: Sequence[HardSampleFilter]) -> None:
     if len(shapes) != 1:
         raise ValueError(f"filters should share num_samples and modalities, but got {shapes}")
     # What all_reduce would sum, then what every rank does with the sum.
-    summed = torch.stack([pack_written(f._values, f._fresh) for f in filters]).sum(0)
-    for f in filters:
-        f._synced(average_packed(summed.clone(), f._values))
+    tables = [f.table for f in filters]
+    world = len(tables)
+    summed = torch.stack(
+        [pack_written(t.values, t.fresh, rank=r, world=world) for r, t in enumerate(tables)]
+    ).sum(0)
+    for table in tables:
+        table.mark_synced(average_packed(summed.clone(), table.values))
 
 
 def naive_assignment(

@@ -1,4 +1,4 @@
-"""The words every part of remix_data shares: modality ids, keys and modality specs.
+"""The words every part of remix_data shares: modality ids and keys.
 
 This module sits at the bottom of the package: it imports nothing from it, and
 every other module takes these names from here.
@@ -7,7 +7,10 @@ every other module takes these names from here.
   :data:`ALL` marks a joint batch (every modality visible: warm-up epochs and
   unmasked keys).
 - An *assignment* holds one modality id per sample, or :data:`FILTERED` for a
-  sample that trains no modality this epoch.
+  sample that trains no modality this epoch. ``ALL == FILTERED == -1``: the two
+  never meet, ``ALL`` lives in the loader's ``modality`` column (a row that saw
+  every modality) and ``FILTERED`` in an assignment (a sample left out), so
+  compare each only with the column it belongs to.
 - A :data:`Key` is what the batch sampler yields and the decoupler receives:
   ``(index, modality id)``, two plain Python ints; a negative index ``~i``
   marks a :data:`PAD` repeat of sample ``i`` (the sampler's only; keys built by
@@ -16,9 +19,6 @@ every other module takes these names from here.
   also holds its indices, its one modality id and the filter's modality names
   (so the decoupler need not split the keys again, and can check that its own
   order is the filter's).
-- A :data:`ModalitySpec` is what a user may pass as ``modalities``: a sequence of
-  names (dict samples) or a ``{name: position}`` mapping (tuple samples), whose
-  order defines the ids.
 
 Example:
     >>> from remix_data.vocabulary import ALL, FILTERED, Key
@@ -29,11 +29,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from itertools import repeat
 from typing import Any, NoReturn, Protocol, SupportsIndex
 
-__all__ = ["ALL", "FILTERED", "PAD", "Key", "Batch", "KeyBatch", "ModalitySpec", "ModalitySource"]
+__all__ = ["ALL", "FILTERED", "PAD", "Key", "Batch", "KeyBatch", "ModalitySource"]
 
 #: Modality id of a joint (all-modality) batch: warm-up epochs and unmasked keys.
 ALL = -1
@@ -130,10 +129,6 @@ class KeyBatch(list[Key]):
 
     __setitem__ = __delitem__ = append = extend = insert = _read_only
     pop = remove = sort = reverse = clear = _read_only
-
-
-#: What a user may pass as ``modalities``: names in id order, or ``{name: position}``.
-ModalitySpec = Sequence[str] | Mapping[str, int]
 
 
 class ModalitySource(Protocol):

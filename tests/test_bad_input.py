@@ -68,7 +68,7 @@ def test_filter_construction(kwargs: dict, error: type, match: str) -> None:
         (lambda f: f.update([0], {"speech": torch.zeros(1, 3)}), ValueError, "'speech'"),
         (lambda f: f.update([0, 1], {"audio": torch.zeros(3, 3)}), ValueError, r"shape \(3, 3\)"),
         (lambda f: f.update([0], {"audio": torch.zeros(1)}), ValueError, r"\[B, C\] logits"),
-        (lambda f: f.update([0], {"audio": torch.zeros(1, 1)}), ValueError, "classes >= 2"),
+        (lambda f: f.update([0], {"audio": torch.zeros(1, 0)}), ValueError, r"shape \(1, 0\)"),
         (lambda f: f.update([0], {"audio": [[0.0, 1.0]]}), TypeError, "should be a tensor"),
         (lambda f: f.update([0], [torch.zeros(1, 2)]), TypeError, "outputs should map"),
         (

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +78,61 @@ def test_quick_run_with_workers_and_bad_arguments(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="CUDA"):
             gpu.main(["--levels", "tiny", "--out", str(out)])
+
+
+def test_quick_run_of_the_quick_start_compile_and_micro_levels(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    result = gpu.main(["--quick", "--levels", "quickstart,compile,micro", "--out", str(out)])
+    rows = {row["level"]: row for row in result["levels"]}
+    for level in ("quickstart", "compile"):
+        row = rows[level]
+        assert row["ratio"] == pytest.approx(row["remix"] / row["plain"]) and row["compiled"] == (
+            level == "compile"
+        )
+        plain, remix = row["host_ms"]["plain"], row["host_ms"]["remix"]
+        assert plain["update_ms"] is None and _positive(remix["update_ms"])  # only remix updates
+        assert all(
+            _positive(side["data_ms"]) and _positive(side["step_ms"]) for side in (plain, remix)
+        )
+        assert plain["batch_sizes"] >= 1 and remix["batch_sizes"] >= 1
+        assert row["syncs"]["remix"] == {"syncs_per_step": None, "syncs": None, "steps": None}
+    cases = [row for row in result["levels"] if row["kind"] == "micro"]
+    assert [row["level"] for row in cases] == [
+        "update: 1 head", "update: 2 heads, ALL", "update: 2 heads, smoothing + balance",
+        "update: 2 heads, score=loss", "remix_loss vs joint loss",
+    ]  # fmt: skip
+    for row in cases:
+        assert _positive(row["us_per_call"]) and row["launches_per_call"] is None  # no CUDA
+    loss = cases[-1]
+    assert loss["ratio"] == pytest.approx(loss["us_per_call"] / loss["joint_us_per_call"])
+
+
+BLOCKER = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {"torchdata", "lightning", "accelerate", "webdataset",
+                                  "datasets", "transformers", "matplotlib", "pytorch_lightning"}:
+            raise ImportError(f"{name} is not installed on the GPU machine")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_gpu_sh_quick_runs_without_the_projects_other_dependencies(tmp_path: Path) -> None:
+    """``bash benchmarks/gpu.sh --quick``, as on a CUDA machine that has torch, numpy, tqdm and
+    Triton but none of torchdata, lightning, ...: a site hook refuses to import those."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": f"{tmp_path}:{root}"}
+    out = tmp_path / "gpu.json"
+    done = subprocess.run(
+        ["bash", str(root / "benchmarks" / "gpu.sh"), "--quick", "--out", str(out)],
+        env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads(out.read_text())
+    assert [row["level"] for row in saved["levels"] if row["kind"] != "micro"] == [
+        "tiny", "tiny-skip", "cnn", "cnn-skip", "quickstart", "compile",
+    ]  # fmt: skip
+    assert not [row for row in saved["levels"] if row["kind"] == "failed"]
+    assert "host ms/step plain" in done.stdout and "remix_loss vs joint loss" in done.stdout

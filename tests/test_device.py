@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -11,6 +12,8 @@ from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from remix_data import ALL, HardSampleFilter
+from remix_data.device import DeviceQueue
+from remix_data.vocabulary import PAD
 
 NAMES = ("a", "b")
 # Ops that read a device value on the host (a synchronisation on CUDA).
@@ -49,21 +52,21 @@ def test_update_with_meta_tensors_never_reads_or_copies_to_the_host() -> None:
             torch.arange(b, device=meta), heads, modality=torch.zeros(b, device=meta).long()
         )
         filt.update(torch.arange(b, device=meta), heads, modality=torch.tensor(1, device=meta))
-    assert {"index_put_", "sort"} <= set(mode.ops)
-    assert filt._table.device == meta
+    assert {"_softmax", "xlogy"} <= set(mode.ops)  # scored on the device
+    assert filt.queue is not None and filt.queue.device == meta and len(filt.queue) == 3
     # host-known indices and ids (the loader's CPU tensors) are validated on the host, then
     # travel to the device; the dispatch mode sees only the device side.
     filt.update(torch.arange(b), heads, modality=torch.ones(b, dtype=torch.long))
     loss = HardSampleFilter(n, NAMES, score="loss", nonfinite="ignore")
     loss.update(torch.arange(b), {"a": torch.randn(b, 3, device=meta)}, torch.zeros(b).long())
-    with pytest.raises(ValueError, match="modality id 4"):  # host values: checked at once
+    with pytest.raises(ValueError, match="got an id 4"):  # host values: checked at once
         filt.update(torch.arange(b), heads, modality=torch.full((b,), 4))
 
 
 def _pair(device_path: bool) -> HardSampleFilter:
     filt = HardSampleFilter(6, NAMES, score="loss", smoothing=0.25, nonfinite="ignore")
-    if device_path:  # the device algorithm, run with the CPU standing in for the device
-        filt._table.on_device(torch.device("cpu"))
+    if device_path:  # the device path, run with the CPU standing in for the device
+        filt.queue = DeviceQueue(torch.device("cpu"))
     return filt
 
 
@@ -101,7 +104,7 @@ def test_device_algorithm_writes_what_the_host_path_writes(calls: list[Any]) -> 
 
 def test_device_errors_are_counted_and_raised_by_the_next_snapshot() -> None:
     filt = HardSampleFilter(4, NAMES, score="loss")
-    filt._table.on_device(torch.device("cpu"))
+    filt.queue = DeviceQueue(torch.device("cpu"))
     filt.update(torch.tensor([0, 9, -1]), {"a": torch.tensor([1.0, 2.0, 3.0])})
     filt.update(
         torch.tensor([1, 2]),
@@ -154,3 +157,105 @@ def test_cuda_training_loop_with_online_scoring_never_synchronises() -> None:
             torch.cuda.set_sync_debug_mode("default")
     filt.snapshot(3)
     assert filt.stats()["unscored"] == 0
+
+
+@given(
+    calls=st.lists(
+        st.tuples(
+            st.lists(st.tuples(st.integers(0, 5), st.sampled_from([PAD, ALL, 0, 1])), max_size=8),
+            st.sampled_from(["host", "device", "one"]),  # where the ids are, or one id
+            st.sampled_from([None, 0, 3]),  # a row whose score is NaN or inf, if any
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    logits=st.booleans(),
+    limit=st.sampled_from([1, 7, 1 << 20]),  # copies per call, every few calls, at the end
+)
+def test_the_device_path_writes_what_the_host_path_writes(
+    calls: list[Any], logits: bool, limit: int
+) -> None:
+    """Scores computed on the device and written by the host later give the host path's table,
+    with PAD rows, ALL rows, repeated indices, non-finite scores and any transfer schedule."""
+    kwargs: dict[str, Any] = {"smoothing": 0.25, "nonfinite": "ignore"}
+    host = HardSampleFilter(6, NAMES, score="confidence" if logits else "loss", **kwargs)
+    device = HardSampleFilter(6, NAMES, score=host.score, **kwargs)
+    device.queue = DeviceQueue(torch.device("cpu"), limit=limit)
+    gen = torch.Generator().manual_seed(len(calls))
+    for rows, where, bad in calls:
+        index = torch.tensor([i for i, _ in rows], dtype=torch.long)
+        ids = torch.tensor([m for _, m in rows], dtype=torch.long)
+        b = len(rows)
+        outputs = {m: torch.randn(b, 3, generator=gen) if logits else torch.randn(b, generator=gen)
+                   for m in NAMES}  # fmt: skip
+        if bad is not None and bad < b:
+            outputs["a"][bad] = float("inf") if bad else float("nan")
+        one = int(ids[0]) if where == "one" and b else None
+        host.update(index.numpy(), outputs, modality=ids.numpy() if one is None else one)
+        # "device": index and ids on the (stand-in) device, checked when they reach the host
+        given = ids if one is None else one
+        device.update(index if where == "device" else index.tolist(), outputs, modality=given)
+    assert len(device.queue) <= len(calls)
+    host.snapshot(0)
+    device.snapshot(0)
+    for key in ("values", "fresh", "scored", "snapshot"):
+        a, b = host.state_dict()[key], device.state_dict()[key]
+        assert torch.allclose(a.double(), b.double(), equal_nan=True, atol=1e-6), key
+    ours, theirs = host.stats(), device.stats()  # numpy and torch scores differ in the last bits
+    for name in NAMES:
+        assert ours["mean_score"][name] == pytest.approx(theirs["mean_score"][name], abs=1e-6)
+    assert {**ours, "mean_score": None} == {**theirs, "mean_score": None}
+    assert len(device.queue) == 0
+
+
+@pytest.mark.parametrize("score", ["confidence", "loss"])
+def test_an_update_without_outputs_on_the_device_path_writes_nothing(score: str) -> None:
+    """The bug of the old device table: ``update(idx, {})`` raised once the table had moved."""
+    filt = HardSampleFilter(4, NAMES, score=score)
+    filt.queue = DeviceQueue(torch.device("cpu"))
+    filt.update([0], {})
+    filt.update(torch.tensor([1, 2]), {}, modality=torch.tensor([0, 1]))
+    assert len(filt.queue) == 0 and filt.stats()["unscored"] == 4
+    filt.update([3], {"a": torch.ones(1, 2) if score == "confidence" else torch.ones(1)})
+    assert len(filt.queue) == 1 and filt.stats()["unscored"] == 3 and len(filt.queue) == 0
+
+
+def test_reading_the_table_writes_the_queued_scores_first_and_keeps_the_queue_device() -> None:
+    filt = HardSampleFilter(4, NAMES, score="loss")
+    filt.queue = queue = DeviceQueue(torch.device("cpu"))
+    filt.update(torch.tensor([0, 1]), {"a": torch.tensor([1.0, 2.0])}, modality=0)
+    assert len(queue) == 1  # nothing written yet
+    assert filt.state_dict()["values"][0, :2].tolist() == [1.0, 2.0] and len(queue) == 0
+    filt.update(torch.tensor([2]), {"b": torch.tensor([3.0])}, modality=1)
+    assert filt.assignment().tolist()[2] == 1 and filt.queue is queue  # the queue stays
+    filt.update([3], {"a": torch.tensor([4.0])})  # a host update keeps the order of queued ones
+    assert filt.stats()["unscored"] == 0
+
+
+def test_probabilities_on_the_device_path_are_reported_at_the_snapshot() -> None:
+    filt = HardSampleFilter(8, NAMES)
+    filt.queue = DeviceQueue(torch.device("cpu"))
+    probs = torch.softmax(torch.randn(8, 3), dim=1)
+    filt.update(torch.arange(8), {"a": probs}, modality=0)  # the first device call is checked
+    with pytest.raises(ValueError, match=r"probabilities instead of logits in outputs\['a'\]"):
+        filt.snapshot(0)
+    host = HardSampleFilter(8, NAMES)
+    with pytest.raises(ValueError, match=r"outputs\['a'\] holds probabilities"):
+        host.update(torch.arange(8), {"a": probs}, modality=0)  # the host path refuses at once
+    assert host.stats()["unscored"] == 8
+
+
+def test_queued_calls_keep_the_indices_and_ids_they_were_given() -> None:
+    """A loop may reuse its index and id buffers: a queued call holds copies of them."""
+    filt = HardSampleFilter(4, NAMES, score="loss")
+    filt.queue = DeviceQueue(torch.device("cpu"))
+    index, ids = np.array([0, 1, 2, 3]), np.array([0, 0, 1, 1])
+    filt.update(index, {"a": torch.arange(4.0), "b": torch.arange(4.0)}, modality=ids)
+    index[:] = [3, 2, 1, 0]
+    ids[:] = 1
+    assert len(filt.queue) == 1
+    assert values(filt) == [[0.0, 1.0, -7.0, -7.0], [-7.0, -7.0, 2.0, 3.0]]
+
+
+def values(filt: HardSampleFilter) -> list[list[float]]:
+    return filt.state_dict()["values"].nan_to_num(-7.0).tolist()

@@ -362,6 +362,10 @@ def _edge_run(rank: int) -> dict[str, Any]:
         filt.snapshot(2 + rank)  # rank 0 plans epoch 2, rank 1 epoch 3
     except RuntimeError as err:
         out["mismatch_error"] = str(err)
+    try:
+        filt.snapshot(4 + 64 * rank)  # epochs 4 and 68: no aliasing of epochs 64 apart
+    except RuntimeError as err:
+        out["aliased_error"] = str(err)
     return out
 
 
@@ -539,6 +543,7 @@ def test_tiny_dataset_with_an_empty_modality_runs_on_both_ranks(
 def test_ranks_that_snapshot_different_epochs_all_raise(ranks: list[dict[str, Any]]) -> None:
     for r in ranks:
         assert "synced different epochs" in r["edge"]["mismatch_error"]
+        assert "synced different epochs ([4, 68], by rank" in r["edge"]["aliased_error"]
 
 
 def test_states_saved_on_two_ranks_are_rejected_by_one_process(ranks: list[dict[str, Any]]) -> None:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remix_data import ALL, HardSampleFilter, remix_loss
+from remix_data import ALL, HardSampleFilter, mask_features, remix_loss
+from remix_data.vocabulary import PAD
 
 
 @given(st.lists(st.sampled_from([ALL, 0, 1]), min_size=1, max_size=12), st.floats(0.1, 2.0))
@@ -67,3 +70,76 @@ def test_one_modality_per_batch_and_the_filter_as_names() -> None:
         remix_loss(fused, heads, target, 0.5, filt)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="whose order"):
         remix_loss(fused, heads, target, 0, {"a": 0, "b": 1})
+
+
+def _paper_row(fused: torch.Tensor, heads: dict, target: torch.Tensor, i: int, m: int,
+               names: tuple[str, ...], gamma: float) -> torch.Tensor:  # fmt: skip
+    ce = {k: F.cross_entropy(v[i : i + 1], target[i : i + 1]) for k, v in heads.items()}
+    row = F.cross_entropy(fused[i : i + 1], target[i : i + 1])
+    if m == ALL:
+        return row + 0.5 * sum(ce.values())
+    return row + gamma * ce[names[m]]
+
+
+@given(
+    ids=st.lists(st.sampled_from([PAD, ALL, 0, 1, 2]), min_size=1, max_size=12),
+    order=st.permutations(["a", "v", "t"]),
+    gamma=st.floats(0.1, 2.0),
+)
+def test_pad_rows_weigh_nothing_and_every_real_row_one_over_b(
+    ids: list[int], order: list[str], gamma: float
+) -> None:
+    """PAD rows weigh 0 in every term, the sum is still divided by B, and the heads may come
+    in any key order: each row weighs the head of its own modality."""
+    names = ("a", "v", "t")
+    b = len(ids)
+    gen = torch.Generator().manual_seed(b)
+    fused = torch.randn(b, 4, generator=gen, requires_grad=True)
+    made = {k: torch.randn(b, 4, generator=gen) for k in names}
+    heads = {k: made[k] for k in order}  # another key order than the modalities
+    target = torch.randint(0, 4, (b,), generator=gen)
+    got = remix_loss(fused, heads, target, torch.tensor(ids), names, gamma=gamma)
+    rows = [
+        _paper_row(fused, made, target, i, m, names, gamma) for i, m in enumerate(ids) if m != PAD
+    ]
+    expected = torch.stack(rows).sum() / b if rows else torch.zeros(())
+    assert torch.allclose(got, expected, atol=1e-5)
+    got.backward()
+    assert fused.grad is not None
+    pad = torch.tensor([m == PAD for m in ids])
+    assert float(fused.grad[pad].abs().sum()) == 0.0  # a repeat trains nothing
+
+
+def test_names_in_another_order_than_a_live_filter_are_refused() -> None:
+    filt = HardSampleFilter(4, ("left", "right"))
+    fused = torch.randn(2, 3)
+    heads = {"left": torch.randn(2, 3), "right": torch.randn(2, 3)}
+    target, ids = torch.tensor([0, 1]), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"another order .* pass the filter itself as modalities"):
+        remix_loss(fused, heads, target, ids, ("right", "left"))
+    with pytest.raises(ValueError, match="another order"):
+        mask_features({"left": torch.ones(2, 1)}, ids, ("right", "left"))
+    assert torch.equal(
+        remix_loss(fused, heads, target, ids, ("left", "right")),
+        remix_loss(fused, heads, target, ids, filt),
+    )
+    del filt  # no filter alive: a plain tuple cannot be checked, and is not refused
+    gc.collect()
+    remix_loss(fused, heads, target, ids, ("right", "left"))
+
+
+def test_probabilities_are_refused_and_binary_heads_take_the_sigmoid() -> None:
+    target = torch.tensor([0, 1, 1, 0])
+    probs = torch.softmax(torch.randn(4, 3), dim=1)
+    with pytest.raises(ValueError, match=r"probabilities for v .* before softmax"):
+        remix_loss(torch.randn(4, 3), {"a": torch.randn(4, 3), "v": probs}, target, 0, ("a", "v"))
+    fused, ha, hv = (torch.randn(4, 1) for _ in range(3))
+    got = remix_loss(fused, {"a": ha, "v": hv}, target, torch.tensor([0, 1, ALL, PAD]), ("a", "v"))
+    bce = lambda x: F.binary_cross_entropy_with_logits(  # noqa: E731
+        x.squeeze(1), target.float(), reduction="none"
+    )
+    rows = bce(fused)
+    expected = (
+        rows[0] + bce(ha)[0] + rows[1] + bce(hv)[1] + rows[2] + 0.5 * (bce(ha)[2] + bce(hv)[2])
+    ) / 4
+    assert torch.allclose(got, expected, atol=1e-6)

@@ -233,7 +233,7 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
     (
         "values float64",
         lambda s: {"values": s["values"].double()},
-        ValueError,
+        TypeError,
         "state['values'] should have dtype torch.float32, but got torch.float64",
     ),
     (
@@ -258,7 +258,7 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
     (
         "fresh uint8",
         lambda s: {"fresh": s["fresh"].to(torch.uint8)},
-        ValueError,
+        TypeError,
         "state['fresh'] should have dtype torch.bool, but got torch.uint8",
     ),
     (
@@ -295,7 +295,7 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
     (
         "snapshot int64",
         lambda s: {"snapshot": s["snapshot"].long()},
-        ValueError,
+        TypeError,
         "state['snapshot'] should have dtype torch.int8, but got torch.int64",
     ),
     (
@@ -333,7 +333,7 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
     (
         "weights float16",
         lambda s: {"weights": torch.ones(N, dtype=torch.float16)},
-        ValueError,
+        TypeError,
         "state['weights'] should have dtype torch.float32, but got torch.float16",
     ),
     (
@@ -381,7 +381,7 @@ TABLES: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], type[Excepti
     (
         "ranks fresh int64",
         lambda s: _ranks(fresh=s["fresh"][None].long())(s),
-        ValueError,
+        TypeError,
         "state['fresh'] should have dtype torch.bool, but got torch.int64",
     ),
     (

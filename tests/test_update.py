@@ -10,9 +10,10 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remix_data import ALL, HardSampleFilter, confidence
+from remix_data import ALL, HardSampleFilter, confidence, cross_entropy
 from remix_data.scores import confidence_numpy, confidence_torch
 from remix_data.testing import logits
+from remix_data.vocabulary import PAD
 
 NAMES = ("a", "b")
 
@@ -50,12 +51,12 @@ def test_one_modality_id_for_the_whole_batch(one: object) -> None:
 @pytest.mark.parametrize(
     ("modality", "error", "match"),
     [
-        (torch.full((4,), 5), ValueError, "modality id 5"),
-        (torch.tensor([0, -3, 1, 0]), ValueError, "modality id -3"),  # -2 is PAD
-        (2, ValueError, "modality id 2"),
-        (torch.zeros(4), TypeError, "integer ids, but got dtype torch.float32"),
-        (torch.zeros(4, dtype=torch.bool), TypeError, "integer ids"),
-        ([0.0, 1.0, 0.0, 1.0], TypeError, "integer ids"),
+        (torch.full((4,), 5), ValueError, r"ALL \(-1\), PAD \(-2\) or ids in \[0, 2\), .* an id 5"),
+        (torch.tensor([0, -3, 1, 0]), ValueError, "an id -3"),  # -2 is PAD: not written
+        (2, ValueError, "modality=2"),
+        (torch.zeros(4), TypeError, "hold integers, but got a tensor of dtype torch.float32"),
+        (torch.zeros(4, dtype=torch.bool), TypeError, "hold integers"),
+        ([0.0, 1.0, 0.0, 1.0], TypeError, "hold integers"),
         (True, TypeError, "modality=True"),
         ("a", TypeError, "modality='a'"),
         (torch.zeros(2, 2, dtype=torch.long), ValueError, r"shape of indices \(4,\)"),
@@ -167,3 +168,61 @@ def test_logits_update_writes_what_the_per_entry_reference_writes(
                 old = expected[m][i]
                 expected[m][i] = smoothing * old + (1 - smoothing) * score[j]
     assert np.allclose(values(filt), expected, atol=1e-6)
+
+
+@given(
+    rows=st.lists(st.tuples(st.integers(0, 5), st.sampled_from([PAD, ALL, 0, 1])), max_size=10),
+    smoothing=st.sampled_from([0.0, 0.5]),
+)
+def test_pad_rows_are_never_written_nor_counted(
+    rows: list[tuple[int, int]], smoothing: float
+) -> None:
+    """A PAD row repeats a sample to fill a batch: no score, no error, no duplicate, and it
+    never hides the real row of its sample, before or after it."""
+    filt = HardSampleFilter(6, NAMES, score="loss", smoothing=smoothing)
+    index = [i for i, _ in rows]
+    ids = [m for _, m in rows]
+    scores = {m: torch.arange(len(rows), dtype=torch.float32) + 10 * k for k, m in enumerate(NAMES)}
+    filt.update(index, scores, modality=torch.tensor(ids, dtype=torch.long))
+    real = [(j, i, m) for j, (i, m) in enumerate(rows) if m != PAD]
+    last = {i: (j, m) for j, i, m in real}  # the last real row of each index
+    expected = [[-7.0] * 6 for _ in NAMES]
+    for i, (j, m) in last.items():
+        for k in range(len(NAMES)):
+            if m in (k, ALL):
+                expected[k][i] = float(scores[NAMES[k]][j])
+    assert values(filt) == expected
+    assert filt.stats()["duplicates"] == len(real) - len(last)
+
+
+def test_a_whole_pad_batch_writes_nothing() -> None:
+    filt = HardSampleFilter(4, NAMES)
+    heads = {m: torch.randn(3, 2) for m in NAMES}
+    filt.update([0, 1, 2], heads, modality=PAD)
+    filt.update([0, 1, 2], heads, modality=torch.full((3,), PAD))
+    assert filt.stats()["unscored"] == 4 and filt.stats()["duplicates"] == 0
+
+
+@given(st.lists(st.floats(-30, 30, width=32), min_size=1, max_size=8), st.sampled_from([0, 1]))
+def test_a_binary_head_is_the_two_class_case(xs: list[float], target: int) -> None:
+    x = torch.tensor(xs).unsqueeze(1)
+    pair = torch.cat([torch.zeros_like(x), x], dim=1)
+    targets = torch.full((len(xs),), target)
+    assert torch.allclose(confidence(x), confidence(pair), atol=1e-6)
+    assert torch.allclose(confidence_torch(x), confidence(pair), atol=1e-5)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(
+        x.squeeze(1), targets.float(), reduction="none"
+    )
+    assert torch.allclose(cross_entropy(x, targets), bce, atol=1e-5)
+    filt = HardSampleFilter(len(xs), NAMES, score="loss")
+    filt.update(torch.arange(len(xs)), {"a": x}, targets)  # accepted, scored as BCE
+    assert torch.allclose(filt.state_dict()["values"][0], bce, atol=1e-5)
+
+
+def test_probabilities_are_refused_where_logits_belong() -> None:
+    probs = torch.softmax(torch.randn(6, 3), dim=1)
+    filt = HardSampleFilter(6, NAMES)
+    with pytest.raises(ValueError, match=r"outputs\['b'\] holds probabilities .* before softmax"):
+        filt.update(torch.arange(6), {"a": torch.randn(6, 3), "b": probs}, modality=ALL)
+    filt.update(torch.arange(6), {"a": torch.randn(6, 3), "b": probs}, modality=0)  # b not written
+    assert values(filt)[1] == [-7.0] * 6 and filt.stats()["unscored"] == 0

@@ -272,8 +272,7 @@ class RemixCallback(pl.Callback):
         """
         filt = self.filter
         if self._interrupted and filt.sync_mode == "auto" and is_distributed(filt.process_group):
-            filt._warn_local("a checkpoint written after an exception")
-            return {"filter": filt._state(None)}
+            return {"filter": filt.local_state_dict("a checkpoint written after an exception")}
         return {"filter": filt.state_dict()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -365,8 +365,9 @@ class HardSampleFilter:
         Keys (:class:`~remix_data.states.FilterState`): the configuration that
         shapes the assignment (``labels`` and ``available`` as digests; a state
         without ``available`` was saved before missing modalities existed) and
-        ``world_size``, which :meth:`load_state_dict` checks; ``values`` (float32 ``[M, N]``), ``fresh`` (bool ``[M, N]``:
-        written since the last :meth:`sync`), ``scored`` (bool ``[N]``),
+        ``world_size``, which :meth:`load_state_dict` checks; ``values``
+        (float32 ``[M, N]``), ``fresh`` (bool ``[M, N]``: written since the last
+        :meth:`sync`), ``scored`` (bool ``[N]``),
         ``ignored``, ``duplicates``, ``snapshot`` (int8 ``[N]`` or ``None``),
         ``snapshot_epoch``, ``weights``, ``history`` and ``ranks``. Tensors are
         CPU copies (``torch.load(..., weights_only=True)`` reads the state).

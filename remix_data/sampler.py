@@ -446,8 +446,7 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
             consumed[plan.order[t // a]] += 1
         names, size = self.filter.modalities, self.filter.num_samples
         streams = [
-            _key_batches(g, c, self.batch_size, names, size)
-            for g, c in zip(plan.groups, consumed)
+            _key_batches(g, c, self.batch_size, names, size) for g, c in zip(plan.groups, consumed)
         ]
         self._yielded = start
         if start < len(plan.order) * a:

@@ -207,8 +207,9 @@ class ReassemblingBatchSampler(PlannedBySettings, Sampler[KeyBatch]):
         accumulation_steps: micro-batches per optimiser step; all of them share
             one modality.
         joint_fraction: opt-in, beyond the paper: in remix epochs,
-            ``round(joint_fraction * n)`` samples of every modality's subset of
-            ``n`` (halves round to even) train in joint batches (modality
+            ``round(joint_fraction * size)`` samples of every modality's subset
+            of ``size`` (Python's ``round``: half to even, e.g. 0.25 x 43 -> 11,
+            0.5 x 5 -> 2) train in joint batches (modality
             :data:`ALL`, all modalities visible) instead, placed like one more
             modality by ``order`` (first, for ``"sequential"``). 0 is the paper.
         tail: the last batch of a subset (:func:`split_batches`): ``"merge"``

@@ -40,10 +40,6 @@ from torch.utils.data import DataLoader, Dataset
 from benchmarks._common import NAMES, compare
 from benchmarks.training import count_syncs, resnet18_encoder
 from remix_data import (
-    HardSampleFilter,
-    ModalityDecoupler,
-    ReassemblingBatchSampler,
-    RemixCollate,
     remix_loss,
 )
 from remix_data.presets import RECOMMENDED, build
@@ -134,26 +130,10 @@ def _epoch(
 
 def _parts(dataset: Any, labels: list[int], batch: int, compiled: bool, seed: int) -> Any:
     """The quick start's filter, sampler and data (masked with zeros under ``compiled``)."""
-    if not compiled:
-        return build(
-            RECOMMENDED, dataset, modalities=NAMES, batch_size=batch, epochs=6, labels=labels,
-            seed=seed,
-        )  # fmt: skip
-    filt = HardSampleFilter(len(labels), NAMES, balance="class", smoothing=0.5, labels=labels)
-    sampler = ReassemblingBatchSampler(
-        filt, batch, warmup_epochs=1, joint_fraction=0.25, order="interleave", seed=seed
-    )
-    return _Parts(filt, sampler, ModalityDecoupler(dataset, filt, mask="zeros"))
-
-
-class _Parts:
-    def __init__(self, filt: HardSampleFilter, sampler: Any, data: Any) -> None:
-        self.filter, self.sampler, self.data = filt, sampler, data
-
-    def loader(self, **kwargs: Any) -> DataLoader[Any]:
-        return DataLoader(
-            self.data, batch_sampler=self.sampler, collate_fn=RemixCollate(), **kwargs
-        )
+    return build(
+        RECOMMENDED, dataset, modalities=NAMES, batch_size=batch, epochs=6, labels=labels,
+        seed=seed, masking="zeros" if compiled else None,
+    )  # fmt: skip
 
 
 def compare_loop(

@@ -106,6 +106,9 @@ class DeviceQueue:
     """
 
     def __init__(self, device: torch.device, *, scorer: str = "auto", limit: int = LIMIT) -> None:
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:  # as a tensor's .device names it
+            device = torch.device("cuda", torch.cuda.current_device())
         self.device = device
         if scorer == "auto":
             scorer = "triton" if device.type == "cuda" and kernels.available() else "torch"

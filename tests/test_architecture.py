@@ -231,13 +231,6 @@ PUBLIC_BY_PROTOCOL = {
     "_replace", "_fields", "_asdict", "_make",  # namedtuple's API
     "_is_accelerate_prepared",  # the flag Accelerate reads on a prepared loader
 }  # fmt: skip
-#: Reads that the streaming rework removes (issue 19: stream workers read the remixer's
-#: table); this list only shrinks.
-PENDING = {
-    "remix_data/streaming.py: remixer._table",
-    "remix_data/streaming.py: remixer._counters",
-    "remix_data/streaming.py: remixer._sample_id",
-}
 
 
 def foreign_private_reads(path: Path, root: Path) -> list[str]:
@@ -282,6 +275,6 @@ def test_no_module_reads_another_objects_private_attributes() -> None:
         for path in sorted((ROOT / "remix_data").rglob("*.py"))
         for read in foreign_private_reads(path, ROOT)
     }
-    assert found - PENDING == set()
+    assert found == set()
     # the filter's parts are reached through public hooks: table, queue, pairing, checkpoint
     assert not {read for read in found if "filter" in read or "filt." in read}

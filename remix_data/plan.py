@@ -348,6 +348,19 @@ class EpochSettings:
         """Whether ``epoch`` yields joint batches."""
         return epoch < self.warmup_epochs
 
+    def check_run_length(self, epochs: int, *, owner: str, setting: str) -> None:
+        """Raise ``ValueError`` when a framework's run of ``epochs`` never leaves warm-up.
+
+        ``owner`` names who runs the loop and ``setting`` its argument that
+        holds the run length (``"trainer"``, ``"max_epochs"``), for the message.
+        """
+        if self.warmup_epochs >= epochs:
+            raise ValueError(
+                f"the {owner} runs {setting}={epochs} epochs, but the sampler's "
+                f"warmup_epochs={self.warmup_epochs} fills them: no remix epoch would train; "
+                f"lower warmup_epochs below {epochs} (or train longer)"
+            )
+
     @property
     def global_step(self) -> int:
         """Samples of one group per optimiser step over all ranks."""
@@ -480,3 +493,7 @@ class PlannedBySettings:
     ) -> None:
         """:meth:`EpochSettings.check_sharding` of these settings."""
         self.settings.check_sharding(num_replicas, rank, accumulation_steps, owner=owner)
+
+    def check_run_length(self, epochs: int, *, owner: str, setting: str) -> None:
+        """:meth:`EpochSettings.check_run_length` of these settings."""
+        self.settings.check_run_length(epochs, owner=owner, setting=setting)

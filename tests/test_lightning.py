@@ -202,6 +202,14 @@ def test_callback_rejects_a_sampler_that_accumulates_differently() -> None:
         fit.fit(module)
 
 
+def test_callback_rejects_a_warmup_that_fills_the_run() -> None:
+    """Issue 20 #6 under Lightning: the sampler alone cannot know max_epochs, the callback can."""
+    module = LitRemix(warmup_epochs=4)
+    with pytest.raises(ValueError, match="max_epochs=4 epochs, but the sampler's warmup_epochs=4"):
+        trainer(callbacks=[RemixCallback(module.filter)]).fit(module)
+    assert module.seen == []  # refused before the first batch trained
+
+
 def test_callback_rejects_a_loader_without_a_remix_sampler() -> None:
     class Plain(LitRemix):
         def train_dataloader(self) -> DataLoader[Any]:

@@ -294,6 +294,11 @@ def test_wrong_wiring_fails_at_construction(tmp_path: Path) -> None:
         build(args=arguments(tmp_path, num_train_epochs=2.5))
     with pytest.raises(ValueError, match="ignore_data_skip=True"):
         build(args=arguments(tmp_path, ignore_data_skip=True))
+    with pytest.raises(ValueError, match="num_train_epochs=2 epochs, but the sampler's warmup"):
+        build(
+            args=arguments(tmp_path, num_train_epochs=2),
+            sampler=ReassemblingBatchSampler(filt, 4, accumulation_steps=2, warmup_epochs=2),
+        )
     other = HardSampleFilter(N + 1, NAMES)
     with pytest.raises(ValueError, match="train_dataset holds 20 samples"):
         build(sampler=ReassemblingBatchSampler(other, 4, accumulation_steps=2))

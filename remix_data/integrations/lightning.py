@@ -175,12 +175,15 @@ class RemixCallback(pl.Callback):
             )
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.sampler(trainer).check_sharding(
+        sampler = self.sampler(trainer)
+        sampler.check_sharding(
             trainer.world_size,
             trainer.global_rank,
             trainer.accumulate_grad_batches,
             owner="trainer",
         )
+        if trainer.max_epochs is not None and trainer.max_epochs >= 0:  # -1: no limit
+            sampler.check_run_length(trainer.max_epochs, owner="trainer", setting="max_epochs")
 
     # ------------------------------------------------------------------ epochs
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -269,6 +269,9 @@ class RemixTrainer(Trainer):
         sampler.check_sharding(
             args.world_size, args.process_index, args.gradient_accumulation_steps, owner="trainer"
         )
+        sampler.check_run_length(
+            int(args.num_train_epochs), owner="trainer", setting="num_train_epochs"
+        )
         if sampler.accumulation_steps != args.gradient_accumulation_steps:
             raise ValueError(
                 f"the sampler accumulates {sampler.accumulation_steps} micro-batches per step, "

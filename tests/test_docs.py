@@ -11,8 +11,8 @@ runs it).
 Where the paragraph just before a block says what it prints -- the word
 ``prints`` followed by one backticked span per output line -- the block's
 standard output must be exactly those lines, ``...`` standing for any text
-(the gap example in README "How to check whether your data has a gap" and the
-streaming example do so).
+(the gap example in docs/results.md "How to check whether your data has a gap" and
+the streaming examples do so).
 """
 
 from __future__ import annotations

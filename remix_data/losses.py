@@ -59,6 +59,8 @@ def row_weights(count: int, joint_weight: float, gamma: float) -> np.ndarray:
 
 #: Integer dtypes of each element size: a table's bits, gathered exactly in numpy (bf16 too).
 _BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+#: Float dtypes that numpy holds as they are.
+_NUMPY_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
 
 
 class _Table:
@@ -71,7 +73,7 @@ class _Table:
     dimension of 1.
     """
 
-    __slots__ = ("bits", "columns", "device", "dims", "host", "table")
+    __slots__ = ("bits", "columns", "device", "dims", "host", "shaped", "table")
 
     def __init__(
         self, count: int, jw: float, gamma: float, batch: int, sign: float,
@@ -81,6 +83,8 @@ class _Table:
         self.device, self.dims = device, dims
         table = self.host.pin_memory() if device.type == "cuda" else self.host
         self.table = table.to(device, non_blocking=True)
+        #: the table with the weights' trailing dimensions: ``[1 + count, count + 3(, 1)]``
+        self.shaped = self.table if dims == 2 else self.table.unsqueeze(2)
         self.columns: dict[int, torch.Tensor] = {}
         self.bits: np.ndarray | None = None
 
@@ -89,20 +93,20 @@ class _Table:
         weights = self.columns.get(m)
         if weights is None:
             c = m % self.table.shape[1]
-            weights = self.table[:, c : c + 1]
-            weights = self.columns[m] = weights if self.dims == 2 else weights.unsqueeze(2)
+            weights = self.columns[m] = self.shaped[:, c : c + 1]
         return weights
 
     def rows(self, ids: np.ndarray) -> torch.Tensor:
         """The weights of a batch of (checked) host ``ids``: ``[1 + count, B]`` (or ``[.., 1]``)."""
-        bits_dtype = _BITS[self.host.element_size()]
-        if self.bits is None:
-            self.bits = self.host.view(bits_dtype).numpy()
+        dtype = self.host.dtype
+        exact = dtype if dtype in _NUMPY_DTYPES else _BITS[self.host.element_size()]
+        if self.bits is None:  # bf16 has no numpy dtype: its bits are gathered
+            self.bits = (self.host if exact == dtype else self.host.view(exact)).numpy()
         shape = (self.bits.shape[0], ids.shape[0])
         cuda = self.device.type == "cuda"
-        buffer = torch.empty(shape + (1,) * (self.dims - 2), dtype=bits_dtype, pin_memory=cuda)
+        buffer = torch.empty(shape + (1,) * (self.dims - 2), dtype=exact, pin_memory=cuda)
         np.take(self.bits, ids, axis=1, out=buffer.numpy().reshape(shape), mode="wrap")
-        weights = buffer.view(self.host.dtype)
+        weights = buffer if exact == dtype else buffer.view(dtype)
         if self.device.type == "cpu":
             return weights
         return weights.to(self.device, non_blocking=True)
@@ -154,9 +158,9 @@ def _weights(
             return table.column(span[0])
         return table.rows(ids)
     check_modality_ids("modality", modality, count)  # a device tensor: its dtype only
-    on_device = modality.view(-1).clamp(-3, count)  # not read: an invalid id: the NaN column
-    weights = table.table.index_select(1, on_device % (count + 3))
-    return weights if dims == 2 else weights.unsqueeze(2)
+    ids_row = modality if modality.dim() == 1 else modality.view(1)
+    on_device = ids_row.clamp(-3, count)  # not read: an invalid id lands on the NaN column
+    return table.shaped.index_select(1, on_device % (count + 3))
 
 
 def _refuse_probabilities(logits: list[torch.Tensor], names: tuple[str, ...]) -> None:

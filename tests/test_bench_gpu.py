@@ -100,6 +100,7 @@ def test_quick_run_of_the_quick_start_compile_and_micro_levels(tmp_path: Path) -
     assert [row["level"] for row in cases] == [
         "update: 1 head", "update: 2 heads, ALL", "update: 2 heads, smoothing + balance",
         "update: 2 heads, score=loss", "remix_loss vs joint loss",
+        "remix_loss, one id, vs joint loss",
     ]  # fmt: skip
     for row in cases:
         assert _positive(row["us_per_call"]) and row["launches_per_call"] is None  # no CUDA

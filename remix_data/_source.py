@@ -78,7 +78,7 @@ locations={'video': 1, 'audio': 0}
     if is_source(value):
         held = value.modalities
         if _known(held, False):
-            return held  # type: ignore[no-any-return]
+            return held
         return _valid(check_modalities(f"{name}.modalities", tuple(held)))
     if _known(value, check_order):
         return value  # type: ignore[no-any-return]

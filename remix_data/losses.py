@@ -14,8 +14,9 @@ device: one ``log_softmax`` and a gather of the targets, the sign folded into
 the weights). The per-row weights of a batch of one id are a cached column of
 a small table; other host ids are gathered in numpy and sent in one copy,
 device ids gathered there. So the loss costs at most what the joint loss
-``CE(fused) + sum CE(head)`` costs, and never synchronises. A binary head (``[B, 1]`` logits with targets 0
-or 1) is trained with the binary cross-entropy of its sigmoid, the two-class case.
+``CE(fused) + sum CE(head)`` costs, and never synchronises. A binary head
+(``[B, 1]`` logits with targets 0 or 1) is trained with the binary
+cross-entropy of its sigmoid, the two-class case.
 """
 
 from __future__ import annotations
@@ -191,9 +192,9 @@ def _picked_log_probabilities(logits: list[torch.Tensor], target: torch.Tensor) 
     ``log_softmax`` over the stacked logits, and a gather of the targets (what
     ``nll_loss`` reads) with the sign folded into the weights, in fewer operations.
     """
-    k, (batch, classes) = len(logits), logits[0].shape
-    picked = F.log_softmax(torch.stack(logits), dim=2).gather(2, target.view(1, batch, 1).expand(k, batch, 1))
-    return picked
+    k, batch = len(logits), logits[0].shape[0]
+    log_probabilities = F.log_softmax(torch.stack(logits), dim=2)
+    return log_probabilities.gather(2, target.view(1, batch, 1).expand(k, batch, 1))
 
 
 def remix_loss(

@@ -15,10 +15,12 @@ comparison. ``remix_loss`` is timed against the joint loss
 ids (ALL, 0 and 1 mixed) and with one id for the batch (a unimodal remix batch).
 
 Without a GPU, :func:`proxy` runs the same cases on ``meta`` tensors (the
-device path, no kernel runs) and reports per call the ATen operations
-dispatched and the host microseconds spent outside them (the meta kernels'
-own time, some of it Python, is subtracted): what the library's Python and
-torch's dispatch cost, which is what a GPU's host pays besides launching::
+device path, no kernel runs) and reports per call the ATen operations called
+(the outermost ones, as ``torch.profiler`` records them) and the host
+microseconds spent outside them (the meta kernels' own time, some of it
+Python, is subtracted): what the library's Python and torch's dispatch cost,
+which is what a GPU's host pays besides launching. It weighs a view like a
+launch (``tests/test_op_budget.py`` counts the operations a GPU runs)::
 
     python -m benchmarks.step_costs            # the meta proxy
     python -m benchmarks.step_costs --device cuda
@@ -38,7 +40,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks._common import NAMES
 from remix_data import ALL, HardSampleFilter, remix_loss
@@ -166,32 +167,26 @@ def _loss_row(device: torch.device, calls: int, case: str) -> dict[str, Any]:
     }
 
 
-class _HostTime(TorchDispatchMode):
-    """Counts the ATen operations dispatched, and the seconds spent running them."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops, self.inside = 0, 0.0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.ops += 1
-        start = time.perf_counter()
-        try:
-            return func(*args, **(kwargs or {}))
-        finally:
-            self.inside += time.perf_counter() - start
-
-
 def _proxied(fn: Callable[[int], object], calls: int) -> dict[str, Any]:
-    """Host microseconds per call outside the (meta) kernels, and ATen operations per call."""
+    """Host microseconds per call outside the (meta) kernels, and ATen calls per call.
+
+    ``torch.profiler`` records every ATen call; the time inside the outermost
+    ones (the meta kernels, some of them Python) is subtracted from the wall
+    time. The profiler's own cost per call stays in: it weighs each outermost
+    call alike, a view or a ``numpy()`` as much as a launch.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
     for i in range(3):
         fn(i)
-    with _HostTime() as mode:
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()
         for i in range(calls):
             fn(i)
         seconds = time.perf_counter() - start
-    return {"host_us": 1e6 * (seconds - mode.inside) / calls, "ops_per_call": mode.ops / calls}
+    outer = [e for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::")]
+    inside = sum(e.cpu_time_total for e in outer) / 1e6
+    return {"host_us": 1e6 * (seconds - inside) / calls, "ops_per_call": len(outer) / calls}
 
 
 def proxy(*, calls: int = 300) -> list[dict[str, Any]]:

@@ -11,7 +11,19 @@ batch), two heads with ``ALL`` ids (a joint batch), two heads with
 ``smoothing`` and ``balance="class"`` and per-row ids, ``score="loss"`` with
 targets; and the two-head case on the pure-torch path (no Triton) for
 comparison. ``remix_loss`` is timed against the joint loss
-``CE(fused) + sum CE(head)`` on the same tensors (forward only).
+``CE(fused) + sum CE(head)`` on the same tensors (forward only), with per-row
+ids (ALL, 0 and 1 mixed) and with one id for the batch (a unimodal remix batch).
+
+Without a GPU, :func:`proxy` runs the same cases on ``meta`` tensors (the
+device path, no kernel runs) and reports per call the ATen operations called
+(the outermost ones, as ``torch.profiler`` records them) and the host
+microseconds spent outside them (the meta kernels' own time, some of it
+Python, is subtracted): what the library's Python and torch's dispatch cost,
+which is what a GPU's host pays besides launching. It weighs a view like a
+launch (``tests/test_op_budget.py`` counts the operations a GPU runs)::
+
+    python -m benchmarks.step_costs            # the meta proxy
+    python -m benchmarks.step_costs --device cuda
 
 Example:
     >>> rows = measure(torch.device("cpu"), calls=5)
@@ -21,8 +33,9 @@ Example:
 
 from __future__ import annotations
 
+import argparse
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -32,7 +45,7 @@ from benchmarks._common import NAMES
 from remix_data import ALL, HardSampleFilter, remix_loss
 from remix_data.device import DeviceQueue
 
-__all__ = ["measure"]
+__all__ = ["measure", "proxy"]
 
 B, C, N = 256, 10, 65_536
 
@@ -113,29 +126,112 @@ def measure(device: torch.device, *, calls: int = 300) -> list[dict[str, Any]]:
             continue  # off CUDA every device update runs torch ops
         fn = _update_case(device, heads, ids, **kwargs)
         rows.append({"case": case, **_timed(fn, device, calls)})
-    rows.append(_loss_row(device, calls))
+    rows.extend(_loss_row(device, calls, case) for case in LOSS_CASES)
     return rows
 
 
-def _loss_row(device: torch.device, calls: int) -> dict[str, Any]:
+def _loss_case(device: torch.device, ids: str) -> tuple[Callable[[int], object], ...]:
+    """``remix_loss`` and the joint loss on the same tensors (``ids``: "rows" or "one")."""
     gen = torch.Generator().manual_seed(1)
     filt = HardSampleFilter(N, NAMES)
     fused = torch.randn(B, C, generator=gen).to(device).requires_grad_()
     heads = {m: torch.randn(B, C, generator=gen).to(device).requires_grad_() for m in NAMES}
     target = torch.randint(C, (B,), generator=gen).to(device)
-    modality = _host(torch.randint(-1, 2, (B,), generator=gen), device)
-    ours = _timed(lambda i: remix_loss(fused, heads, target, modality, filt), device, calls)
-    joint = _timed(
-        lambda i: (
-            F.cross_entropy(fused, target) + sum(F.cross_entropy(h, target) for h in heads.values())
-        ),
-        device,
-        calls,
-    )
+    made = torch.randint(-1, 2, (B,), generator=gen) if ids == "rows" else torch.zeros(B).long()
+    modality = _host(made, device)
+
+    def ours(i: int) -> object:
+        return remix_loss(fused, heads, target, modality, filt)
+
+    def joint(i: int) -> object:
+        return F.cross_entropy(fused, target) + sum(
+            F.cross_entropy(h, target) for h in heads.values()
+        )
+
+    return ours, joint
+
+
+LOSS_CASES = {"remix_loss vs joint loss": "rows", "remix_loss, one id, vs joint loss": "one"}
+
+
+def _loss_row(device: torch.device, calls: int, case: str) -> dict[str, Any]:
+    ours_fn, joint_fn = _loss_case(device, LOSS_CASES[case])
+    ours = _timed(ours_fn, device, calls)
+    joint = _timed(joint_fn, device, calls)
     return {
-        "case": "remix_loss vs joint loss",
+        "case": case,
         **ours,
         "joint_us_per_call": joint["us_per_call"],
         "joint_launches_per_call": joint["launches_per_call"],
         "ratio": ours["us_per_call"] / joint["us_per_call"],
     }
+
+
+def _proxied(fn: Callable[[int], object], calls: int) -> dict[str, Any]:
+    """Host microseconds per call outside the (meta) kernels, and ATen calls per call.
+
+    ``torch.profiler`` records every ATen call; the time inside the outermost
+    ones (the meta kernels, some of them Python) is subtracted from the wall
+    time. The profiler's own cost per call stays in: it weighs each outermost
+    call alike, a view or a ``numpy()`` as much as a launch.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    for i in range(3):
+        fn(i)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for i in range(calls):
+            fn(i)
+        seconds = time.perf_counter() - start
+    outer = [e for e in prof.events() if e.cpu_parent is None and e.name.startswith("aten::")]
+    inside = sum(e.cpu_time_total for e in outer) / 1e6
+    return {"host_us": 1e6 * (seconds - inside) / calls, "ops_per_call": len(outer) / calls}
+
+
+def proxy(*, calls: int = 300) -> list[dict[str, Any]]:
+    """The cases of :func:`measure` on ``meta`` tensors: one row per case with ``host_us``
+    and ``ops_per_call``; the loss rows also have ``joint_host_us``, ``joint_ops_per_call``,
+    ``ratio`` (of host us) and ``ops_ratio``.
+
+    Example:
+        >>> rows = proxy(calls=3)
+        >>> rows[-1]["case"], rows[-1]["ops_per_call"] <= rows[-1]["joint_ops_per_call"]
+        ('remix_loss, one id, vs joint loss', True)
+    """
+    meta = torch.device("meta")
+    rows = []
+    for case, (heads, ids, kwargs) in CASES.items():
+        if "torch ops" not in case:  # on meta every update runs torch ops
+            rows.append({"case": case, **_proxied(_update_case(meta, heads, ids, **kwargs), calls)})
+    for case, ids in LOSS_CASES.items():
+        ours_fn, joint_fn = _loss_case(meta, ids)
+        ours, joint = _proxied(ours_fn, calls), _proxied(joint_fn, calls)
+        rows.append({
+            "case": case, **ours, "joint_host_us": joint["host_us"],
+            "joint_ops_per_call": joint["ops_per_call"],
+            "ratio": ours["host_us"] / joint["host_us"],
+            "ops_ratio": ours["ops_per_call"] / joint["ops_per_call"],
+        })  # fmt: skip
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """Print the meta proxy (default) or :func:`measure` on ``--device``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="meta", help="meta (the proxy), cuda or cpu")
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    if args.device == "meta":
+        rows = proxy(calls=args.calls)
+    else:
+        rows = measure(torch.device(args.device), calls=args.calls)
+    for row in rows:
+        print("  ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in
+                        row.items()))  # fmt: skip
+    return rows
+
+
+if __name__ == "__main__":
+    main()

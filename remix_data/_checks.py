@@ -125,6 +125,10 @@ def check_modalities(name: str, modalities: Any) -> tuple[str, ...]:
     return names
 
 
+#: The usual integer tensor dtypes, accepted by :func:`check_integer_dtype` at a glance.
+_INTEGER_DTYPES = frozenset({torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8})
+
+
 def check_integer_dtype(name: str, value: torch.Tensor | np.ndarray) -> None:
     """Raise ``TypeError`` unless the tensor or array ``value`` holds integers.
 
@@ -136,6 +140,8 @@ def check_integer_dtype(name: str, value: torch.Tensor | np.ndarray) -> None:
         TypeError: indices should hold integers, but got a tensor of dtype torch.float32
     """
     if isinstance(value, torch.Tensor):
+        if value.dtype in _INTEGER_DTYPES:
+            return
         if value.is_floating_point() or value.is_complex() or value.dtype == torch.bool:
             raise TypeError(f"{name} should hold integers, but got a tensor of dtype {value.dtype}")
     elif value.dtype.kind not in "iu":
@@ -246,9 +252,11 @@ def as_index_array(name: str, indices: Any, num_samples: int) -> np.ndarray:
     """
     if isinstance(indices, torch.Tensor):
         check_integer_dtype(name, indices)
-        array = indices.cpu().numpy()  # an integer tensor never requires grad
+        on_host = indices.device.type == "cpu"  # read as numpy: no torch op on the host
+        array = (indices if on_host else indices.cpu()).numpy()  # an integer: never requires grad
     elif isinstance(indices, np.ndarray):
         array = indices
+        check_integer_dtype(name, array)
     elif isinstance(indices, Sequence) and not isinstance(indices, (str, bytes)):
         if not all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in indices):
             raise TypeError(f"{name} should hold integers, but got {name}={list(indices)!r}")
@@ -257,18 +265,16 @@ def as_index_array(name: str, indices: Any, num_samples: int) -> np.ndarray:
         raise TypeError(
             f"{name} should be an integer tensor, array or sequence, but got {name}={indices!r}"
         )
-    check_integer_dtype(name, array)
     if array.ndim != 1:
         raise ValueError(f"{name} should be one-dimensional, but got shape {tuple(array.shape)}")
     array = array.astype(np.int64, copy=False)
-    if array.size:
-        low, high = int(array.min()), int(array.max())
-        if low < 0 or high >= num_samples:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"{name} should lie in [0, {num_samples}) (num_samples={num_samples}), "
-                f"but got an index {bad}"
-            )
+    if array.size and int(array.view(np.uint64).max()) >= num_samples:  # a negative: huge
+        low = int(array.min())
+        bad = low if low < 0 else int(array.max())
+        raise ValueError(
+            f"{name} should lie in [0, {num_samples}) (num_samples={num_samples}), "
+            f"but got an index {bad}"
+        )
     return array
 
 

@@ -21,6 +21,11 @@ __all__ = ["is_source", "modality_names", "modality_rows", "register"]
 
 #: The filters alive in this process, whose name orders a plain tuple is checked against.
 _LIVE: weakref.WeakSet[Any] = weakref.WeakSet()
+#: Registrations so far: a verdict of :func:`_check_order` holds until the next one.
+_registered = 0
+#: Name tuples checked (valid names), and the registration count when each passed the order check.
+_VALID: set[tuple[str, ...]] = set()
+_PASSED: dict[tuple[str, ...], int] = {}
 
 
 def is_source(value: Any) -> TypeGuard[ModalitySource]:
@@ -30,7 +35,9 @@ def is_source(value: Any) -> TypeGuard[ModalitySource]:
 
 def register(source: ModalitySource) -> None:
     """Remember ``source`` (weakly): a filter alive in this process (see :func:`modality_names`)."""
+    global _registered
     _LIVE.add(source)
+    _registered += 1  # a new filter may hold another order: checks are made again
 
 
 def _check_order(name: str, names: tuple[str, ...]) -> None:
@@ -69,7 +76,12 @@ another order ...
 locations={'video': 1, 'audio': 0}
     """
     if is_source(value):
-        return check_modalities(f"{name}.modalities", tuple(value.modalities))
+        held = value.modalities
+        if _known(held, False):
+            return held
+        return _valid(check_modalities(f"{name}.modalities", tuple(held)))
+    if _known(value, check_order):
+        return value  # type: ignore[no-any-return]
     if isinstance(value, Mapping):
         raise TypeError(
             f"{name} should be the filter or a sequence of names in the filter's order, but "
@@ -77,9 +89,31 @@ locations={'video': 1, 'audio': 0}
             "define the modality ids; pass the filter (or the names in its order) and give "
             f"positions as locations={dict(value)!r}"
         )
-    names = check_modalities(name, value)
+    names = _valid(check_modalities(name, value))
     if check_order:
         _check_order(name, names)
+        if len(_PASSED) >= 64:
+            _PASSED.clear()
+        _PASSED[names] = _registered
+    return names
+
+
+def _known(value: Any, check_order: bool) -> bool:
+    """Whether the tuple ``value`` passed these checks before (with no filter made since, for
+    the order: a filter that died since cannot make it wrong)."""
+    if type(value) is not tuple:
+        return False
+    try:
+        return _PASSED.get(value) == _registered if check_order else value in _VALID
+    except TypeError:  # an unhashable item: check_modalities names it
+        return False
+
+
+def _valid(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Remember ``names``, which :func:`check_modalities` accepted."""
+    if len(_VALID) >= 64:
+        _VALID.clear()
+    _VALID.add(names)
     return names
 
 

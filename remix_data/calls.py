@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -48,13 +49,18 @@ class Call(NamedTuple):
 
 
 def _device_of(outputs: Mapping[str, Any]) -> torch.device | None:
-    devices = {t.device for t in outputs.values() if isinstance(t, torch.Tensor)}
-    devices.discard(torch.device("cpu"))
-    if len(devices) > 1:
-        raise ValueError(
-            f"outputs should live on one device, but got tensors on {sorted(map(str, devices))}"
-        )
-    return devices.pop() if devices else None
+    device = None
+    for t in outputs.values():
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            if device is None:
+                device = t.device
+            elif t.device != device:
+                devices = {str(t.device) for t in outputs.values() if isinstance(t, torch.Tensor)}
+                devices.discard("cpu")
+                raise ValueError(
+                    f"outputs should live on one device, but got tensors on {sorted(devices)}"
+                )
+    return device
 
 
 def _indices(indices: Any, device: torch.device | None, n: int) -> np.ndarray | torch.Tensor:
@@ -95,23 +101,49 @@ def _ids(
         raise ValueError(
             f"modality should have the shape of indices {(batch,)} or be one id, but got {shape}"
         )
-    span = check_modality_ids("modality", modality, count)  # not read on another device
-    if isinstance(modality, torch.Tensor) and modality.device.type != "cpu":
-        return modality
+    if isinstance(modality, torch.Tensor):
+        if modality.device.type != "cpu":
+            check_integer_dtype("modality", modality)  # its values are not read
+            return modality
+        check_integer_dtype("modality", modality)
+        modality = modality.numpy()  # read once, in numpy: no torch op on the host
+    span = check_modality_ids("modality", modality, count)
     if span is not None and span[0] == span[1]:
         return span[0]  # one id for the batch
-    ids = modality.numpy() if isinstance(modality, torch.Tensor) else np.asarray(modality)
-    return ids.astype(np.int64, copy=False)
+    return np.asarray(modality).astype(np.int64, copy=False)
 
 
-def _live(rows: np.ndarray, ids: np.ndarray | int) -> np.ndarray:
-    """Which heads (table ``rows``) some row of the call writes."""
-    if isinstance(ids, int):
-        one: np.ndarray = np.full(rows.size, ids == ALL) | (rows == ids)
-        return one
-    present = np.unique(ids)
-    live: np.ndarray = np.isin(rows, present) | bool((present == ALL).any())
-    return live
+@lru_cache(maxsize=256)
+def _head_rows(modalities: tuple[str, ...], names: tuple[str, ...]) -> np.ndarray:
+    """The table rows of the heads ``names`` (read-only; made once per pair)."""
+    positions = {name: i for i, name in enumerate(modalities)}
+    unknown = [name for name in names if name not in positions]
+    if unknown:
+        raise ValueError(f"outputs names unknown modality {unknown[0]!r}; known: {modalities}")
+    rows = np.array([positions[name] for name in names], dtype=np.int64)
+    rows.flags.writeable = False
+    return rows
+
+
+@lru_cache(maxsize=256)
+def _heads_of(
+    modalities: tuple[str, ...], names: tuple[str, ...], m: int
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The rows and names of the heads among ``names`` that rows of id ``m`` (not ALL) write."""
+    rows = _head_rows(modalities, names)
+    live = rows == m
+    kept = rows[live]
+    kept.flags.writeable = False
+    return kept, tuple(n for n, keep in zip(names, live) if keep)
+
+
+def _live(rows: np.ndarray, ids: np.ndarray) -> np.ndarray | None:
+    """Which heads (table ``rows``) some row of the call writes (``ids`` checked); ``None``: all."""
+    present = np.bincount(ids - PAD, minlength=1 - PAD + int(rows.max(initial=0)))  # by id
+    if present[ALL - PAD]:
+        return None
+    live: np.ndarray = present[rows - PAD] > 0
+    return None if live.all() else live
 
 
 def check_call(
@@ -126,7 +158,7 @@ def check_call(
     device_path: bool = False,
 ) -> Call:
     """Check an update call (see the module); ``device_path`` routes CPU outputs as a device's."""
-    if not isinstance(outputs, Mapping):
+    if type(outputs) is not dict and not isinstance(outputs, Mapping):
         raise TypeError(
             f"outputs should map modality names to tensors, but got {type(outputs).__name__}"
         )
@@ -135,10 +167,8 @@ def check_call(
         device = torch.device("cpu")
     index = _indices(indices, device, num_samples)
     batch = int(index.shape[0])
-    positions = {name: i for i, name in enumerate(modalities)}
-    unknown = [name for name in outputs if name not in positions]
-    if unknown:
-        raise ValueError(f"outputs names unknown modality {unknown[0]!r}; known: {modalities}")
+    names = tuple(outputs)
+    rows = _head_rows(modalities, names)
     if modality is None and len(outputs) > 1 and snapshot_epoch is not None:
         raise ValueError(
             f"update got outputs for {list(outputs)} without modality= after the snapshot "
@@ -148,11 +178,13 @@ def check_call(
             "saw every modality (a scoring pass)"
         )
     ids = _ids(modality, batch, len(modalities), device)
-    names = tuple(outputs)
-    rows = np.array([positions[name] for name in names], dtype=np.int64)
-    if isinstance(ids, (np.ndarray, int)) and names:  # write only the heads some row trains
+    if isinstance(ids, int):  # write only the heads some row trains
+        if ids != ALL:
+            rows, names = _heads_of(modalities, names, ids)
+    elif isinstance(ids, np.ndarray) and names:
         live = _live(rows, ids)
-        rows, names = rows[live], tuple(n for n, keep in zip(names, live) if keep)
+        if live is not None:
+            rows, names = rows[live], tuple(n for n, keep in zip(names, live) if keep)
     check_outputs(outputs, score, batch, names if device is None else ())  # device: not read
     if isinstance(ids, int):  # one id for the batch: every head left is written for every row
         ids = None if ids != PAD else np.full(batch, PAD, dtype=np.int64)

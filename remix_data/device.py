@@ -30,7 +30,7 @@ import torch
 
 from . import kernels
 from .alerts import RemixWarning
-from .scores import PROBABILITY_ROWS, checked_targets, score_outputs, score_torch
+from .scores import PROBABILITY_ROWS, checked_targets, score_torch
 
 __all__ = ["DeviceQueue", "Landed", "Queued"]
 
@@ -142,7 +142,7 @@ class DeviceQueue:
         if scored is not None:
             scores, dev_index, dev_ids = scored
         else:
-            scores = score_outputs(outputs, score, targets, scorer=score_torch)
+            scores = score_torch(outputs, targets, score)  # targets checked above; no grad
             dev_index = None if dev_index is None else dev_index.clone()
             dev_ids = None if dev_ids is None else dev_ids.clone()
         check = None
@@ -174,6 +174,8 @@ class DeviceQueue:
         if self.scorer != "triton" or not kernels.supports(outputs):
             return None
         try:
+            if index is None and ids is None:  # the usual call: host index and ids
+                return kernels.score_triton(outputs, targets, score)
             copied = [_rows_tensor(t) for t in (index, ids)]  # the kernel copies these
             scores, *copies = kernels.score_triton(outputs, targets, score, *copied)
         except Exception as err:  # a Triton or driver version this kernel does not fit

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 import torch
@@ -115,6 +115,14 @@ def _kernel() -> Any:
     return triton.jit(_score_kernel)  # an interpreted function under TRITON_INTERPRET=1
 
 
+@lru_cache(maxsize=64)
+def _launch(batch: int, classes: int) -> tuple[int, int, tuple[int], float]:
+    """Block sizes, grid and ``log(C)`` of one shape (computed once)."""
+    block_c = 1 << max(classes - 1, 0).bit_length()
+    block_b = max(1, min(128, 4096 // block_c))
+    return block_b, block_c, (max(1, -(-batch // block_b)),), math.log(max(classes, 2))
+
+
 def score_triton(
     outputs: Sequence[torch.Tensor],
     targets: torch.Tensor | None,
@@ -128,7 +136,8 @@ def score_triton(
     ``targets`` live elsewhere. Nothing synchronises.
     """
     k, (batch, classes) = len(outputs), outputs[0].shape
-    x = outputs[0].unsqueeze(0) if k == 1 else torch.stack(list(outputs))
+    x = outputs[0] if k == 1 else torch.stack(list(outputs))  # one head: no stride over heads
+    strides = (0, *x.stride()) if k == 1 else x.stride()
     device = x.device
     out = torch.empty((k, batch), dtype=torch.float32, device=device)
     loss = score == "loss"
@@ -138,15 +147,13 @@ def score_triton(
             targets = targets.to(device, non_blocking=True)
     idx_out = torch.empty_like(index) if index is not None else None
     ids_out = torch.empty_like(ids) if ids is not None else None
-    block_c = 1 << max(classes - 1, 0).bit_length()
-    block_b = max(1, min(128, 4096 // block_c))
-    grid = (max(1, -(-batch // block_b)),)
+    block_b, block_c, grid, log_c = _launch(batch, classes)
     _kernel()[grid](
-        x, x.stride(0), x.stride(1), x.stride(2),
+        x, *strides,
         targets if loss else out, index if index is not None else out,
         ids if ids is not None else out, out,
         idx_out if idx_out is not None else out, ids_out if ids_out is not None else out,
-        batch, classes, math.log(max(classes, 2)),
+        batch, classes, log_c,
         K=k, LOSS=loss, BINARY=classes == 1, COPY_IDX=index is not None,
         COPY_IDS=ids is not None, BLOCK_B=block_b, BLOCK_C=block_c,
     )  # fmt: skip

@@ -9,11 +9,14 @@ head stays in the autograd graph with weight 0 on rows of another modality, so
 DDP sees the same parameters used at every step and needs no
 ``find_unused_parameters=True``.
 
-The fused and head logits are stacked and go through one cross-entropy; the
-per-row weights come from one gather in a small table (on the host for host
-ids), so the loss costs about what the joint loss ``CE(fused) + sum CE(head)``
-costs, and never synchronises. A binary head (``[B, 1]`` logits with targets 0
-or 1) is trained with the binary cross-entropy of its sigmoid, the two-class case.
+The fused and head logits are stacked and go through one cross-entropy (on a
+device: one ``log_softmax`` and a gather of the targets, the sign folded into
+the weights). The per-row weights of a batch of one id are a cached column of
+a small table; other host ids are gathered in numpy and sent in one copy,
+device ids gathered there. So the loss costs at most what the joint loss
+``CE(fused) + sum CE(head)`` costs, and never synchronises. A binary head
+(``[B, 1]`` logits with targets 0 or 1) is trained with the binary
+cross-entropy of its sigmoid, the two-class case.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_modality_id, check_modality_ids
+from ._checks import check_integer_dtype, check_modality_id, check_modality_ids
 from ._source import modality_names
 from .scores import looks_like_probabilities
 from .vocabulary import ALL, PAD
@@ -55,18 +58,68 @@ def row_weights(count: int, joint_weight: float, gamma: float) -> np.ndarray:
     return table
 
 
+#: Integer dtypes of each element size: a table's bits, gathered exactly in numpy (bf16 too).
+_BITS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+#: Float dtypes that numpy holds as they are.
+_NUMPY_DTYPES = frozenset({torch.float16, torch.float32, torch.float64})
+
+
+class _Table:
+    """``sign * row_weights / batch`` on a device: its columns, and its bits on the host.
+
+    :meth:`column` is the ``[1 + count, 1]`` weights of a batch whose every row
+    has id ``m``, a view made once; :meth:`rows` gathers per-row weights on the
+    host and sends them in one copy (through pinned memory to a CUDA device,
+    without waiting for it). ``dims == 3`` gives every weight tensor a trailing
+    dimension of 1.
+    """
+
+    __slots__ = ("bits", "columns", "device", "dims", "host", "shaped", "table")
+
+    def __init__(
+        self, count: int, jw: float, gamma: float, batch: int, sign: float,
+        device: torch.device, dtype: torch.dtype, dims: int,
+    ) -> None:  # fmt: skip
+        self.host = torch.as_tensor(sign * (row_weights(count, jw, gamma) / batch), dtype=dtype)
+        self.device, self.dims = device, dims
+        table = self.host.pin_memory() if device.type == "cuda" else self.host
+        self.table = table.to(device, non_blocking=True)
+        #: the table with the weights' trailing dimensions: ``[1 + count, count + 3(, 1)]``
+        self.shaped = self.table if dims == 2 else self.table.unsqueeze(2)
+        self.columns: dict[int, torch.Tensor] = {}
+        self.bits: np.ndarray | None = None
+
+    def column(self, m: int) -> torch.Tensor:
+        """The weights of a batch of rows of one (checked) id ``m``."""
+        weights = self.columns.get(m)
+        if weights is None:
+            c = m % self.table.shape[1]
+            weights = self.columns[m] = self.shaped[:, c : c + 1]
+        return weights
+
+    def rows(self, ids: np.ndarray) -> torch.Tensor:
+        """The weights of a batch of (checked) host ``ids``: ``[1 + count, B]`` (or ``[.., 1]``)."""
+        dtype = self.host.dtype
+        exact = dtype if dtype in _NUMPY_DTYPES else _BITS[self.host.element_size()]
+        if self.bits is None:  # bf16 has no numpy dtype: its bits are gathered
+            self.bits = (self.host if exact == dtype else self.host.view(exact)).numpy()
+        shape = (self.bits.shape[0], ids.shape[0])
+        cuda = self.device.type == "cuda"
+        buffer = torch.empty(shape + (1,) * (self.dims - 2), dtype=exact, pin_memory=cuda)
+        np.take(self.bits, ids, axis=1, out=buffer.numpy().reshape(shape), mode="wrap")
+        weights = buffer if exact == dtype else buffer.view(dtype)
+        if self.device.type == "cpu":
+            return weights
+        return weights.to(self.device, non_blocking=True)
+
+
 @lru_cache(maxsize=64)
 def _table(
-    count: int, jw: float, gamma: float, batch: int, device: torch.device, dtype: torch.dtype
-) -> torch.Tensor:
-    """:func:`row_weights` divided by ``batch``, on ``device`` (made once per configuration).
-
-    The copy to a CUDA device goes through pinned memory without waiting for the device.
-    """
-    table = torch.as_tensor(row_weights(count, jw, gamma) / batch, dtype=dtype)
-    if device.type == "cuda":
-        table = table.pin_memory()
-    return table.to(device, non_blocking=True)
+    count: int, jw: float, gamma: float, batch: int, sign: float,
+    device: torch.device, dtype: torch.dtype, dims: int,
+) -> _Table:  # fmt: skip
+    """The :class:`_Table` of one configuration (made once)."""
+    return _Table(count, jw, gamma, batch, sign, device, dtype, dims)
 
 
 def _weights(
@@ -76,28 +129,39 @@ def _weights(
     jw: float,
     gamma: float,
     like: torch.Tensor,
+    sign: float = 1.0,
 ) -> torch.Tensor:
-    """The ``[1 + count, B]`` (or ``[1 + count, 1]``) weights of the rows, divided by ``B``."""
+    """The ``[1 + count, B]`` (or ``[1 + count, 1]``) weights of the rows, divided by ``B``,
+    times ``sign``; with a trailing dimension of 1 if ``like`` has three dimensions.
+
+    One id for the batch (an ``int``, or host ids that are all equal: a
+    unimodal batch) takes a cached column (no operation); other host ids are
+    gathered on the host and sent in one copy; device ids are gathered there.
+    """
     if isinstance(modality, bool) or not isinstance(modality, (int, torch.Tensor)):
         raise TypeError(
             f"modality should be an integer or an integer tensor, but got modality={modality!r}"
         )
-    table = _table(count, jw, gamma, batch, like.device, like.dtype)
+    dims = like.dim()
+    table = _table(count, jw, gamma, batch, sign, like.device, like.dtype, dims)
     if isinstance(modality, int):
-        m = check_modality_id("modality", modality, count) % (count + 3)
-        return table[:, m : m + 1]
+        return table.column(check_modality_id("modality", modality, count))
     if tuple(modality.shape) not in ((), (batch,)):
         raise ValueError(
             f"modality should have shape [{batch}] like the logits or be one id, "
             f"but got {tuple(modality.shape)}"
         )
-    check_modality_ids("modality", modality, count)  # a device tensor is not read
-    ids = modality.view(-1)
-    if modality.device.type != "cpu":
-        ids = ids.clamp(-3, count)  # not read: an invalid id lands on the NaN column
-    elif like.device.type != "cpu":
-        ids = ids.to(like.device, non_blocking=True)
-    return table.index_select(1, ids % (count + 3))
+    if modality.device.type == "cpu":
+        check_integer_dtype("modality", modality)
+        ids = modality.numpy().reshape(-1)  # read once, in numpy: no torch op on the host
+        span = check_modality_ids("modality", ids, count)
+        if span is not None and span[0] == span[1]:  # one id for the batch: a unimodal batch
+            return table.column(span[0])
+        return table.rows(ids)
+    check_modality_ids("modality", modality, count)  # a device tensor: its dtype only
+    ids_row = modality if modality.dim() == 1 else modality.view(1)
+    on_device = ids_row.clamp(-3, count)  # not read: an invalid id lands on the NaN column
+    return table.shaped.index_select(1, on_device % (count + 3))
 
 
 def _refuse_probabilities(logits: list[torch.Tensor], names: tuple[str, ...]) -> None:
@@ -117,11 +181,20 @@ def _row_losses(logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tenso
         x = torch.cat(logits, dim=1)
         expanded = target[:, None].expand(batch, k).to(x.dtype)
         return F.binary_cross_entropy_with_logits(x, expanded, reduction="none").T
-    if logits[0].device.type == "cpu":  # the CPU's softmax is fastest over a strided class dim
-        stacked = torch.stack(logits, dim=2)
-        return F.cross_entropy(stacked, target[:, None].expand(batch, k), reduction="none").T
-    flat = torch.stack(logits).view(k * batch, classes)
-    return F.cross_entropy(flat, target.repeat(k), reduction="none").view(k, batch)
+    stacked = torch.stack(logits, dim=2)  # the CPU's softmax is fastest over a strided class dim
+    return F.cross_entropy(stacked, target[:, None].expand(batch, k), reduction="none").T
+
+
+def _picked_log_probabilities(logits: list[torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+    """``[K, B, 1]`` log-probabilities of the targets: minus the cross-entropy of each row.
+
+    The device formulation of :func:`_row_losses` for ``C > 1``: the same
+    ``log_softmax`` over the stacked logits, and a gather of the targets (what
+    ``nll_loss`` reads) with the sign folded into the weights, in fewer operations.
+    """
+    k, batch = len(logits), logits[0].shape[0]
+    log_probabilities = F.log_softmax(torch.stack(logits), dim=2)
+    return log_probabilities.gather(2, target.view(1, batch, 1).expand(k, batch, 1))
 
 
 def remix_loss(
@@ -170,10 +243,23 @@ def remix_loss(
             f"heads should hold every modality of modalities={names}; missing {missing}"
         )
     logits = [fused, *(heads[name] for name in names)]
-    _refuse_probabilities(logits, ("fused", *names))
-    if all(x.shape == fused.shape for x in logits):
-        per_row = _row_losses(logits, target)
-    else:
+    if fused.device.type == "cpu":  # values on a device are not read
+        _refuse_probabilities(logits, ("fused", *names))
+    gather = fused.device.type != "cpu"
+    return _weighted_sum(logits, target, modality, len(names), joint_weight, gamma, gather)
+
+
+def _weighted_sum(
+    logits: list[torch.Tensor], target: torch.Tensor, modality: torch.Tensor | int,
+    count: int, jw: float, gamma: float, gather: bool,
+) -> torch.Tensor:  # fmt: skip
+    """The loss of fused-then-heads ``logits``; ``gather``: the device formulation."""
+    shape, batch = logits[0].shape, logits[0].shape[0]
+    if not all(x.shape == shape for x in logits):
         per_row = torch.cat([_row_losses([x], target) for x in logits])
-    weights = _weights(modality, fused.shape[0], len(names), joint_weight, gamma, per_row)
-    return (per_row * weights).sum()
+    elif gather and len(shape) == 2 and shape[1] > 1:
+        picked = _picked_log_probabilities(logits, target)
+        return (picked * _weights(modality, batch, count, jw, gamma, picked, -1.0)).sum()
+    else:
+        per_row = _row_losses(logits, target)
+    return (per_row * _weights(modality, batch, count, jw, gamma, per_row)).sum()

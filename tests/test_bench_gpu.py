@@ -100,6 +100,7 @@ def test_quick_run_of_the_quick_start_compile_and_micro_levels(tmp_path: Path) -
     assert [row["level"] for row in cases] == [
         "update: 1 head", "update: 2 heads, ALL", "update: 2 heads, smoothing + balance",
         "update: 2 heads, score=loss", "remix_loss vs joint loss",
+        "remix_loss, one id, vs joint loss",
     ]  # fmt: skip
     for row in cases:
         assert _positive(row["us_per_call"]) and row["launches_per_call"] is None  # no CUDA
@@ -136,3 +137,19 @@ def test_gpu_sh_quick_runs_without_the_projects_other_dependencies(tmp_path: Pat
     ]  # fmt: skip
     assert not [row for row in saved["levels"] if row["kind"] == "failed"]
     assert "host ms/step plain" in done.stdout and "remix_loss vs joint loss" in done.stdout
+
+
+def test_the_meta_proxy_reports_every_case_with_host_time_and_aten_calls() -> None:
+    from benchmarks.step_costs import proxy
+
+    rows = proxy(calls=3)
+    assert [row["case"] for row in rows] == [
+        "update: 1 head", "update: 2 heads, ALL", "update: 2 heads, smoothing + balance",
+        "update: 2 heads, score=loss", "remix_loss vs joint loss",
+        "remix_loss, one id, vs joint loss",
+    ]  # fmt: skip
+    for row in rows:
+        assert row["ops_per_call"] >= 1 and math.isfinite(row["host_us"])
+    for row in rows[-2:]:
+        assert row["ratio"] == pytest.approx(row["host_us"] / row["joint_host_us"])
+        assert row["joint_ops_per_call"] == 6  # three cross-entropies and three additions

@@ -105,25 +105,52 @@ def test_update_and_remix_loss_never_synchronise(options: dict[str, Any]) -> Non
     filt = HardSampleFilter(4096, NAMES, labels=labels, **options)
     filt.queue = DeviceQueue(CUDA, limit=2048)  # a transfer every few calls, inside the check
     targets = x["target"] if options.get("score") == "loss" else None
-    host_ids = [x["ids"], torch.full((256,), ALL).pin_memory()]  # one id, and joint rows
+    mixed = torch.tensor([PAD, ALL, 0, 1]).repeat(64).pin_memory()  # per-row ids
+    host_ids = [x["ids"], torch.full((256,), ALL).pin_memory(), mixed]  # one id, joint, rows
     device_ids = [ids.to(CUDA) for ids in host_ids]
     device_index = x["index"].to(CUDA)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for step in range(40):
-            ids = host_ids[step % 2]
+        for step in range(42):
+            ids = host_ids[step % 3]
             loss = remix_loss(x["fused"], x["heads"], x["target"], ids, filt)
             loss = loss + remix_loss(
-                x["fused"], x["heads"], x["target"], device_ids[step % 2], filt
+                x["fused"], x["heads"], x["target"], device_ids[step % 3], filt
             )
             filt.update(x["index"], x["heads"], targets, modality=ids)
-            filt.update(device_index, x["heads"], targets, modality=device_ids[step % 2])
+            filt.update(device_index, x["heads"], targets, modality=device_ids[step % 3])
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert bool(torch.isfinite(loss))
     filt.snapshot(0)  # the one wait: the table comes back complete
     assert filt.stats()["unscored"] == 4096 - 256
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_remix_loss_on_cuda_gives_the_cpu_loss_and_gradients(dtype: torch.dtype) -> None:
+    """The device formulation (log_softmax and a gather, the weights from a cached column,
+    a numpy gather sent through pinned memory, or a gather of device ids) against the CPU's."""
+    gen = torch.Generator().manual_seed(5)
+    logits = [torch.randn(64, 7, generator=gen).to(dtype) for _ in range(3)]
+    target = torch.randint(0, 7, (64,), generator=gen)
+    mixed = torch.tensor([PAD, ALL, 0, 1])[torch.randint(0, 4, (64,), generator=gen)]
+    cases = {"one id": 1, "host one id": torch.zeros(64, dtype=torch.long),
+             "host rows": mixed, "device rows": mixed}  # fmt: skip
+    for case, modality in cases.items():
+        results = []
+        for device in ("cpu", "cuda"):
+            made = [x.detach().to(device).requires_grad_() for x in logits]
+            ids = modality
+            if isinstance(ids, torch.Tensor):
+                ids = ids.to(CUDA) if case == "device rows" and device == "cuda" else ids
+                ids = ids.pin_memory() if device == "cuda" and ids.device.type == "cpu" else ids
+            loss = remix_loss(made[0], dict(zip(NAMES, made[1:])), target.to(device), ids, NAMES)
+            loss.backward()
+            results.append([loss.detach().float().cpu()] + [x.grad.float().cpu() for x in made])
+        tolerance = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {}
+        for got, expected in zip(results[1], results[0]):
+            torch.testing.assert_close(got, expected, **tolerance, msg=case)
 
 
 def test_an_update_launches_at_most_four_kernels_and_copies() -> None:

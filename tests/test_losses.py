@@ -143,3 +143,66 @@ def test_probabilities_are_refused_and_binary_heads_take_the_sigmoid() -> None:
         rows[0] + bce(ha)[0] + rows[1] + bce(hv)[1] + rows[2] + 0.5 * (bce(ha)[2] + bce(hv)[2])
     ) / 4
     assert torch.allclose(got, expected, atol=1e-6)
+
+
+# ------------------------------------------------ the device formulation, checked on the CPU
+@given(
+    ids=st.lists(st.sampled_from([PAD, ALL, 0, 1, 2]), min_size=1, max_size=12),
+    dtype=st.sampled_from([torch.float32, torch.float64, torch.float16, torch.bfloat16]),
+    sign=st.sampled_from([1.0, -1.0]),
+    jw=st.floats(0.0, 2.0),
+    gamma=st.floats(0.1, 2.0),
+    as_int=st.booleans(),
+)
+def test_host_weights_are_the_table_gathered_bit_for_bit(
+    ids: list[int], dtype: torch.dtype, sign: float, jw: float, gamma: float, as_int: bool
+) -> None:
+    """The weights of host ids (a cached column for one id, numpy's gather of the table's
+    bits otherwise) are the table's entries exactly, in the logits' dtype (bf16 included)."""
+    from remix_data.losses import _weights, row_weights
+
+    b, count = len(ids), 3
+    like = torch.zeros(count + 1, b, dtype=dtype)
+    table = torch.as_tensor(sign * (row_weights(count, jw, gamma) / b), dtype=dtype)
+    expected = table[:, torch.tensor(ids) % (count + 3)]
+    if as_int:
+        expected = table[:, [ids[0] % (count + 3)]]
+    modality: torch.Tensor | int = ids[0] if as_int else torch.tensor(ids, dtype=torch.int32)
+    got = _weights(modality, b, count, jw, gamma, like, sign)
+    assert got.dtype == dtype and got.shape[0] == count + 1
+    exact = {"rtol": 0.0, "atol": 0.0, "equal_nan": True}
+    torch.testing.assert_close(got.expand(count + 1, b), expected.expand(count + 1, b), **exact)
+    like3 = like[:, :, None]  # the device formulation's shape: a trailing dimension of 1
+    assert _weights(modality, b, count, jw, gamma, like3, sign).shape[2] == 1
+
+
+@given(
+    ids=st.lists(st.sampled_from([PAD, ALL, 0, 1, 2]), min_size=1, max_size=12),
+    uniform=st.booleans(),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+)
+def test_the_device_formulation_gives_the_host_loss_and_gradients(
+    ids: list[int], uniform: bool, dtype: torch.dtype
+) -> None:
+    """On a device the loss is a log_softmax and a gather of the targets with negated
+    weights: run here on CPU tensors, it gives the host formulation's loss and gradients."""
+    from remix_data.losses import _weighted_sum
+
+    if uniform:
+        ids = [ids[0]] * len(ids)
+    b = len(ids)
+    gen = torch.Generator().manual_seed(b)
+    made = [(torch.randn(b, 4, generator=gen, dtype=dtype) * 3).requires_grad_() for _ in range(4)]
+    target = torch.randint(0, 4, (b,), generator=gen)
+    results = []
+    for gather in (False, True):
+        logits = [x.detach().clone().requires_grad_() for x in made]
+        loss = _weighted_sum(logits, target, torch.tensor(ids), 3, 0.5, 1.5, gather)
+        loss.backward()
+        results.append((loss.detach(), [x.grad for x in logits]))
+    (host, host_grads), (device, device_grads) = results
+    torch.testing.assert_close(device, host, rtol=1e-6, atol=1e-7)
+    for got, expected in zip(device_grads, host_grads):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+    pad = torch.tensor([m == PAD for m in ids])
+    assert all(float(g[pad].abs().sum()) == 0.0 for g in device_grads)  # a repeat trains nothing

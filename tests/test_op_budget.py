@@ -120,3 +120,26 @@ def test_remix_loss_dispatches_at_most_one_and_a_half_times_the_joint_loss() -> 
         }[where]
         ours, joint = _loss_ops(count, modality, dtype)
         assert ours <= 1.5 * joint, (count, where, dtype, ours, joint)
+
+
+def test_remix_loss_after_its_first_call_dispatches_no_more_than_the_joint_loss() -> None:
+    """Warm calls (the weight table made): a batch of one id (an int, or host ids all equal:
+    a unimodal remix batch) takes a cached column, at least three operations fewer than the
+    joint loss; per-row ids cost at most the joint loss's operations (bf16: two more, the
+    view of the table's bits); device ids are gathered there in as many."""
+    for count, where, dtype in itertools.product(
+        (2, 3), ("int", "host one id", "host rows", "device"), (torch.float32, torch.bfloat16)
+    ):
+        modality = {
+            "int": 1,
+            "host one id": torch.ones(B, dtype=torch.long),
+            "host rows": torch.arange(B) % (count + 1) - 1,
+            "device": torch.arange(B, device=META) % (count + 1) - 1,
+        }[where]
+        _loss_ops(count, modality, dtype)  # the first call makes the table of this configuration
+        ours, joint = _loss_ops(count, modality, dtype)
+        if where in ("int", "host one id"):
+            assert ours <= joint - 3, (count, where, dtype, ours, joint)
+        else:
+            extra = 2 if where == "host rows" and dtype == torch.bfloat16 else 0
+            assert ours <= joint + extra, (count, where, dtype, ours, joint)

@@ -128,10 +128,13 @@ def _epoch(
         times.sizes.add(size)
 
 
-def _parts(dataset: Any, labels: list[int], batch: int, compiled: bool, seed: int) -> Any:
-    """The quick start's filter, sampler and data (masked with zeros under ``compiled``)."""
+def _parts(
+    dataset: Any, labels: list[int], batch: int, compiled: bool, seed: int, epochs: int
+) -> Any:
+    """The quick start's filter, sampler and data (masked with zeros under ``compiled``),
+    built for the ``epochs`` this level runs at most (two untimed, then the timed ones)."""
     return build(
-        RECOMMENDED, dataset, modalities=NAMES, batch_size=batch, epochs=6, labels=labels,
+        RECOMMENDED, dataset, modalities=NAMES, batch_size=batch, epochs=epochs, labels=labels,
         seed=seed, masking="zeros" if compiled else None,
     )  # fmt: skip
 
@@ -156,7 +159,7 @@ def compare_loop(
     kwargs: dict[str, Any] = {
         "num_workers": num_workers, "persistent_workers": num_workers > 0, "pin_memory": cuda,
     }  # fmt: skip
-    parts = _parts(dataset, labels, batch_size, compiled, seed)
+    parts = _parts(dataset, labels, batch_size, compiled, seed, epochs=2 + max(reps, 2))
     filt = parts.filter
     plain = DataLoader(dataset, batch_size=batch_size, shuffle=True, **kwargs)
     remix = parts.loader(**kwargs)

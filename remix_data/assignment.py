@@ -32,8 +32,6 @@ Example:
     ([-1, 0, 0], 0)
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple

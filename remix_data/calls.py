@@ -17,8 +17,6 @@ Example:
     ([1], ('b',), None)
 """
 
-from __future__ import annotations
-
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, NamedTuple

@@ -19,8 +19,6 @@ scores travel. On devices other than CUDA the copy is an ordinary (waiting)
 one, made when the queue is full or drained.
 """
 
-from __future__ import annotations
-
 import warnings
 from collections.abc import Sequence
 from typing import Any, NamedTuple

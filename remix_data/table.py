@@ -30,8 +30,6 @@ Example:
     [[nan, nan, 1.0], [nan, nan, 1.0]]
 """
 
-from __future__ import annotations
-
 from typing import Any, NamedTuple
 
 import numpy as np

@@ -28,8 +28,8 @@ each side's host milliseconds per step into the wait for data, the step and
 Run: ``bash benchmarks/gpu.sh`` (or ``python -m benchmarks.gpu``) on a machine
 with one CUDA GPU and torch, numpy, tqdm and Triton (torch's CUDA wheels bring
 it) — none of the project's other dependencies. Each level's timed runs are
-capped at ``--level-seconds`` (12), so the whole command takes about three
-and a half minutes on one H100/H200. ``--quick`` runs tiny sizes on the CPU
+capped at ``--level-seconds`` (12), so the whole command took 96-104 s on one
+H200 (three runs). ``--quick`` runs tiny sizes on the CPU
 (a plumbing check, not a measurement). Writes ``results/gpu.json`` and prints
 one table.
 """

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU benchmark in one command (about three and a half minutes on one H100/H200):
+# The GPU benchmark in one command (96-104 s on one H200 in three runs):
 #   bash benchmarks/gpu.sh                 # writes results/gpu.json and prints the table
 #   bash benchmarks/gpu.sh --quick         # tiny sizes on the CPU: a plumbing check
 #   PYTHON=/path/to/python bash benchmarks/gpu.sh --levels quickstart,micro

@@ -272,7 +272,10 @@ def train_step(
     computed on it, for ``filter.update(index, logits, modality=modality)``.
 
     ``sample`` lives on the model's device, ``modality`` where the loader put it
-    (the CPU: the choice of encoders reads it without a device sync). Joint,
+    (the CPU): the choice of encoders, :func:`~remix_data.mask_features` and
+    :func:`~remix_data.remix_loss` read it there without a device sync, as the
+    README's loop passes it (one id known on the host: no masking operation for
+    the active modality, and the loss takes a cached weight column). Joint,
     unimodal and mixed batches share this path. An encoder no row needs
     (every row trains another modality) is skipped with ``skip_encoder`` (its
     features are zeros), run in eval mode with ``masked_encoder_eval``, or run
@@ -295,7 +298,6 @@ def train_step(
     joint_rows = modality == ALL
     all_joint = bool(joint_rows.all())
     used = {m: all_joint or bool((joint_rows | (modality == i)).any()) for i, m in enumerate(names)}
-    modality = modality.to(y.device, non_blocking=True)
     feats: dict[str, torch.Tensor] = {}
     for m in names:
         if not used[m] and cfg["skip_encoder"]:
@@ -318,7 +320,7 @@ def train_step(
         joint_weight=float(cfg["joint_head_weight"]), gamma=float(cfg["remix_head_weight"]),
     )  # fmt: skip
     if balancer is not None and balancer.active and joint_batch(modality):
-        real = modality != PAD
+        real = (modality != PAD).to(y.device, non_blocking=True)
         term = balancer.on_forward(model, {m: feats[m][real] for m in names}, y[real])  # type: ignore[arg-type]
         if term is not None:
             loss = loss + term

@@ -35,9 +35,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._checks import check_choice
+from ._checks import check_choice, check_modality_id, check_modality_ids
 from ._source import is_source, modality_names, modality_rows
 from .masking import MASKS, UNDECLARED, Location, Masker, describe, locate
+from .table import to_device
 from .vocabulary import ALL, PAD, Key, KeyBatch, ModalitySource
 from .watch import expect_feature_masking, feature_masked
 
@@ -499,7 +500,11 @@ def mask_features(
     The feature-level masking of the reference code: encoders run on the full
     sample (``mask="none"``), and this zeroes the pooled features of inactive
     modalities before fusion. Rows with modality ``ALL`` keep everything.
-    Differentiable (a multiplication), on the features' device.
+    Differentiable (a multiplication), on the features' device. With one id
+    known on the host (an ``int``, or the loader's host ``modality`` column of a
+    unimodal batch) the active modality's features come back as they are and
+    each masked one costs one multiplication; ids on a device are not read
+    (one gather of a cached keep table, then one multiplication per modality).
 
     Args:
         features: ``{name: [B, ...] tensor}`` per modality.
@@ -522,15 +527,54 @@ def mask_features(
     unknown = set(features) - set(names)
     if unknown:
         raise ValueError(f"features names unknown modalities {sorted(unknown)}; known: {names}")
+    one = _one_id(modality, len(names))
+    # ids per row must match the rows of every feature tensor; one id fits any
+    shape = tuple(modality.shape) if isinstance(modality, torch.Tensor) and modality.dim() else None
     out: dict[str, torch.Tensor] = {}
+    kept: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}  # [B, M] per device, dtype
     for name, value in features.items():
         m = names.index(name)
-        ids = modality_rows("modality", modality, value.shape[0], len(names), value.device)
-        if ids.shape != value.shape[:1]:
+        if shape is not None and shape != tuple(value.shape[:1]):
             raise ValueError(
                 f"modality should have shape [{value.shape[0]}] like features[{name!r}], "
-                f"but got {tuple(ids.shape)}"
+                f"but got {shape}"
             )
-        keep = ((ids == m) | (ids == ALL)).to(value.dtype)
-        out[name] = value * keep.view(-1, *([1] * (value.dim() - 1)))
+        if one is not None:  # read on the host: no operation where nothing is masked
+            out[name] = value if one in (m, ALL) else value * 0.0
+            continue
+        keep = kept.get((value.device, value.dtype))
+        if keep is None:  # one gather of the table per device and dtype
+            ids = modality_rows("modality", modality, value.shape[0], len(names), value.device)
+            keep = kept[value.device, value.dtype] = _keep_table(
+                len(names), value.device, value.dtype
+            )[ids]
+        out[name] = value * keep[:, m].view(-1, *([1] * (value.dim() - 1)))
     return out
+
+
+def _one_id(modality: Any, count: int) -> int | None:
+    """The batch's one modality id when it is known on the host (an ``int``, or host ids
+    that are all equal), checked; ``None`` for per-row or device ids (not read)."""
+    if isinstance(modality, bool) or not isinstance(modality, (int, torch.Tensor)):
+        raise TypeError(
+            f"modality should be an integer or an integer tensor, but got modality={modality!r}"
+        )
+    if isinstance(modality, int):
+        return check_modality_id("modality", modality, count)
+    span = check_modality_ids("modality", modality, count)
+    return span[0] if span is not None and span[0] == span[1] else None
+
+
+@functools.lru_cache(maxsize=64)
+def _keep_table(count: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``[count + 2, count]``: which modalities rows of each id keep (1) or zero (0).
+
+    Row ``k`` is id ``k``'s one-hot; the last two rows are read through negative
+    ids: ``PAD`` (-2) keeps nothing, ``ALL`` (-1) everything. Made once per
+    configuration, so that per-row ids take one gather on their device.
+    """
+    table = torch.zeros(count + 2, count)
+    table[:count] = torch.eye(count)
+    table[ALL] = 1.0
+    table[PAD] = 0.0
+    return to_device(table.to(dtype), device)

@@ -22,6 +22,7 @@ from remix_data import (
     RemixCollate,
     mask_features,
 )
+from remix_data.vocabulary import PAD
 
 
 def dict_items(kind: str, n: int = 6) -> list[dict]:
@@ -395,6 +396,55 @@ def test_mask_features_takes_the_filter_and_one_id_per_batch() -> None:
         mask_features(feats, 5, filt)
     with pytest.raises(ValueError, match=r"modality should hold ALL .* but got an id 2"):
         mask_features(feats, torch.tensor([0, 2]), filt)
+
+
+def _reference_mask(value: torch.Tensor, ids: torch.Tensor, m: int) -> torch.Tensor:
+    """The reference code's feature masking, written out: ``value * [id == m or id == ALL]``."""
+    keep = ((ids == m) | (ids == ALL)).to(value.dtype)
+    return value * keep.view(-1, *([1] * (value.dim() - 1)))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 3),
+    st.integers(0, 6),
+    st.sampled_from(["int", "zero-d", "host rows", "one host id", "meta"]),
+    st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),
+    st.integers(2, 3),
+    st.data(),
+)
+def test_mask_features_is_the_reference_masking_in_values_and_gradients(
+    count: int, rows: int, form: str, dtype: torch.dtype, dims: int, data: st.DataObject
+) -> None:
+    ids_of = st.integers(PAD, count - 1)  # PAD, ALL and every modality id
+    if form in ("int", "zero-d", "one host id"):
+        one = data.draw(ids_of)
+        ids = torch.full((rows,), one, dtype=torch.long)
+        modality: Any = {"int": one, "zero-d": torch.tensor(one), "one host id": ids}[form]
+    else:
+        ids = torch.tensor(data.draw(st.lists(ids_of, min_size=rows, max_size=rows)))
+        ids = ids.long().reshape(rows)
+        modality = ids
+    names = tuple("abc"[:count])
+    gen = torch.Generator().manual_seed(rows)
+    shape = (rows, 3) if dims == 2 else (rows, 2, 3)
+    base = {n: torch.randn(shape, generator=gen).to(dtype) for n in names}
+    if form == "meta":  # the device path (ids on the features' device, not read)
+        feats = {n: v.to("meta") for n, v in base.items()}
+        out = mask_features(feats, ids.to("meta"), names)
+        assert all(out[n].shape == shape and out[n].dtype == dtype for n in names)
+        return
+    feats = {n: v.clone().requires_grad_() for n, v in base.items()}
+    refs = {n: v.clone().requires_grad_() for n, v in base.items()}
+    out = mask_features(feats, modality, names)
+    expected = {n: _reference_mask(refs[n], ids, m) for m, n in enumerate(names)}
+    for n in names:  # bit for bit, the sign of a masked negative zero included
+        assert torch.equal(out[n].detach().view(torch.int8), expected[n].detach().view(torch.int8))
+    weights = torch.randn(shape, generator=gen).to(dtype)
+    sum((o * weights).sum() for o in out.values()).backward()
+    sum((e * weights).sum() for e in expected.values()).backward()
+    for n in names:
+        assert torch.equal(feats[n].grad, refs[n].grad), n  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------ collate

@@ -5,7 +5,8 @@ tensor would, and each operation costs host time (25-40 us per op on the
 H200 of DESIGN.md section 8). Held to budget: at most 12 operations per
 ``HardSampleFilter.update`` on the pure-torch device path for any options, and
 ``remix_loss`` at most 1.5 times the operations of the joint loss
-``CE(fused) + sum CE(head)`` on the same tensors.
+``CE(fused) + sum CE(head)`` on the same tensors; ``mask_features`` runs no
+operation for a modality it leaves as it is.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from remix_data import ALL, HardSampleFilter, remix_loss
+from remix_data import ALL, PAD, HardSampleFilter, mask_features, remix_loss
 from remix_data.device import DeviceQueue
 
 META = torch.device("meta")
@@ -143,3 +144,29 @@ def test_remix_loss_after_its_first_call_dispatches_no_more_than_the_joint_loss(
         else:
             extra = 2 if where == "host rows" and dtype == torch.bfloat16 else 0
             assert ours <= joint + extra, (count, where, dtype, ours, joint)
+
+
+VIEWS = {"select", "view", "detach", "expand", "slice", "unsqueeze"}
+
+
+def _mask_ops(modality: Any, count: int) -> list[str]:
+    feats = {n: torch.randn(B, 4, device=META, requires_grad=True) for n in NAMES[:count]}
+    mask_features(feats, modality, NAMES[:count])  # the keep table of this configuration
+    with CountOps() as counted:
+        mask_features(feats, modality, NAMES[:count])
+    return [op.split(".")[0] for op in counted.ops]
+
+
+def test_mask_features_runs_nothing_where_one_host_id_masks_nothing() -> None:
+    """A batch with one id known on the host (an int, or host ids all equal: what the loader
+    yields): the active modality's features pass as they are, each masked one takes one
+    multiplication; ``ALL`` takes none. Device ids: one gather, one multiplication each."""
+    for count in (2, 3):
+        for one in (0, ALL, PAD):
+            for modality in (one, torch.full((B,), one)):
+                kernels = [op for op in _mask_ops(modality, count) if op not in VIEWS]
+                masked = 0 if one == ALL else count if one == PAD else count - 1
+                assert kernels == ["mul"] * masked, (count, one, kernels)
+        device_ids = torch.zeros(B, dtype=torch.long, device=META)
+        kernels = [op for op in _mask_ops(device_ids, count) if op not in VIEWS]
+        assert kernels == ["index"] + ["mul"] * count, (count, kernels)

@@ -25,6 +25,10 @@ launch (``tests/test_op_budget.py`` counts the operations a GPU runs)::
     python -m benchmarks.step_costs            # the meta proxy
     python -m benchmarks.step_costs --device cuda
 
+On ``meta`` it also counts the ATen operations of one training step of the
+GPU benchmark's ``tiny`` level, forward and backward (:func:`step_ops`): the
+joint step against the remix step of a unimodal batch.
+
 Example:
     >>> rows = measure(torch.device("cpu"), calls=5)
     >>> [row["case"] for row in rows][:2]
@@ -40,12 +44,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks._common import NAMES
 from remix_data import ALL, HardSampleFilter, remix_loss
 from remix_data.device import DeviceQueue
 
-__all__ = ["measure", "proxy"]
+__all__ = ["measure", "proxy", "step_ops"]
 
 B, C, N = 256, 10, 65_536
 
@@ -196,7 +201,7 @@ def proxy(*, calls: int = 300) -> list[dict[str, Any]]:
 
     Example:
         >>> rows = proxy(calls=3)
-        >>> rows[-1]["case"], rows[-1]["ops_per_call"] <= rows[-1]["joint_ops_per_call"]
+        >>> rows[-1]["case"], rows[-1]["ops_per_call"] < rows[-2]["ops_per_call"]  # one id: fewer
         ('remix_loss, one id, vs joint loss', True)
     """
     meta = torch.device("meta")
@@ -216,6 +221,52 @@ def proxy(*, calls: int = 300) -> list[dict[str, Any]]:
     return rows
 
 
+class _CountOps(TorchDispatchMode):
+    """Count the ATen operations dispatched while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+def step_ops(batch: int = 64, width: int = 32) -> list[dict[str, Any]]:
+    """ATen operations of one ``tiny``-level training step (:class:`~benchmarks.training.TinyNet`,
+    :func:`~benchmarks.methods.train_step`, forward and backward) on ``meta`` tensors: the
+    joint step (``ALL`` rows) and the remix step of a unimodal batch (``remix-online``,
+    the loader's host ids).
+
+    Example:
+        >>> joint, remix = step_ops(batch=4, width=8)
+        >>> remix["ops"] <= joint["ops"]
+        True
+    """
+    from benchmarks.methods import method_config, train_step
+    from benchmarks.training import TinyNet
+
+    meta = torch.device("meta")
+    model = TinyNet(width=width).to(meta)
+    sample = {
+        "audio": torch.zeros(batch, 40, device=meta),
+        "video": torch.zeros(batch, 3, 16, 16, device=meta),
+        "label": torch.zeros(batch, dtype=torch.long, device=meta),
+    }
+    rows = []
+    for case, method, one in (
+        ("tiny step, joint", "joint", ALL),
+        ("tiny step, remix", "remix-online", 0),
+    ):
+        cfg, ids = method_config(method, NAMES), torch.full((batch,), one)
+        train_step(model, cfg, sample, ids)[0].backward()  # cached tables made
+        with _CountOps() as counted:
+            train_step(model, cfg, sample, ids)[0].backward()
+        rows.append({"case": case, "ops": counted.count})
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """Print the meta proxy (default) or :func:`measure` on ``--device``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -224,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.device == "meta":
-        rows = proxy(calls=args.calls)
+        rows = proxy(calls=args.calls) + step_ops()
     else:
         rows = measure(torch.device(args.device), calls=args.calls)
     for row in rows:

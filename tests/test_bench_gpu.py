@@ -153,3 +153,14 @@ def test_the_meta_proxy_reports_every_case_with_host_time_and_aten_calls() -> No
     for row in rows[-2:]:
         assert row["ratio"] == pytest.approx(row["host_us"] / row["joint_host_us"])
         assert row["joint_ops_per_call"] == 6  # three cross-entropies and three additions
+
+
+def test_a_remix_step_dispatches_no_more_operations_than_the_joint_step() -> None:
+    """The tiny level's step on ``meta`` tensors (what a GPU would run): a unimodal batch with
+    the loader's host ids masks and weighs on the host, so its step, forward and backward,
+    dispatches at most the joint step's operations (it dispatched 9 more before)."""
+    from benchmarks.step_costs import step_ops
+
+    joint, remix = step_ops()
+    assert (joint["case"], remix["case"]) == ("tiny step, joint", "tiny step, remix")
+    assert 0 < remix["ops"] <= joint["ops"], (joint, remix)

@@ -44,7 +44,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from benchmarks._common import NAMES
 from remix_data import ALL, HardSampleFilter, remix_loss
@@ -221,29 +220,21 @@ def proxy(*, calls: int = 300) -> list[dict[str, Any]]:
     return rows
 
 
-class _CountOps(TorchDispatchMode):
-    """Count the ATen operations dispatched while active."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.count += 1
-        return func(*args, **(kwargs or {}))
-
-
 def step_ops(batch: int = 64, width: int = 32) -> list[dict[str, Any]]:
-    """ATen operations of one ``tiny``-level training step (:class:`~benchmarks.training.TinyNet`,
-    :func:`~benchmarks.methods.train_step`, forward and backward) on ``meta`` tensors: the
-    joint step (``ALL`` rows) and the remix step of a unimodal batch (``remix-online``,
-    the loader's host ids).
+    """ATen operations dispatched (every ``aten::`` event of ``torch.profiler``, nested
+    ones included: each is one dispatch, and the leaves are what a GPU launches) in one
+    training step of the ``tiny`` level on ``meta`` tensors, forward and backward
+    (:class:`~benchmarks.training.TinyNet`, :func:`~benchmarks.methods.train_step`):
+    the joint step (``ALL`` rows) and the remix step of a unimodal batch
+    (``remix-online``, the loader's host ids).
 
     Example:
         >>> joint, remix = step_ops(batch=4, width=8)
         >>> remix["ops"] <= joint["ops"]
         True
     """
+    from torch.profiler import ProfilerActivity, profile
+
     from benchmarks.methods import method_config, train_step
     from benchmarks.training import TinyNet
 
@@ -261,9 +252,9 @@ def step_ops(batch: int = 64, width: int = 32) -> list[dict[str, Any]]:
     ):
         cfg, ids = method_config(method, NAMES), torch.full((batch,), one)
         train_step(model, cfg, sample, ids)[0].backward()  # cached tables made
-        with _CountOps() as counted:
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
             train_step(model, cfg, sample, ids)[0].backward()
-        rows.append({"case": case, "ops": counted.count})
+        rows.append({"case": case, "ops": sum(e.name.startswith("aten::") for e in prof.events())})
     return rows
 
 

@@ -26,6 +26,7 @@ import itertools
 import multiprocessing
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -72,6 +73,12 @@ def _entry(
     finally:
         dist.destroy_process_group()
     torch.save(result, _result_path(store, rank))
+    # The result is saved: leave without the interpreter's teardown, where a native
+    # thread still joinable at exit has aborted a rank ("terminate called without an
+    # active exception", SIGABRT) after its work was done and saved.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _result_path(store: str | Path, rank: int) -> Path:

@@ -230,6 +230,7 @@ def test_no_benchmark_imports_a_private_name() -> None:
 PUBLIC_BY_PROTOCOL = {
     "_replace", "_fields", "_asdict", "_make",  # namedtuple's API
     "_is_accelerate_prepared",  # the flag Accelerate reads on a prepared loader
+    "_exit",  # os._exit: the standard library's exit without teardown
 }  # fmt: skip
 
 

@@ -28,6 +28,7 @@ from .calls import Call, check_call
 from .device import DeviceQueue, Landed
 from .distributed import average_written, is_distributed
 from .scores import describe_nonfinite, score_outputs
+from .staging import HostStage
 from .states import FilterState, Pairing, Snapshots
 from .table import NONFINITE, NonFiniteScore, ScoreTable
 from .vocabulary import FILTERED
@@ -133,6 +134,9 @@ class HardSampleFilter:
         #: Scores computed on a device, on their way to :attr:`table` (made by the
         #: first update with outputs on an accelerator).
         self.queue: DeviceQueue | None = None
+        #: Host calls checked at the call, waiting to be scored and written together
+        #: (:mod:`~remix_data.staging`); :meth:`flush` writes them into :attr:`table`.
+        self.stage = HostStage()
         #: The frozen assignment of the current epoch, its weights and the history.
         self.snapshots = Snapshots(self.num_samples, len(self.modalities))
         #: A restored sampler's check on this filter's snapshot epoch.
@@ -177,7 +181,7 @@ class HardSampleFilter:
         *,
         modality: Any = None,
     ) -> None:
-        """Write the scores of one batch into the table (one index scatter).
+        """Score one batch's outputs into the table.
 
         Args:
             indices: ``[B]`` integer sample indices (tensor, array or list).
@@ -195,7 +199,11 @@ class HardSampleFilter:
                 more than one modality (remix batches are unimodal).
 
         An index repeated in one call is written once, from its last occurrence
-        (counted in ``stats()["duplicates"]``). Outputs on an accelerator are
+        (counted in ``stats()["duplicates"]``). Every argument is checked at the
+        call. Outputs on the CPU are staged (:mod:`~remix_data.staging`) and
+        scored and written together with later calls, before anything reads the
+        table; a call whose logits hold NaN or ``inf`` is written at once, so it
+        raises here (``nonfinite="raise"``). Outputs on an accelerator are
         scored there without waiting for it and reach the table later; what only
         their values show raises at the next :meth:`snapshot` (``docs/architecture.md``).
         """
@@ -208,9 +216,17 @@ class HardSampleFilter:
             return
         heads = [outputs[name] for name in call.names]
         if call.device is None:
-            self.flush()  # keep the order of earlier device calls
+            self._write_landed()  # keep the order of earlier device calls
+            if self.score == "confidence" and isinstance(call.indices, np.ndarray):
+                assert not isinstance(call.ids, torch.Tensor)
+                if self.stage.push(call.rows, heads, call.indices, call.ids):
+                    if self.stage.full:
+                        self._write_staged()
+                    return
+            self._write_staged()  # not staged (some logit is not finite): written now
             self._write_host(call, heads, score_outputs(heads, self.score, targets))
             return
+        self._write_staged()  # keep the order of earlier host calls
         if self.queue is None:
             self.queue = DeviceQueue(call.device)
         elif self.queue.device != call.device:
@@ -232,19 +248,31 @@ class HardSampleFilter:
             message = describe_nonfinite(call.names[bad.head], heads[bad.head], bad.row, bad.value)
             raise ValueError(message) from None
 
-    def _write_landed(self, landed: list[Landed]) -> None:
+    def _write_landed(self, landed: list[Landed] | None = None) -> None:
+        """Write calls back from the device (``None``: drain the device queue first)."""
+        if landed is None:
+            if self.queue is None or not len(self.queue):
+                return
+            landed = self.queue.drain()
         for call in landed:
             if call.probabilities is not None:
                 self.table.pending["probabilities"] = call.probabilities
             self.table.write(call.rows, call.indices, call.ids, call.scores, checked=False)
 
-    def flush(self) -> None:
-        """Write the scores still on a device into :attr:`table` (waits for the device).
+    def _write_staged(self) -> None:
+        """Score and write the staged host calls (checked at their calls), in order."""
+        if len(self.stage):
+            for call in self.stage.drain():
+                self.table.write(call.rows, call.indices, call.ids, call.scores)
 
-        Called by every method that reads the table; no need to call it yourself.
+    def flush(self) -> None:
+        """Write the scores still on a device or staged on the host into :attr:`table`.
+
+        Called by every method that reads the table (waiting for a device);
+        call it yourself only to read :attr:`table` directly.
         """
-        if self.queue is not None and len(self.queue):
-            self._write_landed(self.queue.drain())
+        self._write_landed()
+        self._write_staged()
 
     def set_scores(self, scores: Any, *, modality: str | int | None = None) -> None:
         """Replace the score table, or one modality's row of it, with ``scores``.

@@ -199,6 +199,8 @@ def simulate_sync(filters: Sequence[HardSampleFilter]) -> None:
     if len(shapes) != 1:
         raise ValueError(f"filters should share num_samples and modalities, but got {shapes}")
     # What all_reduce would sum, then what every rank does with the sum.
+    for f in filters:
+        f.flush()  # staged or device calls into the tables read below
     tables = [f.table for f in filters]
     world = len(tables)
     summed = torch.stack(

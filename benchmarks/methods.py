@@ -38,6 +38,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -260,6 +261,21 @@ class FusionModel(Protocol):
     def fuse(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor: ...
 
 
+def _rows_trained(modality: torch.Tensor, count: int) -> tuple[bool, list[bool]]:
+    """Whether every row is joint, and per modality whether some row trains it (joint or its id).
+
+    Host ids (the loader's column) are read once in numpy; device ids with torch ops.
+    """
+    if modality.device.type == "cpu":
+        seen = np.bincount(modality.numpy().reshape(-1) - PAD, minlength=count - PAD)
+        joint = bool(seen[ALL - PAD])
+        return int(seen[ALL - PAD]) == modality.numel(), [joint or bool(c) for c in seen[-PAD:]]
+    joint_rows = modality == ALL
+    return bool(joint_rows.all()), [
+        bool((joint_rows | (modality == i)).any()) for i in range(count)
+    ]
+
+
 def train_step(
     model: FusionModel,
     cfg: Mapping[str, Any],
@@ -295,9 +311,8 @@ def train_step(
     if alone is not None:  # one encoder and its head; the others never run
         logits = {alone: model.heads[alone](model.encoders[alone](sample[alone]))}
         return F.cross_entropy(logits[alone], y), logits
-    joint_rows = modality == ALL
-    all_joint = bool(joint_rows.all())
-    used = {m: all_joint or bool((joint_rows | (modality == i)).any()) for i, m in enumerate(names)}
+    all_joint, trained = _rows_trained(modality, len(names))
+    used = {m: all_joint or trained[i] for i, m in enumerate(names)}
     feats: dict[str, torch.Tensor] = {}
     for m in names:
         if not used[m] and cfg["skip_encoder"]:

@@ -16,6 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _synthetic import synthetic_hapt
+from hypothesis import given
+from hypothesis import strategies as st
 
 from benchmarks import hapt as bench
 from benchmarks import methods
@@ -354,3 +356,20 @@ def test_quick_run_on_the_real_file(tmp_path: Path) -> None:
     )
     assert report["data"]["n_train"] == 480 and report["data"]["window"] == 128
     _check_report(json.loads(out.read_text()), ["joint", "remix"], [0])
+
+
+@given(
+    st.integers(1, 4).flatmap(
+        lambda count: st.tuples(st.just(count), st.lists(st.integers(-2, count - 1), max_size=8))
+    )
+)
+def test_train_step_reads_which_encoders_a_batch_needs_like_the_torch_ops(case: Any) -> None:
+    # PAD (-2) rows train nothing, ALL (-1) rows every modality; an empty batch counts as joint.
+    count, ids = case
+    modality = torch.tensor(ids, dtype=torch.int64)
+    joint_rows = modality == ALL
+    expected = (
+        bool(joint_rows.all()),
+        [bool((joint_rows | (modality == i)).any()) for i in range(count)],
+    )
+    assert methods._rows_trained(modality, count) == expected

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks import scaling, throughput
+from benchmarks import scaling, step_split, throughput
 
 
 def positive(value: Any) -> bool:
@@ -104,3 +104,23 @@ def test_scaling_quick_writes_every_table(tmp_path: Path) -> None:
         assert row["agree"] >= 0.99  # same decisions (log base and clipping aside)
     goal = result["goal"]
     assert goal["limit_s"] == 1.0 and goal["met"] is False  # --quick stops below 10^7
+
+
+def test_step_split_parts_add_up_to_the_step_and_only_remix_updates() -> None:
+    rows = step_split.split(n=256, batch_size=32, width=8, epochs=3, skip=1)
+    parts = {row["part"]: row for row in rows}
+    assert list(parts) == [*step_split.PARTS, "total"]
+    for side in ("plain", "remix"):
+        total = sum(parts[p][side] for p in step_split.PARTS)
+        assert parts["total"][side] == pytest.approx(total)
+        assert all(row[side] >= 0 for row in rows)
+    for row in rows:
+        assert row["extra"] == pytest.approx(row["remix"] - row["plain"])
+    # the plain side never sets an epoch; its "update" is only the timer's own cost
+    assert parts["set_epoch"]["plain"] == 0.0
+    assert parts["data"]["plain"] > 0 and parts["update"]["remix"] > 0
+
+
+def test_step_split_refuses_to_count_no_epoch() -> None:
+    with pytest.raises(SystemExit, match="--skip should be below --epochs"):
+        step_split.main(["--epochs", "2", "--skip", "2"])

@@ -23,7 +23,8 @@ optimiser on both sides; one run is one epoch, runs alternate, medians are
 reported; host synchronisations per step are counted on the first four levels
 (``torch.cuda.set_sync_debug_mode("warn")``), and the quick-start levels split
 each side's host milliseconds per step into the wait for data, the step and
-``update``.
+``update``, and report per epoch the milliseconds of ``set_epoch`` and of the
+final wait for the device.
 
 Run: ``bash benchmarks/gpu.sh`` (or ``python -m benchmarks.gpu``) on a machine
 with one CUDA GPU and torch, numpy, tqdm and Triton (torch's CUDA wheels bring
@@ -180,7 +181,14 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     if host:
         out["plain_ms"], out["remix_ms"] = _ms(host["plain"]), _ms(host["remix"])
         out["sizes"] = f"{host['plain']['batch_sizes']} / {host['remix']['batch_sizes']}"
+        out["epoch_ms"] = " / ".join(_epoch_ms(host[side]) for side in ("plain", "remix"))
     return out
+
+
+def _epoch_ms(host: dict[str, Any]) -> str:
+    """``set_epoch + device wait`` ms per epoch (keys absent in results written before them)."""
+    parts = [host.get(k) for k in ("set_epoch_ms_per_epoch", "device_wait_ms_per_epoch")]
+    return "+".join("-" if v is None else f"{v:.1f}" for v in parts)
 
 
 COLUMNS = [
@@ -198,6 +206,7 @@ COLUMNS = [
     ("host ms/step plain data/step/update", "plain_ms", "s"),
     ("remix", "remix_ms", "s"),
     ("batch sizes", "sizes", "s"),
+    ("ms/epoch set_epoch+device wait (plain / remix)", "epoch_ms", "s"),
 ]
 
 

@@ -11,6 +11,8 @@ once; a step costs the same whatever the weights). Each side reports its samples
 per second over whole epochs (the device synchronised at the end) and its host
 milliseconds per step split into the wait for data, the step (forward, loss,
 backward, optimiser) and ``update``; nothing in the loop waits for the device.
+Per epoch it also reports the milliseconds of ``set_epoch`` and of the final
+wait for the device (large where the GPU, not the host, sets the pace).
 
 :func:`compare_loop` with ``compiled=True`` runs the same with the model
 wrapped in ``torch.compile`` on both sides and the masking set to zeros (one
@@ -83,20 +85,26 @@ class QuickNet(nn.Module):
 
 
 class StepTimes:
-    """Host seconds of every step, split into the wait for data, the step and ``update``."""
+    """Host seconds of every step, split into the wait for data, the step and ``update``,
+    and of each epoch's work outside its steps: ``set_epoch`` and the wait for the device
+    at its end (``torch.cuda.synchronize``: what the host finished ahead of the GPU)."""
 
     def __init__(self) -> None:
         self.wait = self.step = self.update = 0.0
-        self.steps = 0
+        self.set_epoch = self.drain = 0.0
+        self.steps = self.epochs = 0
         self.sizes: set[int] = set()  # distinct batch sizes (each new one autotunes cuDNN)
 
     def per_step_ms(self) -> dict[str, float | None]:
-        n = max(self.steps, 1)
+        n, e = max(self.steps, 1), max(self.epochs, 1)
         return {
             "data_ms": 1e3 * self.wait / n,
             "step_ms": 1e3 * self.step / n,
             "update_ms": 1e3 * self.update / n if self.update else None,
             "batch_sizes": len(self.sizes),
+            "steps_per_epoch": self.steps / e,
+            "set_epoch_ms_per_epoch": 1e3 * self.set_epoch / e,
+            "device_wait_ms_per_epoch": 1e3 * self.drain / e,
         }
 
 
@@ -197,16 +205,23 @@ def compare_loop(
     epochs = itertools.count()
     plain_step, remix_step = train("plain", joint), train("remix", remixed)
 
+    def finish(t: StepTimes) -> None:
+        start = time.perf_counter()
+        if cuda:
+            torch.cuda.synchronize(device)
+        t.drain += time.perf_counter() - start
+        t.epochs += 1
+
     def run_plain() -> None:
         _epoch(plain, plain_step, None, times["plain"])
-        if cuda:
-            torch.cuda.synchronize(device)
+        finish(times["plain"])
 
     def run_remix() -> None:
+        t, start = times["remix"], time.perf_counter()
         parts.sampler.set_epoch(next(epochs))
-        _epoch(remix, remix_step, update, times["remix"])
-        if cuda:
-            torch.cuda.synchronize(device)
+        t.set_epoch += time.perf_counter() - start
+        _epoch(remix, remix_step, update, t)
+        finish(t)
 
     start = time.perf_counter()
     for _ in range(2):  # warm-up epochs: compilation, cuDNN autotuning, the joint epoch

@@ -95,6 +95,12 @@ def test_quick_run_of_the_quick_start_compile_and_micro_levels(tmp_path: Path) -
             _positive(side["data_ms"]) and _positive(side["step_ms"]) for side in (plain, remix)
         )
         assert plain["batch_sizes"] >= 1 and remix["batch_sizes"] >= 1
+        # per epoch: only remix sets an epoch; the steps counted are whole epochs' steps
+        assert plain["set_epoch_ms_per_epoch"] == 0 and _positive(remix["set_epoch_ms_per_epoch"])
+        for side in (plain, remix):
+            assert side["device_wait_ms_per_epoch"] >= 0
+            assert side["steps_per_epoch"] >= 1
+        assert plain["steps_per_epoch"] == math.ceil(row["work"] / row["batch_size"])
         assert row["syncs"]["remix"] == {"syncs_per_step": None, "syncs": None, "steps": None}
     cases = [row for row in result["levels"] if row["kind"] == "micro"]
     assert [row["level"] for row in cases] == [

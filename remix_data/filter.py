@@ -124,8 +124,7 @@ class HardSampleFilter:
         smoothing = check_fraction("smoothing", smoothing, allow_zero=True)
         if smoothing == 1.0:
             raise ValueError("smoothing should be below 1 (1 never changes a score), got 1.0")
-        #: The score table (host): values, flags, counters and the write rule.
-        self.table = ScoreTable(
+        self._table = ScoreTable(
             len(self.modalities),
             self.num_samples,
             nonfinite=check_choice("nonfinite", nonfinite, NONFINITE),
@@ -153,8 +152,8 @@ class HardSampleFilter:
     reweight = property(lambda self: self.rule.reweight, doc="Reweighting kept samples.")
     labels = property(lambda self: self.rule.labels, doc="int64 label per sample, or None.")
     balance = property(lambda self: self.rule.balance, doc='``"none"`` or ``"class"``.')
-    nonfinite = property(lambda self: self.table.nonfinite, doc='``"raise"`` or ``"ignore"``.')
-    smoothing = property(lambda self: self.table.smoothing, doc="The score smoothing factor.")
+    nonfinite = property(lambda self: self._table.nonfinite, doc='``"raise"`` or ``"ignore"``.')
+    smoothing = property(lambda self: self._table.smoothing, doc="The score smoothing factor.")
 
     @property
     def available(self) -> torch.Tensor | None:
@@ -166,6 +165,16 @@ class HardSampleFilter:
     def history(self) -> list[dict[str, Any]]:
         """One :meth:`stats` record per snapshotted epoch, the latest last."""
         return self.snapshots.history
+
+    @property
+    def table(self) -> ScoreTable:
+        """The score table (host): values, flags, counters and the write rule.
+
+        Reading it writes the staged host updates first, so it holds every CPU
+        call made so far; scores still on a device land at :meth:`flush`.
+        """
+        self._write_staged()
+        return self._table
 
     @property
     def snapshot_epoch(self) -> int | None:
@@ -243,7 +252,7 @@ class HardSampleFilter:
     def _write_host(self, call: Call, heads: list[torch.Tensor], scores: torch.Tensor) -> None:
         assert isinstance(call.indices, np.ndarray) and not isinstance(call.ids, torch.Tensor)
         try:
-            self.table.write(call.rows, call.indices, call.ids, scores.numpy())
+            self._table.write(call.rows, call.indices, call.ids, scores.numpy())
         except NonFiniteScore as bad:
             message = describe_nonfinite(call.names[bad.head], heads[bad.head], bad.row, bad.value)
             raise ValueError(message) from None
@@ -256,20 +265,21 @@ class HardSampleFilter:
             landed = self.queue.drain()
         for call in landed:
             if call.probabilities is not None:
-                self.table.pending["probabilities"] = call.probabilities
-            self.table.write(call.rows, call.indices, call.ids, call.scores, checked=False)
+                self._table.pending["probabilities"] = call.probabilities
+            self._table.write(call.rows, call.indices, call.ids, call.scores, checked=False)
 
     def _write_staged(self) -> None:
         """Score and write the staged host calls (checked at their calls), in order."""
         if len(self.stage):
             for call in self.stage.drain():
-                self.table.write(call.rows, call.indices, call.ids, call.scores)
+                self._table.write(call.rows, call.indices, call.ids, call.scores)
 
     def flush(self) -> None:
         """Write the scores still on a device or staged on the host into :attr:`table`.
 
         Called by every method that reads the table (waiting for a device);
-        call it yourself only to read :attr:`table` directly.
+        reading :attr:`table` writes the host stage by itself, so call it
+        yourself only to see, there, scores computed on a device.
         """
         self._write_landed()
         self._write_staged()
@@ -296,9 +306,9 @@ class HardSampleFilter:
             [1, 1, 1]
         """
         row = None if modality is None else check_modality_row(modality, self.modalities)
-        values = self.table.checked_scores(scores, row)
+        values = self._table.checked_scores(scores, row)
         self.flush()
-        self.table.set(values, row)
+        self._table.set(values, row)
 
     # --------------------------------------------------------------- assignment
     def assignment(self) -> torch.Tensor:
@@ -308,7 +318,7 @@ class HardSampleFilter:
         filtered out. Computed from this process's table (no collective).
         """
         self.flush()
-        return self.rule(self.table.values, self.table.scored.numpy()).assignment.to(torch.int64)
+        return self.rule(self._table.values, self._table.scored.numpy()).assignment.to(torch.int64)
 
     def snapshot(self, epoch: int) -> torch.Tensor:
         """Return the int8 assignment for ``epoch``, computing it once per epoch.
@@ -327,9 +337,9 @@ class HardSampleFilter:
             return frozen
         self.flush()
         self.sync(epoch=epoch)
-        self.table.raise_pending()  # after the collective, so that no rank is left waiting
-        assign, weights, unscored = self.rule(self.table.values, self.table.scored.numpy())
-        record = self.table.describe(assign, unscored, epoch, self.modalities, self.labels)
+        self._table.raise_pending()  # after the collective, so that no rank is left waiting
+        assign, weights, unscored = self.rule(self._table.values, self._table.scored.numpy())
+        record = self._table.describe(assign, unscored, epoch, self.modalities, self.labels)
         self.snapshots.freeze(epoch, assign, weights, record)
         logger.info("remix epoch %d: %s", epoch, _summary(record, self.modalities))
         return assign
@@ -342,7 +352,9 @@ class HardSampleFilter:
         reweighting, ``+ 8`` with labels).
         """
         extra = (self.snapshots.assignment, self.snapshots.weights, self.labels)
-        return self.table.nbytes + sum(t.numel() * t.element_size() for t in extra if t is not None)
+        return self._table.nbytes + sum(
+            t.numel() * t.element_size() for t in extra if t is not None
+        )
 
     def weights(self, indices: Any) -> torch.Tensor:
         """Loss weights of ``indices`` under the last snapshot (all 1 without reweighting)."""
@@ -364,7 +376,7 @@ class HardSampleFilter:
         if self.sync_mode == "never" or not is_distributed(self.process_group):
             return
         self.flush()
-        table = self.table
+        table = self._table
         table.mark_synced(
             average_written(table.values, table.fresh, self.process_group, epoch=epoch)
         )
@@ -383,8 +395,8 @@ class HardSampleFilter:
         if self.snapshots.assignment is not None:
             return self.history[-1]
         self.flush()
-        assign, _, unscored = self.rule(self.table.values, self.table.scored.numpy())
-        return self.table.describe(assign, unscored, None, self.modalities, self.labels)
+        assign, _, unscored = self.rule(self._table.values, self._table.scored.numpy())
+        return self._table.describe(assign, unscored, None, self.modalities, self.labels)
 
     # -------------------------------------------------------------------- state
     def state_dict(self, *, gather: bool = True) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -308,3 +310,30 @@ def test_check_loader_names_each_broken_integration(broken: str, invariant: str)
     with expected, warnings.catch_warnings():
         warnings.simplefilter("ignore", RemixWarning)
         rt.check_loader(loader, raw, train=train)
+
+
+def test_the_checkers_import_without_hypothesis_and_a_strategy_says_what_it_needs() -> None:
+    # A user with the base install (no test extra) runs the README's check_loader block.
+    code = (
+        "import sys; sys.modules['hypothesis'] = None\n"
+        "from remix_data.testing import check_loader, check_epoch, simulate_sync\n"
+        "import remix_data.testing as t\n"
+        "try:\n"
+        "    t.sampler_configs\n"
+        "except ModuleNotFoundError as err:\n"
+        "    print('strategy:', err)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert "strategy: remix_data.testing.sampler_configs is a hypothesis strategy" in done.stdout
+    assert "pip install hypothesis" in done.stdout
+
+
+def test_the_strategies_are_reached_through_the_testing_module() -> None:
+    import remix_data.testing as t
+    from remix_data import _strategies
+
+    assert t.logits is _strategies.logits and t.sampler_configs is _strategies.sampler_configs
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        t.nope  # noqa: B018

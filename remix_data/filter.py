@@ -226,7 +226,8 @@ class HardSampleFilter:
         heads = [outputs[name] for name in call.names]
         if call.device is None:
             self._write_landed()  # keep the order of earlier device calls
-            if self.score == "confidence" and isinstance(call.indices, np.ndarray):
+            if self.score == "confidence":
+                assert isinstance(call.indices, np.ndarray)  # host outputs: host indices
                 assert not isinstance(call.ids, torch.Tensor)
                 if self.stage.push(call.rows, heads, call.indices, call.ids):
                     if self.stage.full:

@@ -4,8 +4,9 @@ A :meth:`~remix_data.HardSampleFilter.update` whose outputs live on the CPU is
 checked at the call (:func:`~remix_data.calls.check_call`: indices, ids, shapes,
 probabilities) and, when its logits are finite, handed to a :class:`HostStage`:
 the stage keeps host copies of the written heads' logits, the indices and the
-ids. Once it holds ``limit`` logits, or when the filter reads its table (every
-method that reads it calls :meth:`~remix_data.HardSampleFilter.flush`), the
+ids. Once it holds ``limit`` logits, or when the table is read (every method
+that reads it calls :meth:`~remix_data.HardSampleFilter.flush`, and reading
+:attr:`~remix_data.HardSampleFilter.table` writes the stage too), the
 staged calls are scored in one pass over their concatenated logits and written
 one call after another through the table's write rule, in call order. So a
 call costs its checks and three copies; the scoring and the writes run once
@@ -134,7 +135,3 @@ class HostStage:
             at += k
             out.append(Scored(call.rows, call.indices, call.ids, scores))
         return out
-
-    def clear(self) -> None:
-        """Forget every staged call (a state loaded over them replaces what they wrote)."""
-        self.calls, self.size = [], 0

@@ -446,7 +446,6 @@ class FilterState:
         f.pairing.check(epochs["snapshot_epoch"])
         if f.queue is not None:
             f.queue.clear()
-        f.stage.clear()
         f.table.load(table)
         f.snapshots.load(epochs)
         f.pairing.restored_now()

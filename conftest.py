@@ -16,7 +16,7 @@ _OPTIONAL = {
     "remix_data/integrations/nodes.py": "torchdata",
     "remix_data/integrations/transformers.py": "transformers",
     "remix_data/plotting.py": "matplotlib",
-    "remix_data/_strategies.py": "hypothesis",  # the test extra's strategies
+    "remix_data/strategies.py": "hypothesis",  # the test extra
 }
 
 collect_ignore = [

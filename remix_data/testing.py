@@ -2,11 +2,11 @@
 
 Other repositories import these in their own test suites to prove that their
 integration keeps the method's guarantees; this project's property tests use
-them too. The strategies need ``hypothesis`` (the ``test`` extra), imported when
-one is first asked for; the checkers need only the core.
-
-Strategies (call without arguments for the defaults): :func:`logits`,
-:func:`score_tables`, :func:`sampler_configs`. Simulated ranks:
+them too. The checkers need only the core; the hypothesis strategies (call
+without arguments for the defaults: ``logits``, ``score_tables``,
+``sampler_configs``) live in :mod:`remix_data.strategies`, which needs
+``hypothesis`` (the ``test`` extra), and are reachable from here too (imported on
+first use). Simulated ranks:
 :func:`build_samplers` (one sampler per rank over a shared filter) and
 :func:`simulate_sync` (per-rank filters combined as ``HardSampleFilter.sync``
 combines them under ``torch.distributed``). Checkers, raising
@@ -49,7 +49,9 @@ from .vocabulary import ALL, FILTERED, PAD, Batch, Key
 from .watch import masked_calls
 
 if TYPE_CHECKING:
-    from ._strategies import logits, sampler_configs, score_tables
+    from .strategies import logits as logits
+    from .strategies import sampler_configs as sampler_configs
+    from .strategies import score_tables as score_tables
 
 __all__ = [
     "logits",
@@ -63,7 +65,7 @@ __all__ = [
     "naive_assignment",
 ]
 
-#: The hypothesis strategies, kept in ``_strategies`` and imported on first use.
+#: The strategies of :mod:`remix_data.strategies`, imported from there on first use.
 _STRATEGIES = frozenset({"logits", "score_tables", "sampler_configs"})
 
 
@@ -72,13 +74,13 @@ def __getattr__(name: str) -> Any:
     if name not in _STRATEGIES:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     try:
-        from . import _strategies
+        from . import strategies
     except ModuleNotFoundError as err:
         raise ModuleNotFoundError(
             f"remix_data.testing.{name} is a hypothesis strategy and needs hypothesis: "
             "pip install hypothesis (or remix-data[test]); the checkers work without it"
         ) from err
-    return getattr(_strategies, name)
+    return getattr(strategies, name)
 
 
 def build_samplers(config: dict[str, Any]) -> list[ReassemblingBatchSampler]:

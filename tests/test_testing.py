@@ -332,8 +332,8 @@ def test_the_checkers_import_without_hypothesis_and_a_strategy_says_what_it_need
 
 def test_the_strategies_are_reached_through_the_testing_module() -> None:
     import remix_data.testing as t
-    from remix_data import _strategies
+    from remix_data import strategies
 
-    assert t.logits is _strategies.logits and t.sampler_configs is _strategies.sampler_configs
+    assert t.logits is strategies.logits and t.sampler_configs is strategies.sampler_configs
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         t.nope  # noqa: B018

@@ -1,4 +1,7 @@
-"""Hypothesis strategies of :mod:`remix_data.testing` (which imports this module on first use).
+"""Hypothesis strategies for property tests of code that uses remix_data (needs ``hypothesis``).
+
+:mod:`remix_data.testing` hands them out too, importing this module on first use, so
+that its checkers work on the base install.
 
 Example:
     >>> from hypothesis import find

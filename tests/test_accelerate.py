@@ -19,6 +19,7 @@ from _frameworks import (
     LateFusion,
     N,
     free_port,
+    leave,
     make_data,
     read_ranks,
     run_script,
@@ -263,3 +264,4 @@ def _worker(out: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         _worker(Path(sys.argv[2]))
+        leave()

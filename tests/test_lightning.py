@@ -14,7 +14,16 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from _frameworks import NAMES, LateFusion, N, make_data, read_ranks, run_script, write_rank
+from _frameworks import (
+    NAMES,
+    LateFusion,
+    N,
+    leave,
+    make_data,
+    read_ranks,
+    run_script,
+    write_rank,
+)
 from torch.utils.data import DataLoader
 
 pl = pytest.importorskip("lightning.pytorch", reason="needs lightning (the test extra)")
@@ -293,3 +302,4 @@ def _ddp_main(out: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--ddp":
         _ddp_main(Path(sys.argv[2]))
+        leave()

@@ -27,7 +27,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers", reason="needs the transformers extra")
 
-from _frameworks import read_ranks, run_script, torchrun, write_rank  # noqa: E402
+from _frameworks import leave, read_ranks, run_script, torchrun, write_rank  # noqa: E402
 from hypothesis import given  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import BertConfig, BertModel, TrainingArguments  # noqa: E402
@@ -378,3 +378,4 @@ def _worker(out: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--worker":
         _worker(Path(sys.argv[2]))
+        leave()

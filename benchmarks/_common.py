@@ -38,6 +38,7 @@ __all__ = [
     "add_seed_args",
     "alternate",
     "compare",
+    "cpu_model",
     "finite",
     "machine_info",
     "mean_std",
@@ -102,8 +103,25 @@ def setup(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
 
 
+def cpu_model(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name as the kernel reports it (Linux), else :func:`platform.processor`."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on.
+
+    Trained accuracies reproduce bit for bit only where torch runs the same CPU
+    kernels: ``cpu_capability`` (torch's vector instruction set, e.g. ``AVX512``)
+    and ``cpu`` say which (docs/results.md, "Reproducing these numbers").
+    """
     cuda = torch.cuda.is_available()
     return {
         "torch": torch.__version__,
@@ -111,6 +129,8 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import statistics
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
-from benchmarks import scaling, step_split, throughput
+from benchmarks import _common, scaling, step_split, throughput
 
 
 def positive(value: Any) -> bool:
@@ -69,6 +71,18 @@ def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
     assert collates["in-memory, mask=zeros, default_collate"] == "default"
     assert goals["in-memory, mask=drop, default_collate"] is None
     assert rows[-1]["device"] == "cpu"
+    machine = result["machine"]  # trained numbers reproduce only on the same CPU kernels
+    assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["cpu"] is None or (isinstance(machine["cpu"], str) and machine["cpu"])
+
+
+def test_cpu_model_reads_the_kernels_model_name(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000 \nflags\t: avx2\n")
+    assert _common.cpu_model(info) == "Test CPU 9000"
+    info.write_text("processor\t: 0\n")  # no model line: the platform's answer, or None
+    assert _common.cpu_model(info) == (platform.processor() or None)
+    assert _common.cpu_model(tmp_path / "absent") == (platform.processor() or None)
 
 
 def test_throughput_levels_can_be_chosen(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ __all__ = [
     "median",
     "num_threads",
     "print_table",
+    "quartiles",
     "realistic_filter",
     "seed_settings",
     "setup",
@@ -152,6 +153,20 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def quartiles(values: Sequence[float]) -> tuple[float, float]:
+    """The first and third quartiles (``statistics.quantiles``, inclusive method):
+    where the middle half of ``values`` lies.
+
+    Example:
+        >>> quartiles([0.90, 0.95, 0.96, 0.97, 1.00])
+        (0.95, 0.97)
+    """
+    if len(values) < 2:
+        return float(values[0]), float(values[0])
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return float(q1), float(q3)
+
+
 def mean_std(values: Sequence[float]) -> dict[str, float]:
     """Mean, sample standard deviation (0 for a single value) and count.
 
@@ -218,10 +233,16 @@ def compare(
     warmup: int,
     **extra: Any,
 ) -> dict[str, Any]:
-    """Time both sides with :func:`alternate`; rates are ``work / median seconds``."""
+    """Time both sides with :func:`alternate`; rates are ``work / median seconds``.
+
+    ``pair_q1`` and ``pair_q3`` are the :func:`quartiles` of the per-pair ratios:
+    how far identical runs spread on this machine, to judge a goal near ``ratio`` by.
+    """
     tp, tr, cp, cr = alternate(plain, remix, reps=reps, warmup=warmup)
     rate_plain, rate_remix = work / median(tp), work / median(tr)
     ratio = rate_remix / rate_plain
+    pairs = [p / r for p, r in zip(tp, tr)]
+    q1, q3 = quartiles(pairs)
     return {
         "level": level,
         "unit": unit,
@@ -230,7 +251,9 @@ def compare(
         "remix": rate_remix,
         "ratio": ratio,
         # the median of the per-pair ratios: robust to drift in machine load
-        "pair_ratio": median([p / r for p, r in zip(tp, tr)]),
+        "pair_ratio": median(pairs),
+        "pair_q1": q1,
+        "pair_q3": q3,
         # the same from CPU time of this process: less sensitive to other jobs on
         # the machine, meaningless with workers (their CPU time is not counted)
         "cpu_ratio": median(cp) / median(cr),

@@ -158,6 +158,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             ("remix samples/s", "remix", ",.0f"),
             ("ratio", "ratio", ".3f"),
             ("pair ratio", "pair_ratio", ".3f"),
+            ("pair q1", "pair_q1", ".3f"),
+            ("pair q3", "pair_q3", ".3f"),
             ("goal", "goal", ".2f"),
             ("met", "met", ""),
         ],

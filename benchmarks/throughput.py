@@ -294,6 +294,8 @@ COLUMNS = [
     ("remix", "remix", ",.0f"),
     ("ratio", "ratio", ".3f"),
     ("pair ratio", "pair_ratio", ".3f"),
+    ("pair q1", "pair_q1", ".3f"),
+    ("pair q3", "pair_q3", ".3f"),
     ("cpu ratio", "cpu_ratio", ".3f"),
     ("goal", "goal", ".2f"),
     ("met", "met", ""),

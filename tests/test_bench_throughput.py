@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
 from benchmarks import _common, scaling, step_split, throughput
 
@@ -56,6 +58,9 @@ def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
             assert len(row[key]) == reps
         assert all(positive(t) for t in row["plain_seconds"] + row["remix_seconds"])
         assert row["ratio"] == pytest.approx(row["remix"] / row["plain"])
+        pairs = [p / r for p, r in zip(row["plain_seconds"], row["remix_seconds"])]
+        assert row["pair_ratio"] == pytest.approx(statistics.median(pairs))
+        assert (row["pair_q1"], row["pair_q3"]) == _common.quartiles(pairs)
         # rates are work / median seconds
         assert row["plain"] == pytest.approx(row["work"] / statistics.median(row["plain_seconds"]))
         assert row["remix"] == pytest.approx(row["work"] / statistics.median(row["remix_seconds"]))
@@ -74,6 +79,17 @@ def test_throughput_quick_writes_every_level(tmp_path: Path) -> None:
     machine = result["machine"]  # trained numbers reproduce only on the same CPU kernels
     assert machine["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert machine["cpu"] is None or (isinstance(machine["cpu"], str) and machine["cpu"])
+
+
+@given(st.lists(st.floats(0.01, 100.0), min_size=1, max_size=40))
+def test_quartiles_hold_the_middle_half(values: list[float]) -> None:
+    q1, q3 = _common.quartiles(values)
+    ordered = sorted(values)
+    assert ordered[0] <= q1 <= statistics.median(values) <= q3 <= ordered[-1]
+    # at least a quarter of the values lies at or below q1, and at or above q3
+    assert 4 * sum(v <= q1 for v in values) >= len(values)
+    assert 4 * sum(v >= q3 for v in values) >= len(values)
+    assert _common.quartiles(values[:1] * len(values)) == (values[0], values[0])
 
 
 def test_cpu_model_reads_the_kernels_model_name(tmp_path: Path) -> None:

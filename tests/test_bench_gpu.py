@@ -171,3 +171,22 @@ def test_a_remix_step_dispatches_no_more_operations_than_the_joint_step() -> Non
     joint, remix = step_ops()
     assert (joint["case"], remix["case"]) == ("tiny step, joint", "tiny step, remix")
     assert 0 < remix["ops"] <= joint["ops"], (joint, remix)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal needs a machine without CUDA")
+@pytest.mark.parametrize("python", ["this", "missing"])
+def test_the_device_run_refuses_a_python_without_cuda_and_says_why(
+    python: str, tmp_path: Path
+) -> None:
+    """``scripts/gpu_check.sh`` stops at once, exit 2, before it writes or times anything."""
+    root = Path(__file__).resolve().parents[1]
+    exe = sys.executable if python == "this" else str(tmp_path / "no-such-python")
+    env = {**os.environ, "PYTHON": exe, "OUT": str(tmp_path / "out")}
+    done = subprocess.run(
+        ["bash", str(root / "scripts" / "gpu_check.sh")],
+        capture_output=True, text=True, env=env, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    why = "is_available() is False" if python == "this" else "cannot import torch"
+    assert why in done.stderr and exe in done.stderr
+    assert not (tmp_path / "out").exists()

@@ -464,6 +464,13 @@ class ModalityDecoupler(Dataset[tuple[Any, int, int]]):
         fetch = getattr(self.dataset, "__getitems__", None)
         if fetch is not None:
             samples = list(fetch(indices))  # our own list, whatever fetch returned
+            if len(samples) != len(indices):  # zip would pair samples with other indices
+                raise ValueError(
+                    f"{type(self.dataset).__name__}.__getitems__ should return one sample per "
+                    f"index, in order, but got {len(samples)} samples for {len(indices)} "
+                    f"indices {indices[:8]}{'...' if len(indices) > 8 else ''}: a sample it "
+                    "skips or merges would leave the others paired with the wrong index"
+                )
         else:
             dataset = self.dataset
             samples = [dataset[i] for i in indices]

@@ -154,6 +154,34 @@ def test_getitems_forwards_one_batch_call() -> None:
     assert total(out[0][0]["video"]) == 0.0 and total(out[2][0]["video"]) == 18.0
 
 
+class SkippingFetch(CountingFetch):
+    """A batched fetch that leaves out (or repeats) a sample: a common hand-written bug."""
+
+    def __init__(self, change: str) -> None:
+        super().__init__()
+        self.change = change
+
+    def __getitems__(self, idx: list[int]) -> list[dict]:
+        if self.change == "skip":
+            return [self.items[i] for i in idx if i != idx[0]]
+        return [self.items[i] for i in idx] + [self.items[idx[-1]]]
+
+
+@pytest.mark.parametrize("change", ["skip", "extra"])
+def test_a_fetch_that_returns_another_count_raises_instead_of_shifting_indices(
+    change: str,
+) -> None:
+    data = ModalityDecoupler(SkippingFetch(change), ("audio", "video"))
+    got = 2 if change == "skip" else 4
+    with pytest.raises(ValueError, match=rf"__getitems__ should return .* got {got} samples for 3"):
+        data.__getitems__([(2, 0), (0, 0), (1, 0)])
+    # through a real loader with a worker, the error reaches the loop
+    sampler = ReassemblingBatchSampler(HardSampleFilter(len(data), data.modalities), 3)
+    loader = DataLoader(data, batch_sampler=sampler, num_workers=1, collate_fn=RemixCollate())
+    with pytest.raises(ValueError, match="one sample per index"):
+        next(iter(loader))
+
+
 class LabelledSet(Dataset):
     def __init__(self, n: int) -> None:
         self.n = n

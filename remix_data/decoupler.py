@@ -547,7 +547,12 @@ def mask_features(
                 f"but got {shape}"
             )
         if one is not None:  # read on the host: no operation where nothing is masked
-            out[name] = value if one in (m, ALL) else value * 0.0
+            if one in (m, ALL):
+                out[name] = value
+            elif value.is_floating_point() or value.is_complex():
+                out[name] = value * 0.0  # differentiable, as the per-row product
+            else:  # integer and bool features keep their dtype (no gradient to keep)
+                out[name] = torch.zeros_like(value)
             continue
         keep = kept.get((value.device, value.dtype))
         if keep is None:  # one gather of the table per device and dtype

@@ -435,6 +435,37 @@ def _reference_mask(value: torch.Tensor, ids: torch.Tensor, m: int) -> torch.Ten
 @settings(max_examples=60, deadline=None)
 @given(
     st.integers(2, 3),
+    st.integers(1, 6),
+    st.sampled_from(["int", "zero-d", "host rows", "one host id"]),
+    st.sampled_from([torch.int64, torch.int32, torch.uint8, torch.bool]),
+    st.data(),
+)
+def test_mask_features_keeps_integer_and_bool_features_in_their_dtype(
+    count: int, rows: int, form: str, dtype: torch.dtype, data: st.DataObject
+) -> None:
+    """Token ids, counts and flags: masked rows are zeros of the feature's own dtype, whichever
+    form the ids take (one host id used to return float32 zeros, per-row ids the dtype)."""
+    ids_of = st.integers(PAD, count - 1)
+    if form == "host rows":
+        ids = torch.tensor(data.draw(st.lists(ids_of, min_size=rows, max_size=rows))).long()
+        modality: Any = ids
+    else:
+        one = data.draw(ids_of)
+        ids = torch.full((rows,), one, dtype=torch.long)
+        modality = {"int": one, "zero-d": torch.tensor(one), "one host id": ids}[form]
+    names = tuple("abc"[:count])
+    feats = {n: torch.arange(1, 3 * rows + 1).reshape(rows, 3).to(dtype) for n in names}
+    out = mask_features(feats, modality, names)
+    for m, n in enumerate(names):
+        shown = (ids == m) | (ids == ALL)
+        assert out[n].dtype == dtype and out[n].shape == feats[n].shape
+        assert torch.equal(out[n][shown], feats[n][shown])
+        assert not out[n][~shown].any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 3),
     st.integers(0, 6),
     st.sampled_from(["int", "zero-d", "host rows", "one host id", "meta"]),
     st.sampled_from([torch.float32, torch.bfloat16, torch.float64]),

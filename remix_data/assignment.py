@@ -254,8 +254,10 @@ def filter_hard(
     ``ceil(keep_ratio[m] * members)`` hardest (stable order: on equal scores
     the lower index wins); the rest become :data:`~remix_data.FILTERED`.
     Unscored samples (``scored`` False; ``None``: all scored) are never
-    filtered here. Returns the weights ``members / kept`` of each kept sample
-    (1 elsewhere) with ``reweight``, else ``None``.
+    filtered here; a scored member whose score in ``m`` is NaN (moved there by
+    class balancing) is the least hard of ``m``. Returns the weights
+    ``members / kept`` of each kept sample (1 elsewhere) with ``reweight``, else
+    ``None``.
     """
     loss = score == "loss"
     weights = torch.ones(assign.numel(), dtype=torch.float32) if reweight else None
@@ -274,7 +276,10 @@ def filter_hard(
             keep &= scores > limit if loss else scores < limit
         if ratio is not None:
             k = math.ceil(ratio * members.numel())
-            order = torch.sort(scores, descending=loss, stable=True).indices
+            # A member with no score here (class balancing can move one to a modality it
+            # was not scored in) is the least hard, as in balance_classes: ranked last.
+            ranked_by = torch.nan_to_num(scores, nan=-math.inf if loss else math.inf)
+            order = torch.sort(ranked_by, descending=loss, stable=True).indices
             ranked = torch.zeros_like(keep)
             ranked[order[:k]] = True
             keep &= ranked

@@ -112,6 +112,43 @@ def test_filter_snapshot_is_the_rule_of_its_table(
     assert torch.equal(weights, result.weights if result.weights is not None else weights)
 
 
+@given(score_tables(), st.sampled_from([0.1, 0.5, 0.75]), st.integers(2, 4))
+def test_a_member_with_no_score_in_its_modality_is_never_kept_over_a_scored_one(
+    table: dict, ratio: float, classes: int
+) -> None:
+    """Class balancing may move a sample to a modality it was not scored in; keep_ratio then
+    ranks it as the least hard there, for losses as for confidences (a descending sort of
+    losses used to put its NaN first: kept as the hardest)."""
+    n, values = table["num_samples"], table["values"]
+    rule = AssignmentRule(
+        n, table["modalities"], score=table["score"], keep_ratio=ratio,
+        labels=torch.arange(n) % classes, balance="class",
+    )  # fmt: skip
+    balanced = AssignmentRule(
+        n, table["modalities"], score=table["score"], labels=torch.arange(n) % classes,
+        balance="class",
+    )(values).assignment  # fmt: skip
+    kept = rule(values).assignment
+    for m in range(len(table["modalities"])):
+        members = (balanced == m).nonzero().squeeze(1).tolist()
+        scored = [i for i in members if not math.isnan(values[m, i])]
+        blank = [i for i in members if math.isnan(values[m, i]) and not values[:, i].isnan().all()]
+        if any(kept[i] == m for i in blank):
+            assert all(kept[i] == m for i in scored), (m, kept.tolist(), balanced.tolist())
+
+
+def test_keep_ratio_ranks_a_balanced_member_without_a_score_last_for_both_score_kinds() -> None:
+    nan = math.nan
+    for score, a in (("loss", (5.0, 4.5)), ("confidence", (0.1, 0.15))):
+        values = torch.tensor([[a[0], a[1], nan, nan], [nan, nan, 1.0, 1.0]])
+        rule = AssignmentRule(
+            4, ("a", "b"), score=score, labels=[0, 0, 1, 1], balance="class", keep_ratio=0.5
+        )
+        got = rule(values).assignment.tolist()
+        assert got[0] == 0, (score, got)  # the hardest scored "a" sample is kept
+        assert [i for i, m in enumerate(got) if m >= 0 and math.isnan(values[m, i])] == []
+
+
 def test_hardest_breaks_ties_to_the_last_modality_and_skips_nan() -> None:
     values = np.array([[1.0, 2.0, math.nan, math.nan], [1.0, 1.0, 3.0, math.nan]], np.float32)
     assign, best = hardest(values, "confidence")

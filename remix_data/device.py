@@ -28,7 +28,7 @@ import torch
 
 from . import kernels
 from .alerts import RemixWarning
-from .scores import PROBABILITY_ROWS, checked_targets, score_torch
+from .scores import PROBABILITY_ROWS, checked_targets, score_torch, sum_tolerance
 
 __all__ = ["DeviceQueue", "Landed", "Queued"]
 
@@ -87,9 +87,10 @@ def probability_rows(outputs: Sequence[torch.Tensor]) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] < 2 or x.shape[0] < PROBABILITY_ROWS:
             counts.append(torch.zeros((), dtype=torch.int64, device=x.device))
             continue
+        tolerance = sum_tolerance(x.dtype)
         x = x.float()
         inside = ((x >= 0) & (x <= 1)).all(dim=1)
-        counts.append((inside & ((x.sum(dim=1) - 1).abs() <= 1e-3)).sum())
+        counts.append((inside & ((x.sum(dim=1) - 1).abs() <= tolerance)).sum())
     return torch.stack(counts)
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "cross_entropy",
     "looks_like_probabilities",
     "score_outputs",
+    "sum_tolerance",
 ]
 
 _LOWEST = np.finfo(np.float64).min
@@ -177,14 +178,28 @@ def looks_like_probabilities(output: torch.Tensor | np.ndarray) -> bool:
         if output.dim() != 2 or output.device.type != "cpu":
             return False
         x = output.detach()
+        tolerance = sum_tolerance(x.dtype)
         values = (x if x.dtype in (torch.float32, torch.float64) else x.float()).numpy()
     else:
         values = output
+        tolerance = 1e-3  # numpy has no bfloat16, and float16's epsilon is below 1e-3
     if values.ndim != 2 or values.shape[1] < 2 or values.shape[0] < PROBABILITY_ROWS:
         return False
     if values.min() < 0.0 or values.max() > 1.0:  # the usual case ends here
         return False
-    return bool(np.abs(values.sum(axis=1) - 1.0).max() <= 1e-3)
+    return bool(np.abs(values.sum(axis=1) - 1.0).max() <= tolerance)
+
+
+def sum_tolerance(dtype: torch.dtype) -> float:
+    """How far from 1 a row of probabilities stored in ``dtype`` may sum: ``1e-3``, or the
+    dtype's epsilon where that is larger (bfloat16 keeps 8 bits: rows sum up to about 2e-3
+    off).
+
+    Example:
+        >>> sum_tolerance(torch.float32), sum_tolerance(torch.bfloat16)
+        (0.001, 0.0078125)
+    """
+    return max(1e-3, torch.finfo(dtype).eps) if dtype.is_floating_point else 1e-3
 
 
 def describe_nonfinite(name: str, output: torch.Tensor, row: int, value: float) -> str:

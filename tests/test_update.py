@@ -219,6 +219,37 @@ def test_a_binary_head_is_the_two_class_case(xs: list[float], target: int) -> No
     assert torch.allclose(filt.state_dict()["values"][0], bce, atol=1e-5)
 
 
+@given(
+    st.sampled_from([torch.float32, torch.float16, torch.bfloat16, torch.float64]),
+    st.integers(4, 40),
+    st.integers(2, 12),
+    st.floats(0.1, 8.0),
+    st.integers(0, 2**16),
+)
+def test_probabilities_in_every_float_dtype_are_refused_everywhere(
+    dtype: torch.dtype, rows: int, classes: int, scale: float, seed: int
+) -> None:
+    """A softmax cast to a narrow dtype no longer sums to 1 within 1e-3 (bfloat16: about 2e-3
+    off): ``update``, ``remix_loss`` and the device path's check all refuse it anyway."""
+    from remix_data import remix_loss
+    from remix_data.device import probability_rows
+
+    gen = torch.Generator().manual_seed(seed)
+    probs = (torch.randn(rows, classes, generator=gen) * scale).softmax(1).to(dtype)
+    filt = HardSampleFilter(rows, NAMES)
+    with pytest.raises(ValueError, match=r"outputs\['a'\] holds probabilities"):
+        filt.update(torch.arange(rows), {"a": probs}, modality=0)
+    target = torch.zeros(rows, dtype=torch.long)
+    with pytest.raises(ValueError, match="remix_loss got probabilities for a"):
+        remix_loss(torch.randn(rows, classes).to(dtype), {"a": probs, "b": probs}, target, 0, NAMES)
+    assert probability_rows([probs]).tolist() == [rows]
+    # logits are never taken for probabilities: they are not all in [0, 1]
+    raw = (torch.randn(rows, classes, generator=gen) * scale).to(dtype)
+    raw[0, 0] = -abs(float(raw[0, 0])) - 0.5
+    filt.update(torch.arange(rows), {"a": raw}, modality=0)
+    assert probability_rows([raw]).tolist() == [0]
+
+
 def test_probabilities_are_refused_where_logits_belong() -> None:
     probs = torch.softmax(torch.randn(6, 3), dim=1)
     filt = HardSampleFilter(6, NAMES)

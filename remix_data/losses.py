@@ -21,7 +21,7 @@ cross-entropy of its sigmoid, the two-class case.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -164,6 +164,30 @@ def _weights(
     return table.shaped.index_select(1, on_device % (count + 3))
 
 
+def _check_shapes(logits: list[torch.Tensor], labels: Sequence[str], target: Any) -> None:
+    """``[B, C]`` logits (``C >= 1``) of one batch, and ``[B]`` targets: shapes only, no op."""
+    batch = None
+    for label, x in zip(labels, logits):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{label} should be a tensor of logits, but got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[1] < 1 or (batch is not None and x.shape[0] != batch):
+            rows = "B" if batch is None else f"B={batch} (the rows of fused)"
+            raise ValueError(
+                f"{label} should be [B, C] logits with {rows}, but got shape {tuple(x.shape)}"
+            )
+        batch = x.shape[0]
+    if not isinstance(target, torch.Tensor):
+        raise TypeError(
+            f"target should be a tensor of class indices, but got {type(target).__name__}"
+        )
+    if tuple(target.shape) != (batch,):
+        soft = " (soft or one-hot targets are not supported: pass class indices)"
+        raise ValueError(
+            f"target should have shape [B] = ({batch},) with one class index per row, but got "
+            f"shape {tuple(target.shape)}{soft if target.dim() == 2 else ''}"
+        )
+
+
 def _refuse_probabilities(logits: list[torch.Tensor], names: tuple[str, ...]) -> None:
     """Refuse host logits that hold probabilities (values are read: on the CPU only)."""
     for name, x in zip(names, logits):
@@ -243,6 +267,7 @@ def remix_loss(
             f"heads should hold every modality of modalities={names}; missing {missing}"
         )
     logits = [fused, *(heads[name] for name in names)]
+    _check_shapes(logits, ("fused", *(f"heads[{name!r}]" for name in names)), target)
     if fused.device.type == "cpu":  # values on a device are not read
         _refuse_probabilities(logits, ("fused", *names))
     gather = fused.device.type != "cpu"

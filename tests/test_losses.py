@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import pytest
 import torch
@@ -126,6 +127,43 @@ def test_names_in_another_order_than_a_live_filter_are_refused() -> None:
     del filt  # no filter alive: a plain tuple cannot be checked, and is not refused
     gc.collect()
     remix_loss(fused, heads, target, ids, ("right", "left"))
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "message"),
+    [
+        ("target [B, 1]", ValueError, r"target should have shape \[B\] = \(6,\) .* \(6, 1\)"),
+        ("soft target", ValueError, r"got shape \(6, 3\) \(soft or one-hot targets"),
+        ("short target", ValueError, r"target should have shape \[B\] = \(6,\) .* \(4,\)"),
+        ("list target", TypeError, r"target should be a tensor of class indices, but got list"),
+        ("fused [B]", ValueError, r"fused should be \[B, C\] logits with B, but got shape \(6,\)"),
+        ("short head", ValueError, r"heads\['v'\] should be \[B, C\] logits with B=6 .* \(5, 3\)"),
+        ("head array", TypeError, r"heads\['a'\] should be a tensor of logits, but got ndarray"),
+    ],
+)
+def test_shapes_are_checked_naming_the_argument(change: str, error: type, message: str) -> None:
+    fused, a, v = torch.randn(6, 3), torch.randn(6, 3), torch.randn(6, 3)
+    heads: dict[str, Any] = {"a": a, "v": v}
+    target: Any = torch.tensor([0, 1, 2, 0, 1, 2])
+    if change == "target [B, 1]":
+        target = target[:, None]
+    elif change == "soft target":
+        target = F.one_hot(target, 3).float()
+    elif change == "short target":
+        target = target[:4]
+    elif change == "list target":
+        target = target.tolist()
+    elif change == "fused [B]":
+        fused = fused[:, 0]
+    elif change == "short head":
+        heads["v"] = v[:5]
+    else:
+        heads["a"] = a.numpy()
+    with pytest.raises(error, match=message):
+        remix_loss(fused, heads, target, 0, ("a", "v"))
+    assert torch.isfinite(
+        remix_loss(torch.randn(6, 3), {"a": a, "v": v}, torch.zeros(6).long(), 0, ("a", "v"))
+    )
 
 
 def test_probabilities_are_refused_and_binary_heads_take_the_sigmoid() -> None:

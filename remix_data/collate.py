@@ -68,7 +68,9 @@ class RemixCollate:
     Calling it on a list of ``(sample, index, modality)`` triples returns
     ``(collate_fn(samples), index, modality)`` with ``index`` and ``modality``
     as ``int64`` tensors of shape ``[B]``. Picklable when ``collate_fn`` is, so
-    it works in ``DataLoader`` workers.
+    it works in ``DataLoader`` workers. Your ``collate_fn`` must keep the
+    samples' order (row ``r`` is the sample of ``index[r]``): one that sorts
+    them gives rows another sample's index and modality.
 
     Example:
         >>> import torch

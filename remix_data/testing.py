@@ -839,11 +839,19 @@ def _check_masking(
                 continue
             row = _row(value, r)
             if visible and not _same(row, truth):
+                moved = [j for j in rows if j != i and _same(row, locate(dataset[j], where[name]))]
                 _fail(
                     "masking",
                     f"epoch {epoch} batch {t} row {r} (sample {i}): modality {name!r} should "
                     f"be visible ({'trained' if k == m else 'joint'}) but differs from "
-                    f"dataset[{i}]",
+                    f"dataset[{i}]"
+                    + (
+                        f"; it holds dataset[{moved[0]}], another row's sample: the collate_fn "
+                        "reordered the rows, but it must keep the samples' order (row r is the "
+                        "sample of index[r] and modality[r]); sort inside the model instead"
+                        if moved
+                        else ""
+                    ),
                 )
             if visible:
                 continue

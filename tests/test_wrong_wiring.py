@@ -250,6 +250,24 @@ def test_a_projects_collate_fn_in_a_plain_loader_is_told_to_use_remix_collate() 
     assert torch.equal(batch["audio"], torch.stack([train[i]["audio"] for i in index.tolist()]))
 
 
+def sorting_collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Longest first, as for ``pack_padded_sequence(enforce_sorted=True)``: rows reordered."""
+    return project_collate(sorted(samples, key=lambda s: -float(s["audio"].abs().sum())))
+
+
+def test_check_loader_says_when_a_collate_fn_reorders_the_rows() -> None:
+    train = _toy(16)
+    filt = HardSampleFilter(len(train), NAMES)
+    sampler = ReassemblingBatchSampler(filt, 8, warmup_epochs=1)
+    data = ModalityDecoupler(train, filt)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=RemixCollate(sorting_collate))
+    reordered = r"holds dataset\[\d+\], another row's sample: the collate_fn reordered the rows"
+    with pytest.raises(AssertionError, match=reordered):
+        check_loader(loader, train)
+    in_order = DataLoader(data, batch_sampler=sampler, collate_fn=RemixCollate(project_collate))
+    assert len(check_loader(in_order, train)) == 3
+
+
 def test_scoring_pass_wraps_a_projects_collate_fn() -> None:
     train = _toy(16)
     filt = HardSampleFilter(len(train), NAMES)

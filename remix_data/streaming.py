@@ -124,12 +124,14 @@ def _shared(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _shared_tables(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The assignment, the epoch header and the per-worker counters, in shared memory."""
+def _shared_tables(n: int, m: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The assignment, the epoch header, the per-worker counters and the id readers (the
+    worker that read each id this epoch, plus one; 0: none), in shared memory."""
     table = _shared(torch.full((n,), FILTERED, dtype=torch.int8))
     header = _shared(torch.zeros(2 + m, dtype=torch.int64))
     width = _PER_SLOT * (m + 1) + 2
-    return table, header, _shared(torch.zeros((MAX_WORKERS, width), dtype=torch.int64))
+    counters = _shared(torch.zeros((MAX_WORKERS, width), dtype=torch.int64))
+    return table, header, counters, _shared(torch.zeros(n, dtype=torch.uint8))
 
 
 def _as_id(value: Any, num_samples: int) -> int:
@@ -262,7 +264,7 @@ class StreamingRemixer(PlannedBySettings, IterableDataset[tuple[Any, torch.Tenso
         self.collate_fn = default_collate if collate_fn is None else collate_fn
         # Shared with DataLoader workers (forked or pickled): the assignment, the
         # epoch header [epoch, warm-up, count per modality] and the counters.
-        self._table, self._header, self._counters = _shared_tables(
+        self._table, self._header, self._counters, self._readers = _shared_tables(
             self.num_samples, len(self.modalities)
         )
         self._live: _WorkerEpoch | None = None
@@ -300,6 +302,7 @@ class StreamingRemixer(PlannedBySettings, IterableDataset[tuple[Any, torch.Tenso
             counts = assignment_counts(snapshot, m)
         self._sizes |= self._iterated_sizes()  # the outgoing epoch's
         self._counters.zero_()
+        self._readers.zero_()
         self._header.copy_(torch.tensor([epoch, int(self.is_warmup(epoch)), *counts]))
 
     def _iterated_sizes(self) -> set[int]:
@@ -550,6 +553,11 @@ class _WorkerEpoch(Iterator[Plan]):
         self.counters = counters  # this worker's row of the shared counters
         # The ids read this epoch, one bit each: a repeated id is a broken stream.
         self.seen = bytearray((remixer.num_samples + 7) // 8)
+        # Which worker read each id, shared by the workers of this process: an id that two
+        # read is a source that is not split between workers. Not kept with one worker.
+        self.readers: memoryview | None = None
+        if num_workers > 1:
+            self.readers = memoryview(remixer._readers.numpy())  # type: ignore[arg-type]
         source = remixer.source
         self.resumable = callable(getattr(source, "state_dict", None)) and callable(
             getattr(source, "load_state_dict", None)
@@ -581,7 +589,21 @@ class _WorkerEpoch(Iterator[Plan]):
         if self.seen[byte] & bit:
             self._repeated(sid)
         self.seen[byte] |= bit
+        readers = self.readers
+        if readers is not None:
+            if readers[sid] not in (0, self.worker + 1):
+                self._read_by_another(sid, readers[sid] - 1)
+            readers[sid] = self.worker + 1
         return sid
+
+    def _read_by_another(self, sid: int, other: int) -> NoReturn:
+        raise ValueError(
+            f"sample id {sid} was read by worker {other} and by worker {self.worker} "
+            f"of {self.num_workers} in epoch {self.epoch} (rank {self.remixer.rank}): every "
+            "DataLoader worker reads the whole source, so samples train twice; give each "
+            "worker its own part (WebDataset: wds.split_by_worker; your own iterable: "
+            "torch.utils.data.get_worker_info(); docs/streaming.md, 'Sample ids')"
+        )
 
     def _repeated(self, sid: int) -> NoReturn:
         raise ValueError(
@@ -628,7 +650,8 @@ class _WorkerEpoch(Iterator[Plan]):
             return
         remixer, table, quota, taken = self.remixer, self.table, self.quota, self.taken
         limit, joint = remixer.buffer_size, self.slots - 1
-        counters, seen, id_of = self.counters, self.seen, remixer.id_of
+        counters, seen, id_of, readers = self.counters, self.seen, remixer.id_of, self.readers
+        mark = self.worker + 1
         while len(buffers[slot]) < need:
             sample = next(it, _END)
             if sample is _END:
@@ -641,6 +664,10 @@ class _WorkerEpoch(Iterator[Plan]):
             if seen[byte] & bit:
                 self._repeated(sid)
             seen[byte] |= bit
+            if readers is not None:
+                if readers[sid] not in (0, mark):
+                    self._read_by_another(sid, readers[sid] - 1)
+                readers[sid] = mark
             a = joint if self.warm else int(table[sid])
             if a == FILTERED:
                 counters[-2] += 1

@@ -9,6 +9,8 @@ DataLoader does (checked against real workers below).
 
 from __future__ import annotations
 
+import gc
+import re
 from collections import Counter
 from typing import Any
 
@@ -300,6 +302,49 @@ class WorkerShards(IterableDataset[dict[str, Any]]):
         info = get_worker_info()
         w, workers = (0, 1) if info is None else (info.id, info.num_workers)
         return (sample(i) for i in range(w, self.n, workers))
+
+
+def first_error(loader: DataLoader[Any]) -> str:
+    """Iterate ``loader`` to its end and return the ValueError it raises ("" if none); its
+    workers are shut down before this returns (a live worker pool left behind can break the
+    next test's fork)."""
+    it = iter(loader)
+    try:
+        for _ in it:
+            pass
+    except ValueError as err:
+        return str(err)
+    finally:
+        del it
+        gc.collect()
+    return ""
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_source_every_worker_reads_whole_is_refused_naming_both_workers(
+    persistent: bool,
+) -> None:
+    """A plain list (or any iterable that ignores get_worker_info) is read whole by each
+    worker: without the check, half the ids trained twice and half never, counted as
+    dropped. Each epoch is checked anew; a source split by worker passes every epoch."""
+    n = 40
+    filt = HardSampleFilter(n, ("audio", "video"))
+    whole = StreamingRemixer([sample(i) for i in range(n)], filt, batch_size=4, warmup_epochs=1)
+    loader = DataLoader(whole, batch_size=None, num_workers=2, persistent_workers=persistent)
+    for epoch in range(2):
+        whole.set_epoch(epoch)
+        message = first_error(loader)
+        assert re.search(rf"read by worker [01] and by worker [01] of 2 in epoch {epoch}", message)
+        assert "split_by_worker" in message
+    split = StreamingRemixer(WorkerShards(n), filt, batch_size=4, warmup_epochs=1)
+    loader = DataLoader(split, batch_size=None, num_workers=2, persistent_workers=persistent)
+    for epoch in range(2):
+        split.set_epoch(epoch)
+        ids = [i for _, index, modality in loader for i, m in zip(index, modality) if m != PAD]
+        assert sorted(ids) == list(range(n))
+    one = StreamingRemixer([sample(i) for i in range(n)], filt, batch_size=4, warmup_epochs=1)
+    ids = [i for _, index, _ in DataLoader(one, batch_size=None, num_workers=1) for i in index]
+    assert sorted(ids) == list(range(n))  # one worker reads the whole stream: nothing to check
 
 
 def rescore(filt: HardSampleFilter, seed: int) -> None:

@@ -363,9 +363,11 @@ class StreamingRemixer(PlannedBySettings, IterableDataset[tuple[Any, torch.Tenso
         if not 0 <= worker < num_workers:
             raise ValueError(f"worker should lie in [0, {num_workers}), but got worker={worker}")
         pending, self._pending = self._pending, None
+        readers = memoryview(self._readers.numpy()) if num_workers > 1 else None  # type: ignore[arg-type]
         live = _WorkerEpoch(
-            self, worker, num_workers, pending, self._table.numpy(), self._counters.numpy()[worker]
-        )
+            self, worker, num_workers, pending, self._table.numpy(), self._counters.numpy()[worker],
+            readers,
+        )  # fmt: skip
         self._live = live
         return live
 
@@ -528,6 +530,7 @@ class _WorkerEpoch(Iterator[Plan]):
         state: Mapping[str, Any] | None,
         table: np.ndarray,
         counters: np.ndarray,
+        readers: memoryview | None = None,
     ) -> None:
         self.remixer = remixer
         self.worker, self.num_workers = worker, num_workers
@@ -555,9 +558,7 @@ class _WorkerEpoch(Iterator[Plan]):
         self.seen = bytearray((remixer.num_samples + 7) // 8)
         # Which worker read each id, shared by the workers of this process: an id that two
         # read is a source that is not split between workers. Not kept with one worker.
-        self.readers: memoryview | None = None
-        if num_workers > 1:
-            self.readers = memoryview(remixer._readers.numpy())  # type: ignore[arg-type]
+        self.readers = readers
         source = remixer.source
         self.resumable = callable(getattr(source, "state_dict", None)) and callable(
             getattr(source, "load_state_dict", None)

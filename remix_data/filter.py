@@ -15,6 +15,7 @@ named in ``docs/architecture.md``: :mod:`~remix_data.calls` (a checked call),
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,6 +24,7 @@ import torch
 
 from . import _source
 from ._checks import as_index_tensor, check_choice, check_fraction, check_modality_row
+from .alerts import RemixWarning
 from .assignment import AssignmentRule
 from .calls import Call, check_call
 from .device import DeviceQueue, Landed
@@ -140,6 +142,7 @@ class HardSampleFilter:
         self.snapshots = Snapshots(self.num_samples, len(self.modalities))
         #: A restored sampler's check on this filter's snapshot epoch.
         self.pairing = Pairing()
+        self._warned_unmarked = False  # one head updated without modality= after a snapshot
         #: What :meth:`state_dict` saves and :meth:`load_state_dict` restores.
         self.checkpoint = FilterState(self)
         _source.register(self)
@@ -205,7 +208,8 @@ class HardSampleFilter:
                 :data:`~remix_data.ALL`, so masked rows never overwrite a score;
                 rows marked :data:`~remix_data.vocabulary.PAD` are not written.
                 **Required** after the first snapshot whenever ``outputs`` holds
-                more than one modality (remix batches are unimodal).
+                more than one modality (remix batches are unimodal); one head
+                without it then warns once (:class:`~remix_data.RemixWarning`).
 
         An index repeated in one call is written once, from its last occurrence
         (counted in ``stats()["duplicates"]``). Every argument is checked at the
@@ -223,6 +227,8 @@ class HardSampleFilter:
         )  # fmt: skip
         if not call.names:
             return
+        if modality is None and not self._warned_unmarked and self.snapshot_epoch is not None:
+            self._warn_unmarked(call.names)
         heads = [outputs[name] for name in call.names]
         if call.device is None:
             self._write_landed()  # keep the order of earlier device calls
@@ -248,6 +254,18 @@ class HardSampleFilter:
             self.queue.push(
                 call.rows, call.names, heads, targets, self.score, call.indices, call.ids
             )
+        )
+
+    def _warn_unmarked(self, names: tuple[str, ...]) -> None:
+        self._warned_unmarked = True
+        warnings.warn(
+            f"update got outputs for {list(names)} without modality= after the snapshot of "
+            f"remix epoch {self.snapshot_epoch}: every row is written, also the rows of a "
+            f"batch that trained another modality, where {names[0]!r} was masked. Pass the "
+            "loader's ids (update(index, outputs, modality=modality)), or modality=ALL for "
+            "rows that saw every modality (a scoring pass); warned once per filter",
+            RemixWarning,
+            stacklevel=3,
         )
 
     def _write_host(self, call: Call, heads: list[torch.Tensor], scores: torch.Tensor) -> None:

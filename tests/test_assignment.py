@@ -109,7 +109,9 @@ def test_filter_snapshot_is_the_rule_of_its_table(
     result = AssignmentRule(n, table["modalities"], **kwargs)(table["values"])
     assert torch.equal(snapshot, result.assignment)
     weights = filt.weights(torch.arange(n))
-    assert torch.equal(weights, result.weights if result.weights is not None else weights)
+    expected = result.weights if result.weights is not None else torch.ones(n)
+    assert torch.equal(weights, expected)
+    assert (result.weights is None) == (ratio is None)  # reweighting follows filtering
 
 
 @given(score_tables(), st.sampled_from([0.1, 0.5, 0.75]), st.integers(2, 4))

@@ -70,6 +70,6 @@ def test_world_info_is_one_validation_for_sampler_and_scoring() -> None:
     assert world_info(4, 3) == (4, 3)
     with pytest.raises(ValueError, match=r"num_replicas=1\), but got rank=1"):
         world_info(None, 1)
-    for replicas, rank in ((0, 0), (2, -1)):
-        with pytest.raises(ValueError):
+    for replicas, rank, message in ((0, 0, "num_replicas=0"), (2, -1, "rank=-1")):
+        with pytest.raises(ValueError, match=rf"should be a .*, but got {message}$"):
             world_info(replicas, rank)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remix_data import FILTERED, HardSampleFilter, confidence, cross_entropy
+from remix_data import ALL, FILTERED, HardSampleFilter, RemixWarning, confidence, cross_entropy
 from remix_data.testing import logits, naive_assignment, score_tables
 
 
@@ -168,6 +169,26 @@ def test_snapshot_is_frozen_per_epoch_and_history_records_it() -> None:
     assert [h["epoch"] for h in filt.history] == [3, 4]
     assert filt.history[0]["class_counts"] == {"a": [1, 0], "b": [0, 1]}
     assert filt.history[1]["mean_score"] == {"a": 1.0, "b": 1.0}
+
+
+def test_one_head_without_modality_after_a_snapshot_warns_once() -> None:
+    """After the first snapshot batches are unimodal: a head given without the loader's ids
+    is written on every row, also where its modality was masked."""
+    filt = HardSampleFilter(4, ("a", "b"))
+    logits = torch.randn(4, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemixWarning)
+        filt.update([0, 1, 2, 3], {"b": logits})  # before any snapshot: a scoring pass
+        filt.snapshot(0)
+        filt.update([0, 1, 2, 3], {"b": logits}, modality=1)
+        filt.update([0, 1, 2, 3], {"b": logits}, modality=torch.tensor([0, 1, 1, ALL]))
+        filt.update([0, 1, 2, 3], {"b": logits}, modality=ALL)
+    with pytest.warns(RemixWarning, match=r"outputs for \['b'\] without modality= after the "
+                      r"snapshot of remix epoch 0: every row is written"):  # fmt: skip
+        filt.update([0, 1, 2, 3], {"b": logits})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemixWarning)
+        filt.update([0, 1, 2, 3], {"b": logits})  # once per filter
 
 
 def test_state_dict_round_trip_restores_scores_and_snapshot() -> None:

@@ -221,18 +221,21 @@ def test_batchnorm_trains_on_every_default_batch(tail: str) -> None:
     data = ModalityDecoupler([{"a": torch.randn(3), "b": torch.randn(3)} for _ in range(n)], names)
     norm = torch.nn.BatchNorm1d(3).train()
 
+    sizes: list[int] = []
+
     def run() -> int:
-        seen = 0
         for sample, index, _ in DataLoader(data, batch_sampler=sampler):
+            sizes.append(len(index))
             norm(sample["a"])
-            seen += len(index)
-        return seen
+        return sum(sizes)
 
     if tail == "keep":
         with pytest.raises(ValueError, match="Expected more than 1 value per channel"):
             run()
+        assert sizes[-1] == 1 and all(s == 4 for s in sizes[:-1])  # it was the batch of one
     else:
-        assert run() == n
+        assert run() == n and min(sizes) > 1
+        assert sorted(sizes) == [4, 4, 5, 5]  # each subset's 4, 4, 1 -> 4, 5
         assert sampler.stats()["merged"] == {"a": 1, "b": 1}
 
 

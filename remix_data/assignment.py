@@ -32,6 +32,7 @@ Example:
     ([-1, 0, 0], 0)
 """
 
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -194,6 +195,41 @@ def hardest(values: np.ndarray, score: str, *, exact: bool = True) -> tuple[np.n
     return assign, best
 
 
+def _by_class(labels: np.ndarray, scored: np.ndarray) -> tuple[np.ndarray, list[int]]:
+    """The ``scored`` samples grouped by class (classes ascending, index order within one)
+    and the boundaries of the groups: ``grouped[bounds[j]:bounds[j + 1]]`` is the ``j``-th
+    class present. One stable sort of the labels (a radix sort for up to 65,536 classes),
+    instead of one pass over every sample per class."""
+    members = None if scored.all() else np.flatnonzero(scored)
+    own = labels if members is None else labels[members]
+    top = int(own.max()) if own.size else 0
+    narrow = own.astype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int64)
+    order = np.argsort(narrow, kind="stable")
+    counts = np.bincount(own, minlength=top + 1)
+    bounds = np.concatenate([[0], np.cumsum(counts[counts > 0])]).tolist()
+    return (order if members is None else members[order]), bounds
+
+
+def _first_of_stable_sort(key: np.ndarray, q: int) -> np.ndarray:
+    """bool ``[n]``: the ``q`` entries a stable ascending sort of ``key`` puts first
+    (``NaN`` after ``+inf``, ties by position), found by one selection instead of a sort."""
+    n = key.size
+    if q <= 0 or q >= n:
+        return np.full(n, q > 0)
+    nan = np.isnan(key)
+    filled = np.where(nan, np.inf, key)
+    bound = np.partition(filled, q - 1)[q - 1]
+    chosen: np.ndarray = filled < bound
+    need = q - int(np.count_nonzero(chosen))
+    for tied in (~nan & (filled == bound), nan):  # at the bound: numbers, then NaN (+inf only)
+        if need <= 0:
+            break
+        taken = tied & (np.cumsum(tied) <= need)
+        chosen |= taken
+        need -= int(np.count_nonzero(taken))
+    return chosen
+
+
 def balance_classes(
     assign: torch.Tensor,
     values: torch.Tensor,
@@ -207,33 +243,69 @@ def balance_classes(
     ``[N]``) move. Quotas per class follow the shares of ``assign`` over all
     scored samples (largest remainder rounding). Within a class, modality ``m``
     (in order, the last takes the rest) gets the samples where it is hardest
-    relative to the best remaining alternative.
+    relative to the best remaining alternative: the first ones of a stable sort
+    of that margin (ties by index for the first modality, by the previous
+    margin's order after it).
+
+    The members are grouped by class with one stable sort (not one pass over
+    every sample per class: a thousand classes cost about what ten do), and the
+    last split of each class is a selection, not a sort (with two modalities
+    the only split); numpy throughout, whose calls cost little on the small
+    classes of a small data set. ``benchmarks/scaling.py`` times it within an
+    epoch's plan.
+
+    Example:
+        >>> assign = torch.tensor([0, 0, 1, 1], dtype=torch.int8)   # shares 1/2, 1/2
+        >>> values = torch.tensor([[0.1, 0.2, 0.8, 0.9], [0.5, 0.5, 0.5, 0.5]])
+        >>> labels = torch.tensor([0, 0, 1, 1])     # each class wholly in one modality
+        >>> balance_classes(assign, values, labels, torch.ones(4, dtype=torch.bool), "confidence")
+        >>> assign.tolist()    # each class split 1:1, its least confident in 0 going to 0
+        [0, 1, 0, 1]
     """
     m_count = values.shape[0]
+    table, out, seen = values.numpy(), assign.numpy(), scored.numpy()  # ``out`` shares memory
     # ``hard``: lower is harder for every score kind; a missing score is never hard.
-    hard = -values if score == "loss" else values.clone()
-    hard = torch.nan_to_num(hard, nan=math.inf)
-    shares = torch.bincount(assign[scored].long(), minlength=m_count).double()
+    hard = np.where(np.isnan(table), np.float32(np.inf), -table if score == "loss" else table)
+    shares = np.bincount(out[seen].view(np.uint8), minlength=m_count).astype(np.float64)
     if shares.sum() == 0:
         return
     shares /= shares.sum()
-    for c in torch.unique(labels[scored]).tolist():
-        members = ((labels == c) & scored).nonzero().squeeze(1)
-        exact = shares * members.numel()
-        quota = exact.floor().long()
-        short = members.numel() - int(quota.sum())
-        if short:
-            quota[torch.argsort(exact - quota, descending=True, stable=True)[:short]] += 1
-        remaining, alternatives = members, list(range(m_count))
+    grouped, bounds = _by_class(labels.numpy(), seen)
+    # the first split's margins, for every member at once (sliced per class below)
+    with np.errstate(invalid="ignore"):  # inf - inf: NaN, sorted last
+        first_margin = (hard[0] - hard[1:].min(0))[grouped]
+    codes = np.empty(grouped.size, dtype=np.int8)  # per grouped member
+    for start, end in itertools.pairwise(bounds):
+        exact = shares * (end - start)
+        quota = np.floor(exact).astype(np.int64)
+        short = end - start - int(quota.sum())
+        if short:  # largest remainders first, ties to the earlier modality
+            quota[np.argsort(quota - exact, kind="stable")[:short]] += 1
+        # positions in ``grouped`` still unassigned, in the order that breaks the next ties
+        remaining: np.ndarray | None = None  # None: the whole class, in index order
+        alternatives = list(range(m_count))
         for m in range(m_count - 1):
             alternatives.remove(m)
-            sub = hard[:, remaining]
-            margin = sub[m] - sub[alternatives].amin(0)
-            order = torch.argsort(margin, stable=True)
+            if remaining is None:
+                margin = first_margin[start:end]
+            else:
+                sub = hard[:, grouped[remaining]]
+                with np.errstate(invalid="ignore"):  # inf - inf: NaN, sorted last
+                    margin = sub[m] - sub[alternatives].min(0)
             q = int(quota[m])
-            assign[remaining[order[:q]]] = m
-            remaining = remaining[order[q:]]
-        assign[remaining] = m_count - 1
+            if m < m_count - 2:
+                order = np.argsort(margin, kind="stable")
+                ranked = order + start if remaining is None else remaining[order]
+                codes[ranked[:q]] = m
+                remaining = ranked[q:]
+                continue
+            # the last split: a selection; the last modality takes the rest
+            part = np.where(_first_of_stable_sort(margin, q), np.int8(m), np.int8(m_count - 1))
+            if remaining is None:
+                codes[start:end] = part
+            else:
+                codes[remaining] = part
+    out[grouped] = codes
 
 
 def filter_hard(
@@ -375,14 +447,15 @@ class AssignmentRule:
         if self.balance == "class":
             assert self.labels is not None
             mask = torch.from_numpy(seen) if scored_mask is None else scored_mask
-            plain = assign.clone()
+            plain = assign.clone() if available is not None else assign
             balance_classes(assign, table, self.labels, mask, self.score)
             if available is not None:  # a class quota never sends a sample to a gap
                 lacking = ~torch.from_numpy(available).gather(
                     0, assign.clamp(min=0).long().unsqueeze(0)
                 ).squeeze(0)
                 assign = torch.where(lacking & (assign >= 0), plain, assign)
-            best = table.gather(0, assign.clamp(min=0).long().unsqueeze(0)).squeeze(0)
+            if self.filters:  # the score in the modality each sample now trains
+                best = table.gather(0, assign.clamp(min=0).long().unsqueeze(0)).squeeze(0)
         weights = None
         if self.filters:
             weights = filter_hard(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from remix_data import HardSampleFilter
+from remix_data.assignment import _first_of_stable_sort, balance_classes
 from remix_data.testing import naive_assignment, score_tables
 
 
@@ -145,3 +147,84 @@ def test_joint_fraction_moves_a_share_of_each_subset_into_joint_batches() -> Non
     assert int((assignment[joint] == 0).sum()) == 10
     with pytest.raises(ValueError, match=r"joint_fraction=1\.5"):
         ReassemblingBatchSampler(filt, 10, joint_fraction=1.5)
+
+
+def _balanced_by_hand(
+    assign: list[int], values: np.ndarray, labels: list[int], scored: list[bool], score: str
+) -> list[int]:
+    """The class balancing rule written out per class with Python's stable ``sorted``:
+    quotas by largest remainder, then modality by modality the members with the lowest
+    margin (float32, as the table holds; NaN after +inf; ties by the current order)."""
+    out = list(assign)
+    m_count = values.shape[0]
+    with np.errstate(invalid="ignore"):
+        hard = np.nan_to_num(-values if score == "loss" else values, nan=np.inf)
+    hard = hard.astype(np.float32)
+    members_all = [i for i, s in enumerate(scored) if s]
+    counts = [sum(1 for i in members_all if assign[i] == m) for m in range(m_count)]
+    total = sum(counts)
+    if not total:
+        return out
+    shares = [c / total for c in counts]
+    for c in sorted({labels[i] for i in members_all}):
+        remaining = [i for i in members_all if labels[i] == c]
+        exact = [s * len(remaining) for s in shares]
+        quota = [math.floor(e) for e in exact]
+        extra = sorted(range(m_count), key=lambda m: -(exact[m] - quota[m]))
+        for m in extra[: len(remaining) - sum(quota)]:
+            quota[m] += 1
+        for m in range(m_count - 1):
+            rest = [a for a in range(m_count) if a > m]
+            with np.errstate(invalid="ignore"):
+                margin = {i: hard[m, i] - min(hard[a, i] for a in rest) for i in remaining}
+            ranked = sorted(
+                remaining, key=lambda i: (bool(np.isnan(margin[i])), np.nan_to_num(margin[i]))
+            )
+            for i in ranked[: quota[m]]:
+                out[i] = m
+            remaining = ranked[quota[m] :]
+        for i in remaining:
+            out[i] = m_count - 1
+    return out
+
+
+@st.composite
+def balancing_inputs(draw: st.DrawFn) -> tuple:
+    m_count = draw(st.integers(2, 4))
+    n = draw(st.integers(1, 40))
+    # few distinct values: ties everywhere, missing scores and infinite margins included
+    cell = st.sampled_from([0.0, 0.25, 0.5, 1.0, 2.0, math.nan])
+    values = np.array(draw(st.lists(cell, min_size=m_count * n, max_size=m_count * n)))
+    values = values.reshape(m_count, n).astype(np.float32)
+    scored = (~np.isnan(values).all(0)).tolist()
+    assign = [
+        draw(st.integers(0, m_count - 1)) if s else draw(st.sampled_from([-1, 0])) for s in scored
+    ]
+    # sparse class ids, past one byte too (the grouping's 16-bit path)
+    labels = draw(st.lists(st.sampled_from([0, 1, 3, 7, 300]), min_size=n, max_size=n))
+    return assign, values, labels, scored, draw(st.sampled_from(["confidence", "loss"]))
+
+
+@given(balancing_inputs())
+def test_class_balance_is_the_per_class_rule_written_out(inputs: tuple) -> None:
+    """One grouping sort and a selection for the last split give, sample for sample, what
+    sorting each class's margins gives (ties, NaN margins, 2-4 modalities, sparse ids)."""
+    assign, values, labels, scored, score = inputs
+    got = torch.tensor(assign, dtype=torch.int8)
+    balance_classes(
+        got, torch.from_numpy(values), torch.tensor(labels), torch.tensor(scored), score
+    )
+    assert got.tolist() == _balanced_by_hand(assign, values, labels, scored, score)
+
+
+@given(
+    st.lists(st.sampled_from([0.0, 1.0, -2.0, math.inf, -math.inf, math.nan]), max_size=30),
+    st.integers(-1, 31),
+)
+def test_first_of_stable_sort_selects_what_a_stable_sort_puts_first(
+    key: list[float], q: int
+) -> None:
+    array = np.array(key, dtype=np.float32)
+    expected = np.zeros(len(key), dtype=bool)
+    expected[np.argsort(array, kind="stable")[: max(q, 0)]] = True
+    assert _first_of_stable_sort(array, q).tolist() == expected.tolist()

@@ -138,17 +138,26 @@ class _SavedPosition:
         return cls(epoch, yielded, (batches, counts), version)
 
 
+def _permuted(rows: np.ndarray, gen: torch.Generator) -> np.ndarray:
+    """``rows`` in the order of one ``randperm`` draw (torch's gather: it takes the int32
+    permutation as it is, where numpy's ``take`` first widens it), into a numpy array."""
+    out = np.empty_like(rows)
+    torch.index_select(
+        torch.from_numpy(rows), 0, _randperm(rows.size, gen), out=torch.from_numpy(out)
+    )
+    return out
+
+
 def _shuffle(
     layout: EpochLayout, members: list[np.ndarray] | None, n: int, gen: torch.Generator
 ) -> list[np.ndarray]:
     """Each group's samples in random order; ``layout.joint`` of every subset go joint."""
     if members is None:
         return [_randperm(n, gen).numpy()]
-    shuffled = [m.take(_randperm(m.size, gen).numpy()) for m in members]
+    shuffled = [_permuted(m, gen) for m in members]
     if not layout.joint:
         return shuffled
-    joint = np.concatenate([idx[:k] for idx, k in zip(shuffled, layout.joint)])
-    joint = joint.take(_randperm(joint.size, gen).numpy())
+    joint = _permuted(np.concatenate([idx[:k] for idx, k in zip(shuffled, layout.joint)]), gen)
     return [joint, *(idx[k:] for idx, k in zip(shuffled, layout.joint))]
 
 

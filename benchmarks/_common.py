@@ -267,14 +267,17 @@ def compare(
     }
 
 
-def realistic_filter(n: int, *, seed: int = 0, process_group: Any = None) -> HardSampleFilter:
+def realistic_filter(
+    n: int, *, seed: int = 0, process_group: Any = None, **options: Any
+) -> HardSampleFilter:
     """A filter scored like a real run: every sample scored, about 40% audio / 60% video.
 
     Per-sample losses as ``[N]`` tensors (``score="loss"``), video a bit harder on
-    average, as with CREMA-D where audio dominates.
+    average, as with CREMA-D where audio dominates. ``options`` go to
+    :class:`~remix_data.HardSampleFilter` (``labels``, ``balance``, ``smoothing``...).
     """
     gen = torch.Generator().manual_seed(seed)
-    filt = HardSampleFilter(n, NAMES, score="loss", process_group=process_group)
+    filt = HardSampleFilter(n, NAMES, score="loss", process_group=process_group, **options)
     losses = {
         "audio": torch.rand(n, generator=gen),
         "video": torch.rand(n, generator=gen) + 0.1,

@@ -115,8 +115,11 @@ def test_scaling_quick_writes_every_table(tmp_path: Path) -> None:
         kinds = ("table_us", "logits_us", "online_us", "online_all_us")
         assert all(positive(row[k]) for k in kinds)
     planning = result["planning"]
-    assert [row["n"] for row in planning] == result["config"]["sizes"]
-    assert planning[0]["growth"] is None
+    sizes = result["config"]["sizes"]
+    assert [(row["options"], row["n"]) for row in planning] == [
+        (options, n) for options in scaling.PLANNING_OPTIONS for n in sizes
+    ]
+    assert [row["growth"] is None for row in planning] == [n == sizes[0] for n in sizes] * 2
     for row in planning:
         for key in ("assignment_s", "plan_s", "total_s", "ns_per_sample"):
             assert positive(row[key]), key
@@ -124,8 +127,9 @@ def test_scaling_quick_writes_every_table(tmp_path: Path) -> None:
         # 2 modalities: float32 scores + fresh flags + scored flag + int8 snapshot
         assert row["filter_bytes_per_sample"] >= 12
         assert 4 <= row["sampler_bytes_per_sample"] < 16
-    for row in planning[1:]:
-        assert isinstance(row["growth"], float) and math.isfinite(row["growth"])
+    for row in planning:
+        if row["n"] != sizes[0]:
+            assert isinstance(row["growth"], float) and math.isfinite(row["growth"])
     for row in result["reference"]:
         assert positive(row["reference_us_per_sample"]) and positive(row["ours_us_per_sample"])
         assert row["speedup"] == pytest.approx(
@@ -134,6 +138,9 @@ def test_scaling_quick_writes_every_table(tmp_path: Path) -> None:
         assert row["agree"] >= 0.99  # same decisions (log base and clipping aside)
     goal = result["goal"]
     assert goal["limit_s"] == 1.0 and goal["met"] is False  # --quick stops below 10^7
+    largest = [row for row in planning if row["n"] == sizes[-1]]
+    assert goal["plan_s"] == max(row["total_s"] for row in largest)  # the slower option set
+    assert goal["plan_options"] in scaling.PLANNING_OPTIONS
 
 
 def test_step_split_parts_add_up_to_the_step_and_only_remix_updates() -> None:

@@ -181,6 +181,10 @@ def _table_row(row: dict[str, Any]) -> dict[str, Any]:
     if host:
         out["plain_ms"], out["remix_ms"] = _ms(host["plain"]), _ms(host["remix"])
         out["sizes"] = f"{host['plain']['batch_sizes']} / {host['remix']['batch_sizes']}"
+        # PAD rows that complete a short batch (tail="fill") cost whole steps: seen here
+        out["steps"] = " / ".join(
+            f"{host[side]['steps_per_epoch']:g}" for side in ("plain", "remix")
+        )
         out["epoch_ms"] = " / ".join(_epoch_ms(host[side]) for side in ("plain", "remix"))
     return out
 
@@ -206,6 +210,7 @@ COLUMNS = [
     ("host ms/step plain data/step/update", "plain_ms", "s"),
     ("remix", "remix_ms", "s"),
     ("batch sizes", "sizes", "s"),
+    ("steps/epoch", "steps", "s"),
     ("ms/epoch set_epoch+device wait (plain / remix)", "epoch_ms", "s"),
 ]
 

@@ -102,6 +102,8 @@ def test_quick_run_of_the_quick_start_compile_and_micro_levels(tmp_path: Path) -
             assert side["steps_per_epoch"] >= 1
         assert plain["steps_per_epoch"] == math.ceil(row["work"] / row["batch_size"])
         assert row["syncs"]["remix"] == {"syncs_per_step": None, "syncs": None, "steps": None}
+        steps = f"{plain['steps_per_epoch']:g} / {remix['steps_per_epoch']:g}"
+        assert gpu._table_row(row)["steps"] == steps
     cases = [row for row in result["levels"] if row["kind"] == "micro"]
     assert [row["level"] for row in cases] == [
         "update: 1 head", "update: 2 heads, ALL", "update: 2 heads, smoothing + balance",

@@ -21,10 +21,10 @@ Levels (``--levels``; all by default):
 Same dataset, workers (``pin_memory=True``), batch size, bf16 autocast and
 optimiser on both sides; one run is one epoch, runs alternate, medians are
 reported; host synchronisations per step are counted on the first four levels
-(``torch.cuda.set_sync_debug_mode("warn")``), and the quick-start levels split
-each side's host milliseconds per step into the wait for data, the step and
-``update``, and report per epoch the milliseconds of ``set_epoch`` and of the
-final wait for the device.
+(``torch.cuda.set_sync_debug_mode("warn")``), and every level but ``micro``
+splits each side's host milliseconds per step into the wait for data, the step
+and ``update``, and reports its steps per epoch and per epoch the milliseconds
+of ``set_epoch`` and of the final wait for the device.
 
 Run: ``bash benchmarks/gpu.sh`` (or ``python -m benchmarks.gpu``) on a machine
 with one CUDA GPU and torch, numpy, tqdm and Triton (torch's CUDA wheels bring

@@ -40,13 +40,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks._common import NAMES, compare
-from benchmarks.training import count_syncs, resnet18_encoder
+from benchmarks.training import StepTimes, count_syncs, resnet18_encoder, timed_epoch
 from remix_data import (
     remix_loss,
 )
 from remix_data.presets import RECOMMENDED, build
 
-__all__ = ["QuickNet", "StepTimes", "compare_loop"]
+__all__ = ["QuickNet", "compare_loop"]
 
 
 class QuickNet(nn.Module):
@@ -84,56 +84,8 @@ class QuickNet(nn.Module):
         return self.fused(torch.cat(list(f.values()), 1)), {m: self.heads[m](f[m]) for m in f}
 
 
-class StepTimes:
-    """Host seconds of every step, split into the wait for data, the step and ``update``,
-    and of each epoch's work outside its steps: ``set_epoch`` and the wait for the device
-    at its end (``torch.cuda.synchronize``: what the host finished ahead of the GPU)."""
-
-    def __init__(self) -> None:
-        self.wait = self.step = self.update = 0.0
-        self.set_epoch = self.drain = 0.0
-        self.steps = self.epochs = 0
-        self.sizes: set[int] = set()  # distinct batch sizes (each new one autotunes cuDNN)
-
-    def per_step_ms(self) -> dict[str, float | None]:
-        n, e = max(self.steps, 1), max(self.epochs, 1)
-        return {
-            "data_ms": 1e3 * self.wait / n,
-            "step_ms": 1e3 * self.step / n,
-            "update_ms": 1e3 * self.update / n if self.update else None,
-            "batch_sizes": len(self.sizes),
-            "steps_per_epoch": self.steps / e,
-            "set_epoch_ms_per_epoch": 1e3 * self.set_epoch / e,
-            "device_wait_ms_per_epoch": 1e3 * self.drain / e,
-        }
-
-
 def _on(device: torch.device, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-def _epoch(
-    batches: Any,
-    step: Callable[[Any], tuple[Any, int]],
-    update: Callable[[Any, Any], None] | None,
-    times: StepTimes,
-) -> None:
-    it = iter(batches)
-    while True:
-        start = time.perf_counter()
-        batch = next(it, None)
-        got = time.perf_counter()
-        if batch is None:
-            break
-        out, size = step(batch)
-        stepped = time.perf_counter()
-        if update is not None:
-            update(batch, out)
-            times.update += time.perf_counter() - stepped
-        times.wait += got - start
-        times.step += stepped - got
-        times.steps += 1
-        times.sizes.add(size)
 
 
 def _parts(
@@ -213,14 +165,14 @@ def compare_loop(
         t.epochs += 1
 
     def run_plain() -> None:
-        _epoch(plain, plain_step, None, times["plain"])
+        timed_epoch(plain, plain_step, None, times["plain"])
         finish(times["plain"])
 
     def run_remix() -> None:
         t, start = times["remix"], time.perf_counter()
         parts.sampler.set_epoch(next(epochs))
         t.set_epoch += time.perf_counter() - start
-        _epoch(remix, remix_step, update, t)
+        timed_epoch(remix, remix_step, update, t)
         finish(t)
 
     start = time.perf_counter()
@@ -243,7 +195,7 @@ def compare_loop(
     def counted_epoch() -> int:
         parts.sampler.set_epoch(next(epochs))
         counted = StepTimes()
-        _epoch(remix, remix_step, update, counted)
+        timed_epoch(remix, remix_step, update, counted)
         return counted.steps
 
     row["syncs"] = {"remix": count_syncs(counted_epoch, device)}

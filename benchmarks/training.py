@@ -14,7 +14,9 @@ i.e. :func:`remix_data.remix_loss`), under bf16 autocast when ``amp`` is on:
   scoring), which is what a user's loop runs.
 
 One run of a side is one epoch; runs alternate (:func:`benchmarks._common.compare`)
-and each ends with ``torch.cuda.synchronize()`` on a GPU. Host synchronisations
+and each ends with ``torch.cuda.synchronize()`` on a GPU. Each part of every step is
+timed on the host (:func:`timed_epoch`): the wait for data, the step, ``update``, and
+per epoch ``set_epoch`` and the final wait for the device. Host synchronisations
 per step are counted in one extra epoch per side under
 ``torch.cuda.set_sync_debug_mode("warn")`` (each synchronising CUDA call warns
 once; ``None`` off the GPU).
@@ -58,7 +60,9 @@ __all__ = [
     "SyntheticAV",
     "TinyNet",
     "compare_training",
+    "StepTimes",
     "count_syncs",
+    "timed_epoch",
     "resnet18_encoder",
 ]
 
@@ -164,6 +168,58 @@ class SyntheticAV(Dataset[dict[str, Any]]):
         }
 
 
+class StepTimes:
+    """Host seconds of every step, split into the wait for data, the step and ``update``,
+    and of each epoch's work outside its steps: ``set_epoch`` and the wait for the device
+    at its end (``torch.cuda.synchronize``: what the host finished ahead of the GPU)."""
+
+    def __init__(self) -> None:
+        self.wait = self.step = self.update = 0.0
+        self.set_epoch = self.drain = 0.0
+        self.steps = self.epochs = 0
+        self.sizes: set[int] = set()  # distinct batch sizes (each new one autotunes cuDNN)
+
+    def per_step_ms(self) -> dict[str, float | None]:
+        n, e = max(self.steps, 1), max(self.epochs, 1)
+        return {
+            "data_ms": 1e3 * self.wait / n,
+            "step_ms": 1e3 * self.step / n,
+            "update_ms": 1e3 * self.update / n if self.update else None,
+            "batch_sizes": len(self.sizes),
+            "steps_per_epoch": self.steps / e,
+            "set_epoch_ms_per_epoch": 1e3 * self.set_epoch / e,
+            "device_wait_ms_per_epoch": 1e3 * self.drain / e,
+        }
+
+
+def timed_epoch(
+    batches: Any,
+    step: Callable[[Any], tuple[Any, int]],
+    update: Callable[[Any, Any], None] | None,
+    times: StepTimes,
+) -> None:
+    """One epoch of ``step`` (and ``update``) over ``batches``, each part timed into ``times``.
+
+    ``step(batch)`` returns ``(outputs, batch size)``; ``update(batch, outputs)`` runs after it.
+    """
+    it = iter(batches)
+    while True:
+        start = time.perf_counter()
+        batch = next(it, None)
+        got = time.perf_counter()
+        if batch is None:
+            break
+        out, size = step(batch)
+        stepped = time.perf_counter()
+        if update is not None:
+            update(batch, out)
+            times.update += time.perf_counter() - stepped
+        times.wait += got - start
+        times.step += stepped - got
+        times.steps += 1
+        times.sizes.add(size)
+
+
 def count_syncs(epoch: Callable[[], int], device: torch.device) -> dict[str, Any]:
     """Run one epoch under the CUDA sync debug mode; synchronising calls per step."""
     if device.type != "cuda":
@@ -212,8 +268,10 @@ def compare_training(
     Returns:
         :func:`~benchmarks._common.compare`'s row, plus ``method``, ``mask``,
         ``num_workers``, ``device``, ``amp``, ``batch_size``, ``params``,
-        ``reps`` (the timed runs per side) and ``syncs`` (per side: ``syncs_per_step``, ``syncs``,
-        ``steps``).
+        ``reps`` (the timed runs per side), ``host_ms`` (per side, the timed epochs'
+        :meth:`StepTimes.per_step_ms`: host ms per step waiting for data, stepping and in
+        ``update``; per epoch in ``set_epoch`` and waiting for the device) and ``syncs``
+        (per side: ``syncs_per_step``, ``syncs``, ``steps``).
     """
     cuda = device.type == "cuda"
     model = model.to(device)
@@ -245,37 +303,55 @@ def compare_training(
         opt.step()
         return logits
 
-    def plain_epoch() -> int:
-        steps = 0
-        for sample in plain:
-            b = len(sample["label"])
-            if b not in all_rows:
-                ids = torch.full((b,), ALL)
-                all_rows[b] = ids.pin_memory() if cuda else ids
-            step(sample, all_rows[b], joint_cfg)
-            steps += 1
-        return steps
+    def plain_step(sample: Mapping[str, Any]) -> tuple[None, int]:
+        b = len(sample["label"])
+        if b not in all_rows:
+            ids = torch.full((b,), ALL)
+            all_rows[b] = ids.pin_memory() if cuda else ids
+        step(sample, all_rows[b], joint_cfg)
+        return None, b
+
+    def remix_step(batch: Any) -> tuple[Any, int]:
+        sample, index, modality = batch
+        return step(sample, modality, remix_cfg), len(index)
+
+    def update(batch: Any, logits: Any) -> None:
+        filt.update(batch[1], logits, modality=batch[2])
 
     epochs = itertools.count()
 
-    def remix_epoch() -> int:
-        sampler.set_epoch(next(epochs))  # snapshot of the filter's scores
-        steps = 0
-        for sample, index, modality in remix:
-            logits = step(sample, modality, remix_cfg)
-            filt.update(index, logits, modality=modality)
-            steps += 1
-        return steps
+    def plain_epoch(times: StepTimes) -> None:
+        timed_epoch(plain, plain_step, None, times)
 
-    def timed(epoch: Callable[[], int]) -> Callable[[], None]:
+    def remix_epoch(times: StepTimes) -> None:
+        start = time.perf_counter()
+        sampler.set_epoch(next(epochs))  # snapshot of the filter's scores
+        times.set_epoch += time.perf_counter() - start
+        timed_epoch(remix, remix_step, update, times)
+
+    times = {side: StepTimes() for side in ("plain", "remix")}
+
+    def timed(side: str, epoch: Callable[[StepTimes], None]) -> Callable[[], None]:
         def run() -> None:
-            epoch()
+            spent = times[side]
+            epoch(spent)
+            start = time.perf_counter()
             if cuda:
                 torch.cuda.synchronize(device)
+            spent.drain += time.perf_counter() - start
+            spent.epochs += 1
 
         return run
 
-    run_plain, run_remix = timed(plain_epoch), timed(remix_epoch)
+    def counted(epoch: Callable[[StepTimes], None]) -> Callable[[], int]:
+        def run() -> int:  # one more epoch, its steps counted apart
+            spent = StepTimes()
+            epoch(spent)
+            return spent.steps
+
+        return run
+
+    run_plain, run_remix = timed("plain", plain_epoch), timed("remix", remix_epoch)
     start = time.perf_counter()
     for _ in range(warmup):
         run_plain()
@@ -283,6 +359,7 @@ def compare_training(
     if level_seconds is not None and warmup:
         per_pair = (time.perf_counter() - start) / warmup
         reps = max(2, min(reps, int(level_seconds / max(per_pair, 1e-9))))
+    times = {side: StepTimes() for side in times}  # count the timed epochs only
     model.train()
     row = compare(
         level, run_plain, run_remix, work=n, unit="samples/s", goal=goal, reps=reps, warmup=0,
@@ -290,9 +367,10 @@ def compare_training(
         device=str(device) + (f" ({torch.cuda.get_device_name(device)})" if cuda else ""),
         params=sum(p.numel() for p in model.parameters()),
     )  # fmt: skip
+    row["host_ms"] = {side: spent.per_step_ms() for side, spent in times.items()}
     row["reps"] = reps
     row["syncs"] = {
-        "plain": count_syncs(plain_epoch, device),
-        "remix": count_syncs(remix_epoch, device),
+        "plain": count_syncs(counted(plain_epoch), device),
+        "remix": count_syncs(counted(remix_epoch), device),
     }
     return row

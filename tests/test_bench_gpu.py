@@ -28,6 +28,22 @@ def _positive(value: Any) -> bool:
     )
 
 
+def _check_host_ms(row: dict[str, Any]) -> None:
+    """The timed epochs' host split: only remix updates and sets an epoch; steps are whole
+    epochs' steps (plain: every sample once, in batches of ``batch_size``)."""
+    plain, remix = row["host_ms"]["plain"], row["host_ms"]["remix"]
+    assert plain["update_ms"] is None and _positive(remix["update_ms"])
+    assert all(_positive(side["data_ms"]) and _positive(side["step_ms"]) for side in (plain, remix))
+    assert plain["batch_sizes"] >= 1 and remix["batch_sizes"] >= 1
+    assert plain["set_epoch_ms_per_epoch"] == 0 and _positive(remix["set_epoch_ms_per_epoch"])
+    for side in (plain, remix):
+        assert side["device_wait_ms_per_epoch"] >= 0
+    assert plain["steps_per_epoch"] == math.ceil(row["work"] / row["batch_size"])
+    assert remix["steps_per_epoch"] >= 1
+    steps = f"{plain['steps_per_epoch']:g} / {remix['steps_per_epoch']:g}"
+    assert gpu._table_row(row)["steps"] == steps
+
+
 def _check_row(row: dict[str, Any], reps: int) -> None:
     for key in ("work", "plain", "remix", "ratio", "pair_ratio", "params", "batch_size"):
         assert _positive(row[key]), (row["level"], key, row[key])
@@ -46,6 +62,7 @@ def _check_row(row: dict[str, Any], reps: int) -> None:
     assert row["device"] == "cpu" and row["amp"] is False
     for side in ("plain", "remix"):  # no CUDA, nothing to count
         assert row["syncs"][side] == {"syncs_per_step": None, "syncs": None, "steps": None}
+    _check_host_ms(row)
 
 
 def test_quick_run_writes_every_field_of_both_models(
@@ -89,21 +106,8 @@ def test_quick_run_of_the_quick_start_compile_and_micro_levels(tmp_path: Path) -
         assert row["ratio"] == pytest.approx(row["remix"] / row["plain"]) and row["compiled"] == (
             level == "compile"
         )
-        plain, remix = row["host_ms"]["plain"], row["host_ms"]["remix"]
-        assert plain["update_ms"] is None and _positive(remix["update_ms"])  # only remix updates
-        assert all(
-            _positive(side["data_ms"]) and _positive(side["step_ms"]) for side in (plain, remix)
-        )
-        assert plain["batch_sizes"] >= 1 and remix["batch_sizes"] >= 1
-        # per epoch: only remix sets an epoch; the steps counted are whole epochs' steps
-        assert plain["set_epoch_ms_per_epoch"] == 0 and _positive(remix["set_epoch_ms_per_epoch"])
-        for side in (plain, remix):
-            assert side["device_wait_ms_per_epoch"] >= 0
-            assert side["steps_per_epoch"] >= 1
-        assert plain["steps_per_epoch"] == math.ceil(row["work"] / row["batch_size"])
+        _check_host_ms(row)
         assert row["syncs"]["remix"] == {"syncs_per_step": None, "syncs": None, "steps": None}
-        steps = f"{plain['steps_per_epoch']:g} / {remix['steps_per_epoch']:g}"
-        assert gpu._table_row(row)["steps"] == steps
     cases = [row for row in result["levels"] if row["kind"] == "micro"]
     assert [row["level"] for row in cases] == [
         "update: 1 head", "update: 2 heads, ALL", "update: 2 heads, smoothing + balance",

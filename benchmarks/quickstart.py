@@ -157,23 +157,14 @@ def compare_loop(
     epochs = itertools.count()
     plain_step, remix_step = train("plain", joint), train("remix", remixed)
 
-    def finish(t: StepTimes) -> None:
-        start = time.perf_counter()
-        if cuda:
-            torch.cuda.synchronize(device)
-        t.drain += time.perf_counter() - start
-        t.epochs += 1
-
     def run_plain() -> None:
         timed_epoch(plain, plain_step, None, times["plain"])
-        finish(times["plain"])
+        times["plain"].end_epoch(device)
 
     def run_remix() -> None:
-        t, start = times["remix"], time.perf_counter()
-        parts.sampler.set_epoch(next(epochs))
-        t.set_epoch += time.perf_counter() - start
-        timed_epoch(remix, remix_step, update, t)
-        finish(t)
+        times["remix"].set_epoch_of(parts.sampler, next(epochs))
+        timed_epoch(remix, remix_step, update, times["remix"])
+        times["remix"].end_epoch(device)
 
     start = time.perf_counter()
     for _ in range(2):  # warm-up epochs: compilation, cuDNN autotuning, the joint epoch

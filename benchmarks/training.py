@@ -59,11 +59,11 @@ __all__ = [
     "AVResNet",
     "SyntheticAV",
     "TinyNet",
-    "compare_training",
     "StepTimes",
+    "compare_training",
     "count_syncs",
-    "timed_epoch",
     "resnet18_encoder",
+    "timed_epoch",
 ]
 
 
@@ -178,6 +178,20 @@ class StepTimes:
         self.set_epoch = self.drain = 0.0
         self.steps = self.epochs = 0
         self.sizes: set[int] = set()  # distinct batch sizes (each new one autotunes cuDNN)
+
+    def set_epoch_of(self, sampler: Any, epoch: int) -> None:
+        """``sampler.set_epoch(epoch)``, its host time counted."""
+        start = time.perf_counter()
+        sampler.set_epoch(epoch)
+        self.set_epoch += time.perf_counter() - start
+
+    def end_epoch(self, device: torch.device) -> None:
+        """Count one epoch, its final wait for ``device`` included (none off CUDA)."""
+        start = time.perf_counter()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        self.drain += time.perf_counter() - start
+        self.epochs += 1
 
     def per_step_ms(self) -> dict[str, float | None]:
         n, e = max(self.steps, 1), max(self.epochs, 1)
@@ -324,22 +338,15 @@ def compare_training(
         timed_epoch(plain, plain_step, None, times)
 
     def remix_epoch(times: StepTimes) -> None:
-        start = time.perf_counter()
-        sampler.set_epoch(next(epochs))  # snapshot of the filter's scores
-        times.set_epoch += time.perf_counter() - start
+        times.set_epoch_of(sampler, next(epochs))  # snapshot of the filter's scores
         timed_epoch(remix, remix_step, update, times)
 
     times = {side: StepTimes() for side in ("plain", "remix")}
 
     def timed(side: str, epoch: Callable[[StepTimes], None]) -> Callable[[], None]:
         def run() -> None:
-            spent = times[side]
-            epoch(spent)
-            start = time.perf_counter()
-            if cuda:
-                torch.cuda.synchronize(device)
-            spent.drain += time.perf_counter() - start
-            spent.epochs += 1
+            epoch(times[side])
+            times[side].end_epoch(device)
 
         return run
 

@@ -447,9 +447,9 @@ class AssignmentRule:
         if self.balance == "class":
             assert self.labels is not None
             mask = torch.from_numpy(seen) if scored_mask is None else scored_mask
-            plain = assign.clone() if available is not None else assign
+            plain = None if available is None else assign.clone()
             balance_classes(assign, table, self.labels, mask, self.score)
-            if available is not None:  # a class quota never sends a sample to a gap
+            if plain is not None:  # a class quota never sends a sample to a gap
                 lacking = ~torch.from_numpy(available).gather(
                     0, assign.clamp(min=0).long().unsqueeze(0)
                 ).squeeze(0)
